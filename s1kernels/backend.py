@@ -1,0 +1,144 @@
+"""Which backends exist on this machine, and the `backend=` dispatch every op shares.
+
+Backends: "cuda" (the compiled extension s1kernels._C with its CUDA kernels), "triton"
+(Triton kernels: on a GPU, or on CPU under TRITON_INTERPRET=1), "cpp" (the extension's
+CPU twins) and "torch" (the readable reference, always present).
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+
+import torch
+
+BACKENDS = ("auto", "cuda", "triton", "cpp", "torch")
+
+
+@functools.lru_cache(maxsize=None)
+def native():
+    """The compiled extension module, or None when it could not be imported."""
+    try:
+        return importlib.import_module("s1kernels._C")
+    except ImportError:
+        return None
+
+
+@functools.lru_cache(maxsize=None)
+def _native_error() -> str:
+    try:
+        importlib.import_module("s1kernels._C")
+        return ""
+    except ImportError as e:  # the reason goes into info()
+        return str(e)
+
+
+def triton_interpret() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+@functools.lru_cache(maxsize=None)
+def triton_version() -> str | None:
+    try:
+        import triton
+    except ImportError:
+        return None
+    return triton.__version__
+
+
+def triton_usable(device: torch.device) -> bool:
+    """Triton runs on CUDA tensors, or on CPU tensors in the interpreter."""
+    if triton_version() is None:
+        return False
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and triton_interpret()
+
+
+def cuda_usable(device: torch.device) -> bool:
+    mod = native()
+    return device.type == "cuda" and mod is not None and bool(mod.cuda_compiled)
+
+
+def cpp_usable(device: torch.device) -> bool:
+    return device.type == "cpu" and native() is not None
+
+
+def resolve(backend: str, device: torch.device, available: tuple[str, ...], op: str) -> str:
+    """Turns backend="auto" into a concrete choice and checks an explicit one.
+
+    `available` lists the backends this op implements, fastest first; "torch" is always
+    last and always usable.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"{op}: backend must be one of {BACKENDS}, got {backend!r}")
+    usable = {
+        "cuda": cuda_usable,
+        "triton": triton_usable,
+        "cpp": cpp_usable,
+        "torch": lambda d: True,
+    }
+    if backend == "auto":
+        for name in available:
+            # In the interpreter Triton is a correctness tool, never the fast CPU choice.
+            if name == "triton" and device.type == "cpu":
+                continue
+            if usable[name](device):
+                return name
+        return "torch"
+    if backend not in available:
+        raise ValueError(f"{op}: backend {backend!r} is not implemented; choose from {available}")
+    if not usable[backend](device):
+        raise ValueError(f"{op}: backend {backend!r} is not usable for tensors on {device} ({why_not(backend)})")
+    return backend
+
+
+def why_not(backend: str) -> str:
+    if backend == "cuda":
+        if native() is None:
+            return f"extension not importable: {_native_error()}"
+        if not native().cuda_compiled:
+            return "extension built without CUDA (no nvcc at build time, or S1K_CUDA=0)"
+        if not torch.cuda.is_available():
+            return "no CUDA device visible to torch"
+        return "available"
+    if backend == "triton":
+        if triton_version() is None:
+            return "triton is not installed"
+        if not torch.cuda.is_available():
+            return "no CUDA device: Triton runs on CPU only under TRITON_INTERPRET=1" + (
+                " (set)" if triton_interpret() else " (not set)")
+        return "available"
+    if backend == "cpp":
+        return "available" if native() is not None else f"extension not importable: {_native_error()}"
+    return "available"
+
+
+def info() -> dict:
+    """What this installation can run, and why not where it cannot."""
+    mod = native()
+    report = {
+        "torch": torch.__version__,
+        "triton": triton_version(),
+        "extension": mod is not None,
+        "extension_cuda_compiled": bool(mod.cuda_compiled) if mod is not None else False,
+        "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "backends": {},
+    }
+    cuda_dev = torch.device("cuda") if torch.cuda.is_available() else None
+    for name in ("cuda", "triton", "cpp", "torch"):
+        if name == "cpp":
+            ok = cpp_usable(torch.device("cpu"))
+        elif name == "torch":
+            ok = True
+        elif name == "triton":
+            ok = (cuda_dev is not None and triton_usable(cuda_dev)) or triton_usable(torch.device("cpu"))
+        else:
+            ok = cuda_dev is not None and cuda_usable(cuda_dev)
+        report["backends"][name] = {"usable": ok, "why": why_not(name)}
+    try:
+        import flash_attn  # noqa: F401
+        report["flash_attn"] = True
+    except ImportError:
+        report["flash_attn"] = False
+    return report

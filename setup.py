@@ -1,0 +1,101 @@
+"""Builds s1kernels._C: the CPU twins always, the CUDA kernels when nvcc is found.
+
+The extension does not link libtorch: Python passes raw pointers, sizes and the CUDA
+stream, so one build serves every torch version and the build needs only pybind11.
+
+Environment:
+  S1K_CUDA        auto (default: build CUDA when nvcc is found) | 0 | 1 (nvcc required)
+  S1K_CUDA_ARCHS  semicolon/comma separated arch list, default "90a"
+  CUDA_HOME       where to find nvcc (else PATH, else /usr/local/cuda)
+"""
+import glob
+import os
+import shutil
+import subprocess
+import sys
+
+from pybind11.setup_helpers import Pybind11Extension
+from setuptools import setup
+from setuptools.command.build_ext import build_ext
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def find_nvcc():
+    home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
+    if home and os.path.exists(os.path.join(home, "bin", "nvcc")):
+        return os.path.join(home, "bin", "nvcc")
+    found = shutil.which("nvcc")
+    if found:
+        return found
+    if os.path.exists("/usr/local/cuda/bin/nvcc"):
+        return "/usr/local/cuda/bin/nvcc"
+    return None
+
+
+def cuda_wanted():
+    mode = os.environ.get("S1K_CUDA", "auto").lower()
+    if mode not in ("auto", "0", "1"):
+        sys.exit(f"S1K_CUDA must be auto, 0 or 1, got {mode!r}")
+    nvcc = find_nvcc()
+    if mode == "1" and nvcc is None:
+        sys.exit("S1K_CUDA=1 but nvcc was not found (set CUDA_HOME or put nvcc on PATH)")
+    return (mode != "0" and nvcc is not None), nvcc
+
+
+def cuda_archs():
+    raw = os.environ.get("S1K_CUDA_ARCHS", "90a")
+    archs = [a.strip().replace("sm_", "").replace(".", "") for a in raw.replace(";", ",").split(",")]
+    return [a for a in archs if a]
+
+
+class BuildExt(build_ext):
+    """Compiles .cu sources with nvcc into objects the C++ link step picks up."""
+
+    def build_extensions(self):
+        use_cuda, nvcc = cuda_wanted()
+        for ext in self.extensions:
+            cu_sources = [s for s in ext.sources if s.endswith(".cu")]
+            ext.sources = [s for s in ext.sources if not s.endswith(".cu")]
+            if use_cuda and cu_sources:
+                objects = self.compile_cuda(nvcc, cu_sources, ext)
+                ext.extra_objects = list(ext.extra_objects or []) + objects
+                cuda_home = os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))
+                libdirs = [os.path.join(cuda_home, d) for d in ("lib64", "lib", "targets/x86_64-linux/lib")]
+                ext.library_dirs = list(ext.library_dirs or []) + [d for d in libdirs if os.path.isdir(d)]
+                ext.libraries = list(ext.libraries or []) + ["cudart_static", "rt", "pthread", "dl"]
+                ext.define_macros = list(ext.define_macros or []) + [("S1K_WITH_CUDA", "1")]
+        super().build_extensions()
+
+    def compile_cuda(self, nvcc, sources, ext):
+        out_dir = os.path.join(self.build_temp, "cuda")
+        os.makedirs(out_dir, exist_ok=True)
+        gencode = []
+        for arch in cuda_archs():
+            gencode += ["-gencode", f"arch=compute_{arch},code=sm_{arch}"]
+        includes = [f"-I{d}" for d in ext.include_dirs]
+        objects = []
+        for src in sources:
+            obj = os.path.join(out_dir, os.path.basename(src) + ".o")
+            cmd = [nvcc, "-c", src, "-o", obj, "-O3", "-std=c++17", "--use_fast_math",
+                   "-Xcompiler", "-fPIC", "-DS1K_WITH_CUDA=1", *gencode, *includes]
+            print(" ".join(cmd), flush=True)
+            subprocess.check_call(cmd)
+            objects.append(obj)
+        return objects
+
+
+sources = sorted(glob.glob("python/*.cpp")) + sorted(glob.glob("csrc/*.cpp")) + sorted(glob.glob("csrc/*.cu"))
+
+setup(
+    ext_modules=[
+        Pybind11Extension(
+            "s1kernels._C",
+            sources,
+            include_dirs=[os.path.join(ROOT, "csrc", "include")],
+            cxx_std=17,
+            extra_compile_args=["-O3"],
+        )
+    ],
+    cmdclass={"build_ext": BuildExt},
+)

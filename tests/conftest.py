@@ -1,0 +1,34 @@
+"""Test setup shared by the whole suite.
+
+Without a GPU, Triton kernels run in the interpreter (TRITON_INTERPRET=1 must be set before
+triton is imported, hence here), and tests marked `cuda` are skipped with a reason.
+"""
+import os
+
+import pytest
+
+try:
+    import torch
+
+    _HAS_CUDA = torch.cuda.is_available()
+except ImportError:  # pragma: no cover
+    _HAS_CUDA = False
+
+if not _HAS_CUDA:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+
+
+def pytest_collection_modifyitems(config, items):
+    if _HAS_CUDA:
+        return
+    skip = pytest.mark.skip(reason="needs an NVIDIA GPU (torch.cuda.is_available() is False)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def seed():
+    torch.manual_seed(1234)
+    return 1234
