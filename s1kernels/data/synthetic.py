@@ -1,0 +1,93 @@
+"""The built-in reasoning task: a chain of single-digit steps mod 10.
+
+A question gives a start digit and 4-8 labelled steps, one per line:
+
+    Start at 3 .
+    A + 7
+    B - 2
+    C + 9
+    D - 5
+    Result mod 10 ?
+
+The thinking trace works one step per line, from the previous result and the step's
+operand (`A: 3 + 7 = 0`, `B: 0 - 2 = 8`, ...), and the answer is the last result. Every
+step is easy (look up the labelled step, add or subtract mod 10), but the answer is a
+uniformly distributed digit that depends on all the steps, so without the trace a model
+guesses (~10%), and accuracy rises with how much of the trace it may write: the point of
+budget forcing. A full sample is 75-125 tokens with the default tokenizer.
+"""
+from __future__ import annotations
+
+import random
+import re
+
+STEP_LABELS = "ABCDEFGHIJKLMNOP"
+_OPS = {"+": lambda a, b: (a + b) % 10, "-": lambda a, b: (a - b) % 10, "*": lambda a, b: (a * b) % 10}
+
+
+def make_row(rng: random.Random, min_steps: int = 4, max_steps: int = 8, ops: str = "+-") -> dict:
+    """One task row from `rng` (see `make_rows`)."""
+    n = rng.randint(min_steps, max_steps)
+    value = rng.randrange(10)
+    q_lines = [f"Start at {value} ."]
+    trace = []
+    for k in range(n):
+        op = rng.choice(ops)
+        x = rng.randrange(10)
+        label = STEP_LABELS[k]
+        q_lines.append(f"{label} {op} {x}")
+        new = _OPS[op](value, x)
+        trace.append(f"{label}: {value} {op} {x} = {new}")
+        value = new
+    q_lines.append("Result mod 10 ?")
+    answer = str(value)
+    return {"question": "\n".join(q_lines), "thinking_trajectories": trace, "attempt": answer, "answer": answer}
+
+
+def make_rows(n: int, seed: int = 0, min_steps: int = 4, max_steps: int = 8, ops: str = "+-") -> list[dict]:
+    """`n` rows of the built-in task, deterministic in `seed`.
+
+    Each row has `question`, `thinking_trajectories` (one line per step), `attempt` (the
+    answer text trained after "Answer: ") and `answer` (the canonical answer, one digit).
+    `ops` picks the step operations from "+", "-", "*" (mod 10).
+    """
+    if not isinstance(n, int) or n < 0:
+        raise ValueError(f"n: expected an int >= 0, got {n!r}")
+    if not (1 <= min_steps <= max_steps <= len(STEP_LABELS)):
+        raise ValueError(
+            f"min_steps/max_steps: expected 1 <= min_steps <= max_steps <= {len(STEP_LABELS)}, "
+            f"got {min_steps}, {max_steps}"
+        )
+    if not ops or any(o not in _OPS for o in ops):
+        raise ValueError(f"ops: expected a non-empty string of '+', '-', '*', got {ops!r}")
+    rng = random.Random(seed)
+    return [make_row(rng, min_steps, max_steps, ops) for _ in range(n)]
+
+
+_ANSWER_RE = re.compile(r"Answer\s*:\s*(-?\d+)")
+
+
+def extract_answer(text: str) -> str | None:
+    """The number after the last "Answer:" (also matches "Final Answer:") in `text`, or None."""
+    found = _ANSWER_RE.findall(text or "")
+    return found[-1] if found else None
+
+
+def check_answer(pred_text: str, row: dict) -> bool:
+    """True when the answer extracted from `pred_text` equals `row["answer"]`."""
+    pred = extract_answer(pred_text)
+    return pred is not None and pred == str(row["answer"]).strip()
+
+
+def solve(question: str) -> str:
+    """The answer to a task question, computed from its text (checks rows and predictions)."""
+    lines = question.split("\n")
+    m = re.fullmatch(r"Start at (\d) \.", lines[0])
+    if not m:
+        raise ValueError(f"question: expected a first line 'Start at <digit> .', got {lines[0]!r}")
+    value = int(m.group(1))
+    for line in lines[1:]:
+        s = re.fullmatch(r"[A-Z] ([-+*]) (\d)", line)
+        if s:
+            value = _OPS[s.group(1)](value, int(s.group(2)))
+    return str(value)

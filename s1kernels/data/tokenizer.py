@@ -1,0 +1,236 @@
+"""Tokenizer wrapper: a `tokenizers.Tokenizer` plus the folder's chat template.
+
+`S1Tokenizer` loads any Hugging Face tokenizer folder (tokenizer.json +
+tokenizer_config.json, the chat template in the config or in chat_template.jinja) without
+`transformers`. `build_default_tokenizer()` makes the small word-level tokenizer of the
+built-in synthetic task, so the default pipeline needs no download.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Iterable
+
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+
+IM_START = "<|im_start|>"
+IM_END = "<|im_end|>"
+ENDOFTEXT = "<|endoftext|>"
+UNK = "<unk>"
+SPECIAL_TOKENS = (IM_START, IM_END, ENDOFTEXT)
+
+# ChatML without a default system turn: keeps the built-in task's sequences short.
+DEFAULT_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+# Pieces: an optional space glued to one digit, a word, or one punctuation mark; any other
+# whitespace character stands alone. Digits are always single tokens so arithmetic is
+# per-digit, and every piece maps back to its exact text (exact round trip for known words).
+_PIECE_PATTERN = r" ?\p{N}| ?\p{L}+| ?[^\s\p{L}\p{N}]|\s"
+
+# Words of the built-in task and of the s1 format (budget forcing uses Wait / Final Answer:).
+_DEFAULT_WORDS = (
+    "system user assistant think answer Answer Final Wait Start at Result mod "
+    "You are a helpful The is so steps step "
+    "A B C D E F G H I J K L M N O P"
+).split()
+_DEFAULT_PUNCT = list("+-*=:.,?!()/")
+
+
+def _default_vocab() -> list[str]:
+    pieces: list[str] = []
+    for d in "0123456789":
+        pieces += [d, " " + d]
+    for w in _DEFAULT_WORDS:
+        pieces += [w, " " + w]
+    for p in _DEFAULT_PUNCT:
+        pieces += [p, " " + p]
+    pieces += [" ", "\n", "\t"]
+    # The vocabulary stores the byte-level form (space -> 'Ġ', newline -> 'Ċ') like GPT-2/Qwen.
+    return [_to_byte_level(p) for p in pieces]
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    # The GPT-2 byte <-> printable-character table used by the ByteLevel pre-tokenizer.
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {b: chr(c) for b, c in zip(bs, cs)}
+
+
+_BYTE_TO_CHAR = _bytes_to_unicode()
+
+
+def _to_byte_level(text: str) -> str:
+    return "".join(_BYTE_TO_CHAR[b] for b in text.encode("utf-8"))
+
+
+def build_default_tokenizer() -> "S1Tokenizer":
+    """The small word-level tokenizer of the built-in synthetic task.
+
+    Word-level vocabulary (~120 tokens): the ChatML specials `<|im_start|>`, `<|im_end|>`,
+    `<|endoftext|>` (special, never split), `<unk>`, single digits, the task's words, the s1
+    format words (think, answer, Answer, Final, Wait) and punctuation, each with and without
+    a leading space. Text made only of these pieces round-trips exactly through
+    encode/decode; any other word becomes `<unk>`.
+    """
+    vocab_list = list(SPECIAL_TOKENS) + [UNK] + _default_vocab()
+    vocab = {tok: i for i, tok in enumerate(dict.fromkeys(vocab_list))}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(_PIECE_PATTERN), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(list(SPECIAL_TOKENS))
+    config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "chat_template": DEFAULT_CHAT_TEMPLATE,
+        "eos_token": IM_END,
+        "pad_token": ENDOFTEXT,
+        "unk_token": UNK,
+        "bos_token": None,
+        "model_max_length": 4096,
+    }
+    return S1Tokenizer(tok, config)
+
+
+class S1Tokenizer:
+    """A `tokenizers.Tokenizer` with the chat template and special ids the s1 recipe needs.
+
+    Special tokens written in the text (e.g. `<|im_start|>`) encode as single tokens.
+    `pad_id` is the folder's pad token when it names one, else `<|endoftext|>`; `eos_ids`
+    holds the ids of `<|im_end|>` and `<|endoftext|>` (those present).
+    """
+
+    def __init__(self, tokenizer: Tokenizer, config: dict | None = None):
+        if not isinstance(tokenizer, Tokenizer):
+            raise TypeError(f"tokenizer: expected a tokenizers.Tokenizer, got {type(tokenizer).__name__}")
+        self.tokenizer = tokenizer
+        self.config = dict(config or {})
+        self.chat_template: str | None = self.config.get("chat_template") or None
+        self.im_start_id = self.token_to_id(IM_START)
+        self.im_end_id = self.token_to_id(IM_END)
+        self.eos_ids = [i for i in (self.im_end_id, self.token_to_id(ENDOFTEXT)) if i is not None]
+        pad_tok = _token_text(self.config.get("pad_token"))
+        pad_id = self.token_to_id(pad_tok) if pad_tok else None
+        self.pad_id = pad_id if pad_id is not None else self.token_to_id(ENDOFTEXT)
+        if self.pad_id is None:
+            raise ValueError(
+                f"tokenizer: expected a pad token or {ENDOFTEXT!r} in the vocabulary, found neither"
+            )
+
+    # ---- loading / saving -------------------------------------------------------------
+    @classmethod
+    def from_folder(cls, path: str | os.PathLike) -> "S1Tokenizer":
+        """Load tokenizer.json (+ tokenizer_config.json, chat_template.jinja) from a folder."""
+        path = os.fspath(path)
+        tj = os.path.join(path, "tokenizer.json")
+        if not os.path.isfile(tj):
+            raise ValueError(f"path: expected a folder holding tokenizer.json, got {path!r}")
+        tok = Tokenizer.from_file(tj)
+        config: dict = {}
+        cfg_path = os.path.join(path, "tokenizer_config.json")
+        if os.path.isfile(cfg_path):
+            with open(cfg_path, encoding="utf-8") as f:
+                config = json.load(f)
+        tmpl_path = os.path.join(path, "chat_template.jinja")
+        if not config.get("chat_template") and os.path.isfile(tmpl_path):
+            with open(tmpl_path, encoding="utf-8") as f:
+                config["chat_template"] = f.read()
+        if isinstance(config.get("chat_template"), list):
+            # Older HF configs store several named templates; the "default" one renders chats.
+            named = {t.get("name"): t.get("template") for t in config["chat_template"]}
+            config["chat_template"] = named.get("default")
+        return cls(tok, config)
+
+    def save(self, folder: str | os.PathLike) -> None:
+        """Write tokenizer.json and tokenizer_config.json into `folder` (created if needed)."""
+        folder = os.fspath(folder)
+        os.makedirs(folder, exist_ok=True)
+        self.tokenizer.save(os.path.join(folder, "tokenizer.json"))
+        with open(os.path.join(folder, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+            json.dump(self.config, f, indent=2, ensure_ascii=False)
+
+    # ---- encoding ---------------------------------------------------------------------
+    def encode(self, text: str) -> list[int]:
+        """Token ids of `text`; no BOS/EOS are added, special tokens in the text are parsed."""
+        if not isinstance(text, str):
+            raise TypeError(f"text: expected str, got {type(text).__name__}")
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
+        """Text of `ids` (a list, tuple or 1-D tensor of ints)."""
+        if hasattr(ids, "tolist"):
+            ids = ids.tolist()
+        return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
+
+    def token_to_id(self, token: str) -> int | None:
+        return self.tokenizer.token_to_id(token)
+
+    def id_to_token(self, i: int) -> str | None:
+        return self.tokenizer.id_to_token(int(i))
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of ids (including added/special tokens)."""
+        return self.tokenizer.get_vocab_size(with_added_tokens=True)
+
+    # ---- chat -------------------------------------------------------------------------
+    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = False) -> str:
+        """Render `messages` with the folder's chat template (jinja2, as transformers does).
+
+        Raises ValueError when the tokenizer has no chat template.
+        """
+        if not self.chat_template:
+            raise ValueError("tokenizer has no chat_template; use s1kernels.data.format.prompt_text")
+        return _render_template(self.chat_template, messages, add_generation_prompt, self.config)
+
+    def __repr__(self) -> str:
+        return (
+            f"S1Tokenizer(vocab_size={self.vocab_size}, pad_id={self.pad_id}, eos_ids={self.eos_ids}, "
+            f"chat_template={'yes' if self.chat_template else 'no'})"
+        )
+
+
+def _token_text(tok) -> str | None:
+    # HF configs store special tokens either as strings or as AddedToken dicts.
+    if isinstance(tok, dict):
+        return tok.get("content")
+    return tok
+
+
+_TEMPLATE_CACHE: dict[str, object] = {}
+
+
+def _render_template(template: str, messages: list[dict], add_generation_prompt: bool, config: dict) -> str:
+    compiled = _TEMPLATE_CACHE.get(template)
+    if compiled is None:
+        from jinja2.exceptions import TemplateError
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        def raise_exception(message):
+            raise TemplateError(message)
+
+        def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+            return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+        # Same environment settings as transformers' chat template rendering.
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        env.filters["tojson"] = tojson
+        env.globals["raise_exception"] = raise_exception
+        compiled = env.from_string(template)
+        _TEMPLATE_CACHE[template] = compiled
+    specials = {k: _token_text(config.get(k)) for k in ("bos_token", "eos_token", "pad_token", "unk_token")}
+    return compiled.render(messages=messages, add_generation_prompt=add_generation_prompt, tools=None, **specials)

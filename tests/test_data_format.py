@@ -1,0 +1,145 @@
+"""Tokenizer, s1 chat format and the built-in synthetic task."""
+import json
+
+import pytest
+
+from s1kernels.data import (ANSWER_START, THINK_START, S1Tokenizer, build_default_tokenizer,
+                            check_answer, extract_answer, make_rows, prompt_text, render_sample)
+from s1kernels.data import synthetic
+from s1kernels.data.format import QWEN_DEFAULT_SYSTEM
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return build_default_tokenizer()
+
+
+def test_default_tokenizer_specials(tok):
+    assert 64 <= tok.vocab_size <= 160
+    for s in ("<|im_start|>", "<|im_end|>", "<|endoftext|>"):
+        assert tok.encode(s) == [tok.token_to_id(s)]
+    assert tok.pad_id == tok.token_to_id("<|endoftext|>")
+    assert tok.eos_ids == [tok.im_end_id, tok.token_to_id("<|endoftext|>")]
+    assert tok.im_start_id == tok.token_to_id("<|im_start|>")
+    for w in ("think", "answer", "Wait", "Final", "Answer", ":"):
+        assert tok.token_to_id(w) is not None, w
+    # digits are single tokens, also inside numbers
+    assert len(tok.encode("1234")) == 4
+    assert tok.encode("Final Answer:") == [tok.token_to_id("Final"), tok.token_to_id("ĠAnswer"), tok.token_to_id(":")]
+
+
+def test_default_tokenizer_round_trip_task_texts(tok):
+    unk = tok.token_to_id("<unk>")
+    for row in make_rows(50, seed=3):
+        ids, _ = render_sample(tok, row["question"], row["thinking_trajectories"], row["attempt"])
+        assert unk not in ids
+        text = prompt_text(row["question"], tok) + "<|im_start|>think\n" + "\n".join(row["thinking_trajectories"])
+        assert tok.decode(tok.encode(text)) == text
+    assert tok.decode(tok.encode("Wait, 3 + 4 = 7?\n\nFinal Answer: 7")) == "Wait, 3 + 4 = 7?\n\nFinal Answer: 7"
+    # unknown words decode as <unk>; skip_special_tokens drops the ChatML markers
+    assert tok.decode(tok.encode("zebra")) == "<unk>"
+    assert tok.decode(tok.encode("<|im_start|>think\n1"), skip_special_tokens=True) == "think\n1"
+
+
+def test_save_and_from_folder(tok, tmp_path):
+    tok.save(tmp_path)
+    cfg = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    assert cfg["chat_template"]
+    tok2 = S1Tokenizer.from_folder(tmp_path)
+    text = prompt_text("Start at 1 .\nA + 2\nResult mod 10 ?", tok)
+    assert tok2.encode(text) == tok.encode(text)
+    assert (tok2.vocab_size, tok2.pad_id, tok2.eos_ids) == (tok.vocab_size, tok.pad_id, tok.eos_ids)
+    with pytest.raises(ValueError, match="tokenizer.json"):
+        S1Tokenizer.from_folder(tmp_path / "missing")
+
+
+QWEN_TEMPLATE = (
+    "{%- if messages[0]['role'] == 'system' %}"
+    "{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
+    "{%- else %}"
+    "{{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\\n' }}"
+    "{%- endif %}"
+    "{%- for message in messages %}"
+    "{%- if not (message.role == 'system' and loop.first) %}"
+    "{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+
+
+def test_hf_folder_with_chat_template(tok, tmp_path):
+    # A Qwen2.5-style folder: the chat template (with its default system turn) is used.
+    tok.save(tmp_path)
+    cfg = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    cfg["chat_template"] = QWEN_TEMPLATE
+    cfg["pad_token"] = {"content": "<|endoftext|>", "special": True}
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(cfg))
+    qtok = S1Tokenizer.from_folder(tmp_path)
+    q = "Start at 2 ."
+    assert prompt_text(q, qtok) == prompt_text(q, None)  # same as the ChatML fallback
+    assert prompt_text(q, qtok, system="Be brief.").startswith("<|im_start|>system\nBe brief.<|im_end|>")
+    assert qtok.pad_id == tok.pad_id
+    # folder without tokenizer_config.json: ChatML fallback with Qwen's default system
+    (tmp_path / "tokenizer_config.json").unlink()
+    plain = S1Tokenizer.from_folder(tmp_path)
+    assert plain.chat_template is None
+    assert prompt_text(q, plain) == (f"<|im_start|>system\n{QWEN_DEFAULT_SYSTEM}<|im_end|>\n"
+                                     f"<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_render_sample_mask_and_text(tok):
+    q, thinking, ans = "Start at 4 .\nA + 5\nResult mod 10 ?", ["A: 4 + 5 = 9"], "9"
+    ids, mask = render_sample(tok, q, thinking, ans)
+    assert len(ids) == len(mask)
+    prompt = prompt_text(q, tok)
+    assert prompt.endswith("<|im_start|>assistant\n")
+    n_prompt = len(tok.encode(prompt))
+    assert mask == [False] * n_prompt + [True] * (len(ids) - n_prompt)
+    reply = tok.decode(ids[n_prompt:])
+    assert reply == THINK_START + "A: 4 + 5 = 9\n" + ANSWER_START + "Answer: 9<|im_end|>"
+    assert ids[-1] == tok.im_end_id
+    # a string trace is used as is
+    assert render_sample(tok, q, "A: 4 + 5 = 9", ans) == (ids, mask)
+    with pytest.raises(TypeError, match="thinking"):
+        render_sample(tok, q, [1, 2], ans)
+    with pytest.raises(TypeError, match="question"):
+        render_sample(tok, 3, thinking, ans)
+
+
+def test_synthetic_rows_are_consistent():
+    rows = make_rows(400, seed=7)
+    assert rows == make_rows(400, seed=7) and rows != make_rows(400, seed=8)
+    counts = {}
+    for r in rows:
+        assert set(r) >= {"question", "thinking_trajectories", "attempt", "answer"}
+        assert 4 <= len(r["thinking_trajectories"]) <= 8
+        assert synthetic.solve(r["question"]) == r["answer"] == r["attempt"]
+        # each trace line's first operand is the previous line's result
+        results = [line.split("= ")[1] for line in r["thinking_trajectories"]]
+        for prev, line in zip(results, r["thinking_trajectories"][1:]):
+            assert line.split(": ")[1].startswith(prev + " ")
+        assert results[-1] == r["answer"]
+        counts[r["answer"]] = counts.get(r["answer"], 0) + 1
+    # answers are spread over the 10 digits: a guess is right ~10% of the time
+    assert len(counts) == 10 and max(counts.values()) < 0.2 * len(rows)
+    with pytest.raises(ValueError, match="ops"):
+        make_rows(1, ops="/")
+    with pytest.raises(ValueError, match="min_steps"):
+        make_rows(1, min_steps=5, max_steps=4)
+
+
+def test_sequences_are_short(tok):
+    lens = [len(render_sample(tok, r["question"], r["thinking_trajectories"], r["attempt"])[0])
+            for r in make_rows(200, seed=0)]
+    assert max(lens) <= 128 and sum(lens) / len(lens) < 110
+
+
+def test_check_answer():
+    row = {"answer": "7"}
+    assert check_answer("...\n<|im_start|>answer\nAnswer: 7<|im_end|>", row)
+    assert check_answer("A: 1 + 2 = 3\nFinal Answer: 7", row)
+    assert check_answer("Answer: 3 ... Wait Answer: 7", row)  # the last answer counts
+    assert not check_answer("Answer: 3", row)
+    assert not check_answer("no answer here 7", row)
+    assert extract_answer("Final Answer:12") == "12" and extract_answer("") is None
