@@ -1,0 +1,252 @@
+"""A compact Qwen2/Qwen2.5 and Llama-3 decoder (one readable module, gpt-fast style).
+
+Training runs on packed rows: `model(input_ids [T], position_ids [T], cu_seqlens [S+1])`
+returns the final-normed hidden states [T, H]; the fused loss applies `lm_head_weight`
+itself, so [T, V] logits never exist. Generation uses a static KV cache:
+`model.forward_cached(input_ids [B, T], start_pos [B], cache)`.
+
+Parameter names follow Hugging Face minus the leading "model." (see checkpoint.py).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from .attention import cached_attention, varlen_causal_attention
+from .config import ModelConfig
+
+
+def rope_inv_freq(config: ModelConfig) -> torch.Tensor:
+    """RoPE inverse frequencies [head_dim/2] fp32, with linear or Llama-3 scaling if configured."""
+    dim = config.head_dim
+    inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+    kind, s = config.rope_type, config.rope_scaling or {}
+    if kind == "linear":
+        inv_freq = inv_freq / s["factor"]
+    elif kind == "llama3":
+        factor, low, high = s["factor"], s.get("low_freq_factor", 1.0), s.get("high_freq_factor", 4.0)
+        old_len = s["original_max_position_embeddings"]
+        wavelen = 2 * math.pi / inv_freq
+        scaled = torch.where(wavelen > old_len / low, inv_freq / factor, inv_freq)
+        smooth = (old_len / wavelen - low) / (high - low)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = (wavelen >= old_len / high) & (wavelen <= old_len / low)
+        inv_freq = torch.where(medium, smoothed, scaled)
+    return inv_freq
+
+
+def rope_cos_sin(position_ids: torch.Tensor, inv_freq: torch.Tensor, dtype: torch.dtype):
+    """cos, sin of shape [..., head_dim] for integer positions (computed in fp32)."""
+    freqs = position_ids.to(torch.float32)[..., None] * inv_freq.to(position_ids.device)
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate-half RoPE (the HF convention); cos/sin broadcast over the heads dimension."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x.to(dtype)
+
+
+class Attention(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        h, d = config.hidden_size, config.head_dim
+        self.n_heads, self.n_kv_heads, self.head_dim = config.num_attention_heads, config.num_key_value_heads, d
+        bias = config.attention_bias
+        self.q_proj = nn.Linear(h, self.n_heads * d, bias=bias)
+        self.k_proj = nn.Linear(h, self.n_kv_heads * d, bias=bias)
+        self.v_proj = nn.Linear(h, self.n_kv_heads * d, bias=bias)
+        # Qwen2 has biases on q/k/v only; Llama's attention_bias covers o_proj as well
+        self.o_proj = nn.Linear(self.n_heads * d, h, bias=bias and config.model_type == "llama")
+
+    def _qkv(self, x, cos, sin):
+        shape = x.shape[:-1]
+        q = self.q_proj(x).view(*shape, self.n_heads, self.head_dim)
+        k = self.k_proj(x).view(*shape, self.n_kv_heads, self.head_dim)
+        v = self.v_proj(x).view(*shape, self.n_kv_heads, self.head_dim)
+        cos, sin = cos.unsqueeze(-2), sin.unsqueeze(-2)
+        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+
+    def forward(self, x, cos, sin, cu_seqlens, max_seqlen=None):
+        """Packed: x [T, H] -> [T, H]."""
+        q, k, v = self._qkv(x, cos, sin)
+        out = varlen_causal_attention(q, k, v, cu_seqlens, max_seqlen)
+        return self.o_proj(out.reshape(x.shape[0], -1))
+
+    def forward_cached(self, x, cos, sin, start_pos, k_cache, v_cache):
+        """x [B, T, H]; writes this step's K/V into the cache slices, then attends over them."""
+        B, T, _ = x.shape
+        q, k, v = self._qkv(x, cos, sin)  # [B, T, heads, D]
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        idx = (start_pos[:, None] + torch.arange(T, device=x.device))[:, None, :, None]
+        idx = idx.expand(B, self.n_kv_heads, T, self.head_dim)
+        k_cache.scatter_(2, idx, k.to(k_cache.dtype))
+        v_cache.scatter_(2, idx, v.to(v_cache.dtype))
+        out = cached_attention(q, k_cache.to(q.dtype), v_cache.to(q.dtype), start_pos)
+        return self.o_proj(out.transpose(1, 2).reshape(B, T, -1))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        h, i, b = config.hidden_size, config.intermediate_size, config.mlp_bias
+        self.gate_proj = nn.Linear(h, i, bias=b)
+        self.up_proj = nn.Linear(h, i, bias=b)
+        self.down_proj = nn.Linear(i, h, bias=b)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.self_attn = Attention(config)
+        self.mlp = MLP(config)
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+
+    def forward(self, x, cos, sin, cu_seqlens, max_seqlen=None):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cu_seqlens, max_seqlen)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+    def forward_cached(self, x, cos, sin, start_pos, k_cache, v_cache):
+        x = x + self.self_attn.forward_cached(self.input_layernorm(x), cos, sin, start_pos, k_cache, v_cache)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class KVCache:
+    """Static K/V storage for generation: k, v of shape [layers, batch, kv_heads, max_len, head_dim]."""
+
+    def __init__(self, config: ModelConfig, batch: int, max_len: int, dtype: torch.dtype, device):
+        shape = (config.num_hidden_layers, batch, config.num_key_value_heads, max_len, config.head_dim)
+        self.k = torch.zeros(shape, dtype=dtype, device=device)
+        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.batch, self.max_len = batch, max_len
+
+    def reset(self) -> None:
+        self.k.zero_()
+        self.v.zero_()
+
+
+class Transformer(nn.Module):
+    """Qwen2/Llama decoder. See the module docstring for the packed and cached entry points."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.num_hidden_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.lm_head = None if config.tie_word_embeddings else nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.register_buffer("inv_freq", rope_inv_freq(config), persistent=False)
+        self.gradient_checkpointing = False
+
+    # -- parameters ---------------------------------------------------------------------------
+    @property
+    def lm_head_weight(self) -> torch.Tensor:
+        """[V, H] output projection (the embedding matrix when tied)."""
+        return self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
+
+    def init_weights(self, seed: int | None = None) -> "Transformer":
+        """Fresh initialisation (normal(0, initializer_range) matrices, zero biases, unit norms)."""
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        std = self.config.initializer_range
+        with torch.no_grad():
+            for name, p in self.named_parameters():
+                if name.endswith("norm.weight"):
+                    p.fill_(1.0)
+                elif name.endswith(".bias"):
+                    p.zero_()
+                else:
+                    p.copy_(torch.randn(p.shape, generator=gen) * std)
+        self.inv_freq = rope_inv_freq(self.config).to(self.inv_freq.device)
+        return self
+
+    def reset_rope(self) -> None:
+        """Recomputes the RoPE buffer in fp32 on the buffer's device."""
+        device = self.inv_freq.device
+        self.inv_freq = rope_inv_freq(self.config).to("cpu" if device.type == "meta" else device)
+
+    def _apply(self, fn, *args, **kwargs):
+        # .to(dtype) / .half() / to_empty() must not round the RoPE frequencies: keep them fp32
+        super()._apply(fn, *args, **kwargs)
+        if self.inv_freq.device.type != "meta":
+            self.inv_freq = rope_inv_freq(self.config).to(self.inv_freq.device)
+        return self
+
+    # -- training / scoring -------------------------------------------------------------------
+    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, cu_seqlens: torch.Tensor,
+                max_seqlen: int | None = None, loss_fn=None):
+        """Packed forward: input_ids, position_ids [T]; cu_seqlens [S+1] int32 -> hidden [T, H].
+
+        With `loss_fn`, returns `loss_fn(hidden, self.lm_head_weight)` instead, so the output
+        projection is used inside this module's forward (what FSDP's hooks expect).
+        """
+        if input_ids.dim() != 1 or position_ids.shape != input_ids.shape:
+            raise ValueError(f"input_ids/position_ids: expected matching 1-D [T] tensors, got "
+                             f"{tuple(input_ids.shape)} and {tuple(position_ids.shape)}")
+        if cu_seqlens.dim() != 1 or cu_seqlens.numel() < 2:
+            raise ValueError(f"cu_seqlens: expected a 1-D tensor [S+1] with S >= 1, got shape {tuple(cu_seqlens.shape)}")
+        x = self.embed_tokens(input_ids)
+        cos, sin = rope_cos_sin(position_ids, self.inv_freq, x.dtype if not torch.is_autocast_enabled()
+                                else torch.get_autocast_dtype(x.device.type))
+        for layer in self.layers:
+            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                x = checkpoint(layer, x, cos, sin, cu_seqlens, max_seqlen, use_reentrant=False)
+            else:
+                x = layer(x, cos, sin, cu_seqlens, max_seqlen)
+        hidden = self.norm(x)
+        if loss_fn is not None:
+            return loss_fn(hidden, self.lm_head_weight)
+        return hidden
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """[..., H] hidden -> [..., V] fp32 logits (for decoding and small-scale scoring)."""
+        return F.linear(hidden, self.lm_head_weight.to(hidden.dtype)).float()
+
+    # -- generation ---------------------------------------------------------------------------
+    def new_kv_cache(self, batch: int, max_len: int, dtype: torch.dtype | None = None, device=None) -> KVCache:
+        """Zeroed static cache for `batch` rows of up to `max_len` positions."""
+        w = self.embed_tokens.weight
+        return KVCache(self.config, batch, max_len, dtype or w.dtype, device or w.device)
+
+    def forward_cached(self, input_ids: torch.Tensor, start_pos: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """input_ids [B, T], start_pos [B] int64 (device) -> hidden [B, T, H].
+
+        Writes K/V of row b at positions start_pos[b] .. start_pos[b]+T-1 and lets query t of
+        row b attend to cache positions <= start_pos[b]+t. Positions must stay below the
+        cache's max_len (not checked: checking would need a host sync).
+        """
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids: expected [B, T], got shape {tuple(input_ids.shape)}")
+        B, T = input_ids.shape
+        if start_pos.shape != (B,):
+            raise ValueError(f"start_pos: expected shape ({B},), got {tuple(start_pos.shape)}")
+        if B > cache.batch:
+            raise ValueError(f"cache: holds {cache.batch} rows, input has {B}")
+        x = self.embed_tokens(input_ids)
+        positions = start_pos[:, None] + torch.arange(T, device=input_ids.device)
+        cos, sin = rope_cos_sin(positions, self.inv_freq, x.dtype)
+        for i, layer in enumerate(self.layers):
+            x = layer.forward_cached(x, cos, sin, start_pos, cache.k[i, :B], cache.v[i, :B])
+        return self.norm(x)
