@@ -1,0 +1,431 @@
+"""Embedding similarity for data selection: top-k neighbours, threshold dedup, greedy diversity.
+
+    scores, idx = topk_similarity(x, k=16)                 # self-kNN, cosine, self excluded
+    scores, idx = topk_similarity(x, y, k=1)               # nearest item of y for each row of x
+    keep = threshold_dedup(x, 0.95).keep                   # SemDeDup: drop near-duplicates
+    picks = k_center(x, 1000)                              # farthest-point (max-min) diversity
+    picks = mmr(x, relevance, 1000, lambda_=0.5)           # maximal marginal relevance
+
+Semantics shared by every op:
+- Cosine similarity (normalize=True) is computed as (x_i . y_j) * (1/|x_i|) * (1/|y_j|) with the
+  dot product accumulated in fp32 from the stored bf16/fp16/fp32 values (products of two
+  bf16/fp16 numbers are exact in fp32) and the inverse norms computed in fp32. A row with zero
+  norm has no direction: it is rejected with a ValueError that counts such rows. NaN or inf
+  entries are rejected too. normalize=False uses the raw inner product.
+- Order of a top-k row: higher score first, then lower index. The reference and the kernels
+  both rank by a unique 64-bit key built from (score, index), so ties come out identically.
+- Nothing of size [N, M] is ever allocated: the torch path streams M in chunks of `block_m`
+  columns (and N in chunks of rows) and merges a running top-k; the Triton kernel keeps the
+  running top-k in registers (k <= 128) and larger k runs the chunked path on the device.
+- Argument checks run once per call at the boundary (they read a few flags back to the host);
+  the per-item and per-pick loops never synchronise with the host.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+
+from s1kernels import backend as _backend
+
+KEY_SENTINEL = -(2**63)
+TRITON_MAX_K = 128  # the register-resident running list; larger k streams through torch chunks
+
+_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+# ----------------------------------------------------------------------------- validation
+
+def _check_matrix(name: str, t, allow_empty: bool = False) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor [rows, dim], got {type(t).__name__}")
+    if t.dim() != 2:
+        raise ValueError(f"{name}: expected a 2-D tensor [rows, dim], got shape {tuple(t.shape)}")
+    if t.dtype not in _DTYPES:
+        raise TypeError(f"{name}: expected dtype float32, float16 or bfloat16, got {t.dtype}")
+    if t.shape[0] == 0 and not allow_empty:
+        raise ValueError(f"{name}: the pool is empty (0 rows); nothing to compare")
+    if t.shape[1] == 0:
+        raise ValueError(f"{name}: embedding dimension is 0")
+    bad = int((~torch.isfinite(t)).any(dim=1).sum())
+    if bad:
+        raise ValueError(f"{name}: {bad} row(s) contain NaN or inf values")
+    return t.contiguous()
+
+
+def inverse_norms(t: torch.Tensor, name: str = "x", normalize: bool = True) -> torch.Tensor:
+    """fp32 1/|row| (ones when normalize=False); zero-norm rows raise ValueError."""
+    if not normalize:
+        return torch.ones(t.shape[0], dtype=torch.float32, device=t.device)
+    n = torch.linalg.vector_norm(t.float(), dim=1)
+    zero = int((n == 0).sum())
+    if zero:
+        raise ValueError(f"{name}: {zero} row(s) have zero norm, so cosine similarity is undefined "
+                         f"(drop them, or pass normalize=False for inner products)")
+    return 1.0 / n
+
+
+def normalized(t: torch.Tensor, name: str = "x", normalize: bool = True) -> torch.Tensor:
+    """Rows as fp32 unit vectors (the same inverse norms the top-k path uses)."""
+    return t.float() * inverse_norms(t, name, normalize)[:, None]
+
+
+# ----------------------------------------------------------------------------- keys
+
+def score_keys(scores: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """int64 keys ordering by score (descending) then column (ascending): the tie rule."""
+    bits = (scores.float() + 0.0).view(torch.int32)  # + 0.0 maps -0.0 to +0.0
+    hi = bits ^ ((bits >> 31) & 0x7FFFFFFF)
+    return (hi.to(torch.int64) << 32) | (0x7FFFFFFF - cols).to(torch.int64)
+
+
+def decode_keys(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    hi = (keys >> 32).to(torch.int32)
+    bits = hi ^ ((hi >> 31) & 0x7FFFFFFF)
+    scores = bits.view(torch.float32)
+    idx = 0x7FFFFFFF - (keys & 0xFFFFFFFF)
+    return scores, idx
+
+
+# ----------------------------------------------------------------------------- top-k
+
+def _topk_torch(x, y, rx, ry, k, exclude_self, block_n, block_m):
+    """Chunked mm + top-k merge on any device; memory O(block_n * block_m + N * k)."""
+    n, m = x.shape[0], y.shape[0]
+    out = torch.empty(n, k, dtype=torch.int64, device=x.device)
+    for i0 in range(0, n, block_n):
+        i1 = min(n, i0 + block_n)
+        xi = x[i0:i1].float()
+        best = None
+        for j0 in range(0, m, block_m):
+            j1 = min(m, j0 + block_m)
+            s = (xi @ y[j0:j1].float().T) * rx[i0:i1, None] * ry[None, j0:j1]
+            cols = torch.arange(j0, j1, device=x.device)
+            keys = score_keys(s, cols[None, :])
+            if exclude_self and i0 < j1 and j0 < i1:
+                rows = torch.arange(i0, i1, device=x.device)
+                keys = keys.masked_fill(rows[:, None] == cols[None, :], KEY_SENTINEL)
+            if best is not None:
+                keys = torch.cat([best, keys], dim=1)
+            best = keys.topk(min(k, keys.shape[1]), dim=1).values
+        out[i0:i1] = best
+    return out
+
+
+def _topk_triton(x, y, rx, ry, k, exclude_self, block_m):
+    from s1kernels.ops import similarity_kernels as K
+
+    n, m, d = x.shape[0], y.shape[0], x.shape[1]
+    k2 = max(1, 1 << (k - 1).bit_length())
+    dt = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[x.dtype]
+    cfg = K.gpu_config(k2, dt)
+    if x.device.type == "cpu":  # the interpreter: small tiles keep it fast enough for tests
+        cfg = dict(BLOCK_N=16, BLOCK_M=max(16, k2), BLOCK_D=16, num_warps=4)
+    if block_m is not None:
+        cfg["BLOCK_M"] = max(block_m, k2)
+    keys = torch.empty(n, k2, dtype=torch.int64, device=x.device)
+    grid = (triton_cdiv(n, cfg["BLOCK_N"]),)
+    K._topk_sim_kernel[grid](
+        x, y, rx, ry, keys, n, m, d, x.stride(0), y.stride(0), keys.stride(0),
+        EXCLUDE_SELF=exclude_self, LOW_PRECISION_DOT=(x.dtype != torch.float32 and x.device.type == "cuda"),
+        K=k2, BLOCK_N=cfg["BLOCK_N"], BLOCK_M=cfg["BLOCK_M"], BLOCK_D=cfg["BLOCK_D"],
+        num_warps=cfg["num_warps"])
+    return keys[:, :k]
+
+
+def triton_cdiv(a: int, b: int) -> int:
+    return (a + b - 1) // b
+
+
+def topk_similarity(x: torch.Tensor, y: torch.Tensor | None = None, k: int = 10, *,
+                    exclude_self: bool = True, normalize: bool = True, backend: str = "auto",
+                    block_m: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k most similar rows of `y` (default: `x` itself) for every row of `x`.
+
+    Returns (scores fp32 [N, k], indices int64 [N, k]), each row ordered by higher score
+    first, then lower index. With y=None and exclude_self=True a row never lists itself
+    (exclude_self is ignored when y is given). Cosine similarity when normalize=True, inner
+    product otherwise. backend: "auto" | "triton" | "torch"; block_m sets the streamed tile
+    width (columns of y per step).
+    """
+    x = _check_matrix("x", x)
+    self_mode = y is None
+    if self_mode:
+        y = x
+    else:
+        y = _check_matrix("y", y)
+        if y.shape[1] != x.shape[1]:
+            raise ValueError(f"y: embedding dimension {y.shape[1]} does not match x's {x.shape[1]}")
+        if y.dtype != x.dtype:
+            raise TypeError(f"y: dtype {y.dtype} does not match x's {x.dtype}")
+        if y.device != x.device:
+            raise ValueError(f"y: device {y.device} does not match x's {x.device}")
+    exclude = bool(exclude_self and self_mode)
+    m = y.shape[0]
+    avail = m - (1 if exclude else 0)
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise ValueError(f"k: expected a positive int, got {k!r}")
+    if k > avail:
+        raise ValueError(f"k: asked for {k} neighbours but the pool offers {avail} "
+                         f"({m} rows{', minus the row itself' if exclude else ''})")
+    if block_m is not None and (not isinstance(block_m, int) or block_m < 1):
+        raise ValueError(f"block_m: expected a positive int or None, got {block_m!r}")
+    rx = inverse_norms(x, "x", normalize)
+    ry = rx if self_mode else inverse_norms(y, "y", normalize)
+    choice = _backend.resolve(backend, x.device, ("triton", "torch"), op="topk_similarity")
+    if choice == "triton" and k <= TRITON_MAX_K:
+        keys = _topk_triton(x, y, rx, ry, k, exclude, block_m)
+    else:
+        bn, bm = _torch_blocks(x.shape[0], m, k, x.device, block_m)
+        keys = _topk_torch(x, y, rx, ry, k, exclude, bn, bm)
+    return decode_keys(keys)
+
+
+def _torch_blocks(n, m, k, device, block_m):
+    # ~32M fp32 scores per chunk on CPU (128 MB with the keys), more on a GPU.
+    budget = (1 << 25) if device.type == "cpu" else (1 << 28)
+    bm = block_m or max(k, min(m, 8192))
+    bn = max(1, min(n, budget // max(bm + k, 1)))
+    return bn, bm
+
+
+def topk_similarity_reference(x, y=None, k=10, *, exclude_self=True, normalize=True):
+    """The oracle: the full score matrix, ranked by the same (score, index) key. Small inputs only."""
+    self_mode = y is None
+    y = x if self_mode else y
+    rx = inverse_norms(x, "x", normalize)
+    ry = rx if self_mode else inverse_norms(y, "y", normalize)
+    s = (x.float() @ y.float().T) * rx[:, None] * ry[None, :]
+    cols = torch.arange(y.shape[0], device=x.device)
+    keys = score_keys(s, cols[None, :])
+    if self_mode and exclude_self:
+        keys.fill_diagonal_(KEY_SENTINEL)
+    return decode_keys(keys.topk(k, dim=1).values)
+
+
+def max_similarity(x: torch.Tensor, y: torch.Tensor | None = None, *, normalize: bool = True,
+                   backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+    """Highest similarity of each row of x to any row of y (to any other row when y is None).
+
+    Returns (scores fp32 [N], indices int64 [N]); ties go to the lower index.
+    """
+    s, i = topk_similarity(x, y, 1, exclude_self=True, normalize=normalize, backend=backend)
+    return s[:, 0], i[:, 0]
+
+
+# ----------------------------------------------------------------------------- dedup
+
+class DedupResult(NamedTuple):
+    keep: torch.Tensor  # bool [N], indexed like x
+    kept: torch.Tensor  # int64 [K], the kept items in priority order
+
+
+def _check_order(order, n, device) -> torch.Tensor:
+    if order is None:
+        return torch.arange(n, device=device)
+    order = torch.as_tensor(order, device=device)
+    if order.dim() != 1 or order.numel() != n or order.dtype not in (torch.int32, torch.int64):
+        raise ValueError(f"order: expected a permutation of range({n}) as a 1-D int tensor, got "
+                         f"shape {tuple(order.shape)} dtype {order.dtype}")
+    order = order.long()
+    seen = torch.zeros(n, dtype=torch.bool, device=device)
+    if int(order.min()) < 0 or int(order.max()) >= n:
+        raise ValueError(f"order: entries must lie in [0, {n}), got [{int(order.min())}, {int(order.max())}]")
+    seen[order] = True
+    if not bool(seen.all()):
+        raise ValueError("order: not a permutation (some index repeats)")
+    return order
+
+
+def _check_threshold(threshold):
+    if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not math.isfinite(threshold):
+        raise ValueError(f"threshold: expected a finite float, got {threshold!r}")
+    return float(threshold)
+
+
+def threshold_dedup(x: torch.Tensor, threshold: float, order=None, *, normalize: bool = True,
+                    block: int = 256, chunk: int = 8192) -> DedupResult:
+    """SemDeDup on a whole pool, exact: walking items in `order` (default: row order), an item
+    is dropped when its similarity to an earlier KEPT item exceeds `threshold`.
+
+    Blocked on the device: items go in blocks of `block`; each block is compared with every
+    earlier kept item in tiles of `chunk` columns, then dependencies inside the block are
+    resolved by the fixed-point iteration keep = candidate & ~(A @ keep) with A the strictly
+    lower-triangular "exceeds" matrix of the block. After t rounds the first t items of the
+    block are final, so it ends at the block's longest drop chain (one host check per round,
+    never per item). Memory O(block * chunk).
+    """
+    x = _check_matrix("x", x)
+    threshold = _check_threshold(threshold)
+    n = x.shape[0]
+    order = _check_order(order, n, x.device)
+    xn = normalized(x, "x", normalize)[order]
+    kept_sorted = torch.zeros(n, dtype=torch.bool, device=x.device)
+    for b0 in range(0, n, block):
+        b1 = min(n, b0 + block)
+        xb = xn[b0:b1]
+        prev = torch.full((b1 - b0,), -math.inf, device=x.device)
+        for c0 in range(0, b0, chunk):
+            c1 = min(b0, c0 + chunk)
+            s = (xb @ xn[c0:c1].T).masked_fill(~kept_sorted[c0:c1][None, :], -math.inf)
+            prev = torch.maximum(prev, s.max(dim=1).values)
+        cand = prev <= threshold
+        a = torch.tril(xb @ xb.T > threshold, diagonal=-1).float()
+        keep = cand
+        while True:
+            nxt = cand & ~((a @ keep.float()) > 0)
+            if torch.equal(nxt, keep):
+                break
+            keep = nxt
+        kept_sorted[b0:b1] = keep
+    keep_mask = torch.zeros(n, dtype=torch.bool, device=x.device)
+    keep_mask[order] = kept_sorted
+    return DedupResult(keep_mask, order[kept_sorted])
+
+
+def threshold_dedup_reference(x, threshold, order=None, *, normalize=True) -> DedupResult:
+    """The oracle: one item at a time against the list of kept items."""
+    n = x.shape[0]
+    order = list(range(n)) if order is None else [int(i) for i in order]
+    xn = normalized(x, "x", normalize)
+    kept = []
+    for i in order:
+        if kept and float((xn[kept] @ xn[i]).max()) > threshold:
+            continue
+        kept.append(i)
+    keep = torch.zeros(n, dtype=torch.bool)
+    keep[kept] = True
+    return DedupResult(keep, torch.tensor(kept, dtype=torch.int64))
+
+
+# ----------------------------------------------------------------------------- greedy diversity
+
+def _check_k(k, n, what="k"):
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise ValueError(f"{what}: expected a positive int, got {k!r}")
+    if k > n:
+        raise ValueError(f"{what}: asked for {k} picks from a pool of {n}")
+
+
+def k_center(x: torch.Tensor, k: int, start: int | None = None, *, normalize: bool = True) -> torch.Tensor:
+    """Farthest-point (max-min) selection: each pick maximises the cosine distance 1 - cos
+    to the nearest item already picked. Starts at `start` (default 0). Ties go to the lower
+    index. Returns int64 [k] picks in order.
+
+    A device loop: each pick is one matvec, a min, an argmax on device tensors; the loop
+    body never reads a value back to the host.
+    """
+    x = _check_matrix("x", x)
+    n = x.shape[0]
+    _check_k(k, n)
+    start = 0 if start is None else start
+    if not isinstance(start, int) or not 0 <= start < n:
+        raise ValueError(f"start: expected an index in [0, {n}), got {start!r}")
+    xn = normalized(x, "x", normalize)
+    picks = torch.empty(k, dtype=torch.int64, device=x.device)
+    mind = torch.full((n,), math.inf, device=x.device)
+    cur = torch.tensor([start], dtype=torch.int64, device=x.device)
+    for t in range(k):
+        picks[t:t + 1] = cur
+        d = 1.0 - xn @ xn.index_select(0, cur)[0]
+        # A pick's distance becomes -inf and stays there: minimum() never raises it.
+        mind = torch.minimum(mind, d).index_fill_(0, cur, -math.inf)
+        cur = mind.argmax().view(1)
+    return picks
+
+
+def k_center_reference(x, k, start=None, *, normalize=True):
+    """The oracle: the same arithmetic with a host loop and Python lists."""
+    xn = normalized(x, "x", normalize)
+    n = x.shape[0]
+    picks = [0 if start is None else start]
+    mind = torch.full((n,), math.inf)
+    while True:
+        mind = torch.minimum(mind, 1.0 - xn @ xn[picks[-1]])
+        if len(picks) == k:
+            return torch.tensor(picks, dtype=torch.int64)
+        best, best_i = -math.inf, -1
+        for i in range(n):
+            if i not in picks and float(mind[i]) > best:
+                best, best_i = float(mind[i]), i
+        picks.append(best_i)
+
+
+def mmr(x: torch.Tensor, relevance: torch.Tensor, k: int, lambda_: float = 0.5, *,
+        normalize: bool = True) -> torch.Tensor:
+    """Maximal marginal relevance: pick argmax of lambda_ * relevance[i] - (1 - lambda_) *
+    max_{j picked} cos(i, j); the first pick is the most relevant item. Ties go to the lower
+    index. Returns int64 [k]. A device loop like k_center.
+    """
+    x = _check_matrix("x", x)
+    n = x.shape[0]
+    _check_k(k, n)
+    relevance = _check_relevance(relevance, n, x.device)
+    if not isinstance(lambda_, (int, float)) or not 0.0 <= lambda_ <= 1.0:
+        raise ValueError(f"lambda_: expected a float in [0, 1], got {lambda_!r}")
+    xn = normalized(x, "x", normalize)
+    picks = torch.empty(k, dtype=torch.int64, device=x.device)
+    rel = lambda_ * relevance
+    cur = rel.argmax().view(1)
+    maxsim = torch.full((n,), -math.inf, device=x.device)
+    for t in range(k):
+        picks[t:t + 1] = cur
+        maxsim = torch.maximum(maxsim, xn @ xn.index_select(0, cur)[0])
+        rel.index_fill_(0, cur, -math.inf)  # a picked item scores -inf from now on
+        cur = (rel - (1.0 - lambda_) * maxsim).argmax().view(1)
+    return picks
+
+
+def _check_relevance(relevance, n, device):
+    relevance = torch.as_tensor(relevance, device=device)
+    if relevance.shape != (n,):
+        raise ValueError(f"relevance: expected shape ({n},), got {tuple(relevance.shape)}")
+    relevance = relevance.float()
+    if not bool(torch.isfinite(relevance).all()):
+        raise ValueError("relevance: contains NaN or inf")
+    return relevance
+
+
+def mmr_reference(x, relevance, k, lambda_=0.5, *, normalize=True):
+    """The oracle: the same arithmetic with a host loop and Python lists."""
+    xn = normalized(x, "x", normalize)
+    rel = lambda_ * torch.as_tensor(relevance).float()
+    n = x.shape[0]
+    picks = [int(rel.argmax())]
+    maxsim = torch.full((n,), -math.inf)
+    while len(picks) < k:
+        maxsim = torch.maximum(maxsim, xn @ xn[picks[-1]])
+        score = rel - (1.0 - lambda_) * maxsim
+        best, best_i = -math.inf, -1
+        for i in range(n):
+            if i not in picks and float(score[i]) > best:
+                best, best_i = float(score[i]), i
+        picks.append(best_i)
+    return torch.tensor(picks, dtype=torch.int64)
+
+
+# ----------------------------------------------------------------------------- k-means
+
+def kmeans(x: torch.Tensor, n_clusters: int, *, iters: int = 20, seed: int = 0,
+           backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+    """Spherical k-means (cosine): assignment is topk_similarity(x, centroids, k=1).
+
+    Deterministic under `seed` (initial centroids: a seeded random choice of rows). Empty
+    clusters keep their previous centroid. Returns (labels int64 [N], centroids fp32 [C, D]).
+    """
+    x = _check_matrix("x", x)
+    n = x.shape[0]
+    _check_k(n_clusters, n, "n_clusters")
+    xn = normalized(x, "x")
+    g = torch.Generator().manual_seed(seed)
+    init = torch.randperm(n, generator=g)[:n_clusters].to(x.device)
+    cent = xn[init].clone()
+    labels = torch.zeros(n, dtype=torch.int64, device=x.device)
+    for _ in range(iters):
+        labels = topk_similarity(xn, cent, 1, backend=backend)[1][:, 0]
+        sums = torch.zeros_like(cent).index_add_(0, labels, xn)
+        norms = torch.linalg.vector_norm(sums, dim=1, keepdim=True)
+        cent = torch.where(norms > 0, sums / norms.clamp_min(1e-30), cent)
+    labels = topk_similarity(xn, cent, 1, backend=backend)[1][:, 0]
+    return labels, cent
