@@ -367,7 +367,7 @@ def mmr(x: torch.Tensor, relevance: torch.Tensor, k: int, lambda_: float = 0.5, 
     xn = normalized(x, "x", normalize)
     picks = torch.empty(k, dtype=torch.int64, device=x.device)
     rel = lambda_ * relevance
-    cur = rel.argmax().view(1)
+    cur = relevance.argmax().view(1)
     maxsim = torch.full((n,), -math.inf, device=x.device)
     for t in range(k):
         picks[t:t + 1] = cur
@@ -390,9 +390,10 @@ def _check_relevance(relevance, n, device):
 def mmr_reference(x, relevance, k, lambda_=0.5, *, normalize=True):
     """The oracle: the same arithmetic with a host loop and Python lists."""
     xn = normalized(x, "x", normalize)
-    rel = lambda_ * torch.as_tensor(relevance).float()
+    relevance = torch.as_tensor(relevance).float()
+    rel = lambda_ * relevance
     n = x.shape[0]
-    picks = [int(rel.argmax())]
+    picks = [int(relevance.argmax())]
     maxsim = torch.full((n,), -math.inf)
     while len(picks) < k:
         maxsim = torch.maximum(maxsim, xn @ xn[picks[-1]])
