@@ -1,0 +1,417 @@
+"""Triton kernels of the fused linear + cross-entropy loss (used by s1kernels.ops.loss).
+
+Ignored tokens cost no matmul work: `_compact` lists the trained rows first (a cumsum and a
+fixed-shape scatter on device, no host sync) and stores their count in a device int32;
+every kernel reads that count and its token blocks past it exit at once (the dW kernel loops
+over exactly that many tokens).
+
+Forward (`_lce_fwd_kernel`, grid = token blocks x vocab splits): each program walks its share
+of the vocab tiles; for a tile it computes the [BLOCK_N, BLOCK_V] logits with `tl.dot` over
+BLOCK_H slices of H (input dtype operands, fp32 accumulator), applies bias and softcap, and
+folds the tile into a running max / sum-of-exp (online logsumexp), the target logit and the
+running argmax. The splits' partial results ([splits, N] fp32) are combined in torch.
+
+Backward walks the vocabulary in chunks of `cw` columns, with one bounded workspace
+`ws` [N, CHUNK] in the input dtype (default budget WORKSPACE_BYTES):
+  1. `_lce_dlogits_kernel` recomputes the logits tile by tile and writes
+     dlogits = g_t * (softmax * (1 + 2 z_loss lse) - onehot) * softcap' into `ws`.
+  2. `_lce_dh_kernel`: dH += ws @ W[chunk] (fp32 accumulator [N, H] across chunks, written
+     once in the input dtype after the last chunk, scattered back to the token's row).
+  3. `_lce_dw_kernel`: dW[chunk] = ws^T @ H over all trained tokens in one pass, so each
+     weight row's gradient is accumulated in fp32 registers and written once: no atomics,
+     no fp32 [V, H] buffer. The bias gradient is the column sum of the same tiles.
+Chunking over the vocabulary (not the tokens) is what allows dW without a [V, H] fp32
+accumulator; the price is an fp32 [N, H] accumulator for dH (only when there is more than
+one chunk). Work: 8 N H V FLOPs (the forward logits are recomputed once in backward).
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+# Bytes of the dlogits workspace [N, chunk] in backward (the chunk shrinks to fit; >= one tile).
+WORKSPACE_BYTES = 256 * 2**20
+
+# Block sizes. The CUDA values are reasonable H100 choices that have NOT been tuned on a GPU;
+# the interpreter values are small so that tests exercise several tiles and the tail masks.
+CUDA_CONFIG = dict(
+    fwd=dict(BLOCK_N=128, BLOCK_V=128, BLOCK_H=64, num_warps=8, num_stages=3),
+    dlogits=dict(BLOCK_N=128, BLOCK_V=128, BLOCK_H=64, num_warps=8, num_stages=3),
+    dh=dict(BLOCK_N=128, BLOCK_H=128, BLOCK_K=64, num_warps=8, num_stages=3),
+    dw=dict(BLOCK_V=128, BLOCK_H=128, BLOCK_K=64, num_warps=8, num_stages=3),
+)
+INTERPRETER_CONFIG = dict(
+    fwd=dict(BLOCK_N=16, BLOCK_V=32, BLOCK_H=16),
+    dlogits=dict(BLOCK_N=16, BLOCK_V=32, BLOCK_H=16),
+    dh=dict(BLOCK_N=16, BLOCK_H=16, BLOCK_K=32),
+    dw=dict(BLOCK_V=32, BLOCK_H=16, BLOCK_K=16),
+)
+
+
+@triton.jit
+def _lce_fwd_kernel(h_ptr, w_ptr, b_ptr, rows_ptr, lab_ptr, count_ptr,
+                    max_ptr, sum_ptr, tgt_ptr, arg_ptr,
+                    N, H, V, stride_h, stride_w, n_split, softcap,
+                    HAS_BIAS: tl.constexpr, HAS_SOFTCAP: tl.constexpr, DOT_F32: tl.constexpr,
+                    BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr):
+    pid_n = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    n_valid = tl.load(count_ptr)
+    start = pid_n * BLOCK_N
+    if start < n_valid:  # blocks of ignored tokens do no work
+        offs_n = start + tl.arange(0, BLOCK_N)
+        mask_n = offs_n < n_valid
+        rows = tl.load(rows_ptr + offs_n, mask=mask_n, other=0).to(tl.int64)
+        lab = tl.load(lab_ptr + offs_n, mask=mask_n, other=-1)
+        m = tl.full([BLOCK_N], float("-inf"), tl.float32)
+        s = tl.zeros([BLOCK_N], tl.float32)
+        tgt = tl.zeros([BLOCK_N], tl.float32)
+        best = tl.full([BLOCK_N], float("-inf"), tl.float32)
+        best_idx = tl.zeros([BLOCK_N], tl.int32)
+        n_vt = tl.cdiv(V, BLOCK_V)
+        for vt in range(pid_s, n_vt, n_split):
+            offs_v = vt * BLOCK_V + tl.arange(0, BLOCK_V)
+            mask_v = offs_v < V
+            acc = tl.zeros([BLOCK_N, BLOCK_V], tl.float32)
+            for k in range(0, H, BLOCK_H):
+                offs_k = k + tl.arange(0, BLOCK_H)
+                mask_k = offs_k < H
+                a = tl.load(h_ptr + rows[:, None] * stride_h + offs_k[None, :],
+                            mask=mask_n[:, None] & mask_k[None, :], other=0.0)
+                b = tl.load(w_ptr + offs_v[:, None].to(tl.int64) * stride_w + offs_k[None, :],
+                            mask=mask_v[:, None] & mask_k[None, :], other=0.0)
+                if DOT_F32:
+                    a = a.to(tl.float32)
+                    b = b.to(tl.float32)
+                acc = tl.dot(a, tl.trans(b), acc)
+            if HAS_BIAS:
+                acc += tl.load(b_ptr + offs_v, mask=mask_v, other=0.0).to(tl.float32)[None, :]
+            if HAS_SOFTCAP:
+                # softcap * tanh(x / softcap), tanh via exp (no libdevice); saturates to +-1
+                acc = softcap * (1.0 - 2.0 / (tl.exp(2.0 * acc / softcap) + 1.0))
+            z = tl.where(mask_v[None, :], acc, float("-inf"))
+            tile_max = tl.max(z, axis=1)
+            new_m = tl.maximum(m, tile_max)
+            s = s * tl.exp(m - new_m) + tl.sum(tl.exp(z - new_m[:, None]), axis=1)
+            m = new_m
+            tgt += tl.sum(tl.where(offs_v[None, :] == lab[:, None], z, 0.0), axis=1)
+            tile_arg = tl.argmax(z, axis=1).to(tl.int32) + vt * BLOCK_V
+            better = tile_max > best
+            best = tl.where(better, tile_max, best)
+            best_idx = tl.where(better, tile_arg, best_idx)
+        out = pid_s * N + offs_n
+        tl.store(max_ptr + out, m, mask=mask_n)
+        tl.store(sum_ptr + out, s, mask=mask_n)
+        tl.store(tgt_ptr + out, tgt, mask=mask_n)
+        tl.store(arg_ptr + out, best_idx, mask=mask_n)
+
+
+@triton.jit
+def _lce_dlogits_kernel(h_ptr, w_ptr, b_ptr, rows_ptr, lab_ptr, count_ptr, lse_ptr, g_ptr, ws_ptr,
+                        H, V, v0, cw, stride_h, stride_w, stride_ws, z_loss, softcap,
+                        HAS_BIAS: tl.constexpr, HAS_SOFTCAP: tl.constexpr, DOT_F32: tl.constexpr,
+                        BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr):
+    pid_n = tl.program_id(0)
+    pid_v = tl.program_id(1)
+    n_valid = tl.load(count_ptr)
+    start = pid_n * BLOCK_N
+    if start < n_valid:
+        offs_n = start + tl.arange(0, BLOCK_N)
+        mask_n = offs_n < n_valid
+        rows = tl.load(rows_ptr + offs_n, mask=mask_n, other=0).to(tl.int64)
+        lab = tl.load(lab_ptr + offs_n, mask=mask_n, other=-1)
+        lse = tl.load(lse_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)
+        g = tl.load(g_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)
+        offs_c = pid_v * BLOCK_V + tl.arange(0, BLOCK_V)  # column inside the chunk
+        offs_v = v0 + offs_c
+        mask_c = offs_c < cw
+        mask_v = mask_c & (offs_v < V)
+        acc = tl.zeros([BLOCK_N, BLOCK_V], tl.float32)
+        for k in range(0, H, BLOCK_H):
+            offs_k = k + tl.arange(0, BLOCK_H)
+            mask_k = offs_k < H
+            a = tl.load(h_ptr + rows[:, None] * stride_h + offs_k[None, :],
+                        mask=mask_n[:, None] & mask_k[None, :], other=0.0)
+            b = tl.load(w_ptr + offs_v[:, None].to(tl.int64) * stride_w + offs_k[None, :],
+                        mask=mask_v[:, None] & mask_k[None, :], other=0.0)
+            if DOT_F32:
+                a = a.to(tl.float32)
+                b = b.to(tl.float32)
+            acc = tl.dot(a, tl.trans(b), acc)
+        if HAS_BIAS:
+            acc += tl.load(b_ptr + offs_v, mask=mask_v, other=0.0).to(tl.float32)[None, :]
+        if HAS_SOFTCAP:
+            acc = softcap * (1.0 - 2.0 / (tl.exp(2.0 * acc / softcap) + 1.0))
+        p = tl.exp(acc - lse[:, None])
+        d = p * (1.0 + 2.0 * z_loss * lse)[:, None] - tl.where(offs_v[None, :] == lab[:, None], 1.0, 0.0)
+        d = d * g[:, None]
+        if HAS_SOFTCAP:
+            t = acc / softcap
+            d = d * (1.0 - t * t)
+        d = tl.where(mask_n[:, None] & mask_v[None, :], d, 0.0)
+        tl.store(ws_ptr + offs_n[:, None].to(tl.int64) * stride_ws + offs_c[None, :],
+                 d.to(ws_ptr.dtype.element_ty), mask=mask_n[:, None] & mask_c[None, :])
+
+
+@triton.jit
+def _lce_dh_kernel(ws_ptr, w_ptr, rows_ptr, count_ptr, acc_ptr, gh_ptr,
+                   H, v0, cw, stride_ws, stride_w, stride_gh,
+                   FIRST: tl.constexpr, LAST: tl.constexpr, DOT_F32: tl.constexpr,
+                   BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr):
+    pid_n = tl.program_id(0)
+    pid_h = tl.program_id(1)
+    n_valid = tl.load(count_ptr)
+    start = pid_n * BLOCK_N
+    if start < n_valid:
+        offs_n = start + tl.arange(0, BLOCK_N)
+        mask_n = offs_n < n_valid
+        offs_h = pid_h * BLOCK_H + tl.arange(0, BLOCK_H)
+        mask_h = offs_h < H
+        acc = tl.zeros([BLOCK_N, BLOCK_H], tl.float32)
+        for k in range(0, cw, BLOCK_K):
+            offs_k = k + tl.arange(0, BLOCK_K)
+            mask_k = offs_k < cw
+            a = tl.load(ws_ptr + offs_n[:, None].to(tl.int64) * stride_ws + offs_k[None, :],
+                        mask=mask_n[:, None] & mask_k[None, :], other=0.0)
+            b = tl.load(w_ptr + (v0 + offs_k)[:, None].to(tl.int64) * stride_w + offs_h[None, :],
+                        mask=mask_k[:, None] & mask_h[None, :], other=0.0)
+            if DOT_F32:
+                a = a.to(tl.float32)
+                b = b.to(tl.float32)
+            acc = tl.dot(a, b, acc)
+        mask = mask_n[:, None] & mask_h[None, :]
+        acc_offs = offs_n[:, None].to(tl.int64) * H + offs_h[None, :]
+        if not FIRST:
+            acc += tl.load(acc_ptr + acc_offs, mask=mask, other=0.0).to(tl.float32)
+        if LAST:
+            rows = tl.load(rows_ptr + offs_n, mask=mask_n, other=0).to(tl.int64)
+            tl.store(gh_ptr + rows[:, None] * stride_gh + offs_h[None, :], acc.to(gh_ptr.dtype.element_ty), mask=mask)
+        else:
+            tl.store(acc_ptr + acc_offs, acc, mask=mask)
+
+
+@triton.jit
+def _lce_dw_kernel(ws_ptr, h_ptr, rows_ptr, count_ptr, gw_ptr, gb_ptr,
+                   H, v0, cw, stride_ws, stride_h, stride_gw,
+                   HAS_BIAS: tl.constexpr, DOT_F32: tl.constexpr,
+                   BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr):
+    pid_v = tl.program_id(0)
+    pid_h = tl.program_id(1)
+    n_valid = tl.load(count_ptr)
+    offs_c = pid_v * BLOCK_V + tl.arange(0, BLOCK_V)
+    mask_c = offs_c < cw
+    offs_h = pid_h * BLOCK_H + tl.arange(0, BLOCK_H)
+    mask_h = offs_h < H
+    acc = tl.zeros([BLOCK_V, BLOCK_H], tl.float32)
+    dbias = tl.zeros([BLOCK_V], tl.float32)
+    for t in range(0, n_valid, BLOCK_K):  # only trained tokens, however many there are
+        offs_t = t + tl.arange(0, BLOCK_K)
+        mask_t = offs_t < n_valid
+        rows = tl.load(rows_ptr + offs_t, mask=mask_t, other=0).to(tl.int64)
+        a = tl.load(ws_ptr + offs_t[:, None].to(tl.int64) * stride_ws + offs_c[None, :],
+                    mask=mask_t[:, None] & mask_c[None, :], other=0.0)
+        b = tl.load(h_ptr + rows[:, None] * stride_h + offs_h[None, :],
+                    mask=mask_t[:, None] & mask_h[None, :], other=0.0)
+        if HAS_BIAS:
+            dbias += tl.sum(a.to(tl.float32), axis=0)
+        if DOT_F32:
+            a = a.to(tl.float32)
+            b = b.to(tl.float32)
+        acc = tl.dot(tl.trans(a), b, acc)
+    gw_rows = (v0 + offs_c).to(tl.int64)
+    tl.store(gw_ptr + gw_rows[:, None] * stride_gw + offs_h[None, :], acc.to(gw_ptr.dtype.element_ty),
+             mask=mask_c[:, None] & mask_h[None, :])
+    if HAS_BIAS:
+        if pid_h == 0:
+            tl.store(gb_ptr + v0 + offs_c, dbias.to(gb_ptr.dtype.element_ty), mask=mask_c)
+
+
+def _spec(kernel, sig, constexprs, cfg):
+    return dict(kernel=kernel, signature={**sig, **{k: "constexpr" for k in constexprs}}, constexprs=constexprs,
+                num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+
+
+def _fwd_sig(dt):
+    return {"h_ptr": f"*{dt}", "w_ptr": f"*{dt}", "b_ptr": f"*{dt}", "rows_ptr": "*i32", "lab_ptr": "*i32",
+            "count_ptr": "*i32", "max_ptr": "*fp32", "sum_ptr": "*fp32", "tgt_ptr": "*fp32", "arg_ptr": "*i32",
+            "N": "i32", "H": "i32", "V": "i32", "stride_h": "i32", "stride_w": "i32", "n_split": "i32",
+            "softcap": "fp32"}
+
+
+def _dlogits_sig(dt):
+    return {"h_ptr": f"*{dt}", "w_ptr": f"*{dt}", "b_ptr": f"*{dt}", "rows_ptr": "*i32", "lab_ptr": "*i32",
+            "count_ptr": "*i32", "lse_ptr": "*fp32", "g_ptr": "*fp32", "ws_ptr": f"*{dt}", "H": "i32", "V": "i32",
+            "v0": "i32", "cw": "i32", "stride_h": "i32", "stride_w": "i32", "stride_ws": "i32", "z_loss": "fp32",
+            "softcap": "fp32"}
+
+
+def _dh_sig(dt):
+    return {"ws_ptr": f"*{dt}", "w_ptr": f"*{dt}", "rows_ptr": "*i32", "count_ptr": "*i32", "acc_ptr": "*fp32",
+            "gh_ptr": f"*{dt}", "H": "i32", "v0": "i32", "cw": "i32", "stride_ws": "i32", "stride_w": "i32",
+            "stride_gh": "i32"}
+
+
+def _dw_sig(dt):
+    return {"ws_ptr": f"*{dt}", "h_ptr": f"*{dt}", "rows_ptr": "*i32", "count_ptr": "*i32", "gw_ptr": f"*{dt}",
+            "gb_ptr": f"*{dt}", "H": "i32", "v0": "i32", "cw": "i32", "stride_ws": "i32", "stride_h": "i32",
+            "stride_gw": "i32"}
+
+
+def _blocks(cfg):
+    return {k: v for k, v in cfg.items() if k.startswith("BLOCK")}
+
+
+def _compile_specs():
+    """bf16 (the training dtype): every flag combination; fp16/fp32: one spec per kernel."""
+    c = CUDA_CONFIG
+    specs = []
+    for dt in ("bf16", "fp16", "fp32"):
+        full = dt == "bf16"
+        for bias, cap in ((False, False), (True, True)) if full else ((True, True),):
+            flags = dict(HAS_BIAS=bias, HAS_SOFTCAP=cap, DOT_F32=False)
+            specs.append(_spec("_lce_fwd_kernel", _fwd_sig(dt), {**flags, **_blocks(c["fwd"])}, c["fwd"]))
+            specs.append(_spec("_lce_dlogits_kernel", _dlogits_sig(dt), {**flags, **_blocks(c["dlogits"])},
+                               c["dlogits"]))
+        for first, last in ((True, True), (True, False), (False, False), (False, True)) if full else ((False, True),):
+            specs.append(_spec("_lce_dh_kernel", _dh_sig(dt),
+                               {"FIRST": first, "LAST": last, "DOT_F32": False, **_blocks(c["dh"])}, c["dh"]))
+        for bias in (False, True) if full else (True,):
+            specs.append(_spec("_lce_dw_kernel", _dw_sig(dt), {"HAS_BIAS": bias, "DOT_F32": False, **_blocks(c["dw"])},
+                               c["dw"]))
+    return specs
+
+
+# What the CUDA path launches, compiled for sm_90 in CI (see s1kernels.ops.triton_compile).
+TRITON_COMPILE_SPECS = _compile_specs()
+
+
+# ----------------------------------------------------------------------------------------
+# Launchers
+# ----------------------------------------------------------------------------------------
+
+def _interpreting(device: torch.device) -> bool:
+    return device.type != "cuda" and os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _config(device):
+    return INTERPRETER_CONFIG if _interpreting(device) else CUDA_CONFIG
+
+
+def _dot_f32(device, dtype) -> bool:
+    # The interpreter computes bf16 dots wrongly (seen: garbage logits), so bf16 operands are
+    # upcast there; fp16 and fp32 operands go to tl.dot as on the GPU.
+    return _interpreting(device) and dtype == torch.bfloat16
+
+
+def _launch_opts(cfg):
+    return {k: v for k, v in cfg.items() if k in ("num_warps", "num_stages")}
+
+
+def _num_sms(device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return 4
+
+
+def _compact(labels, ignore_index):
+    """Trained rows first: rows[i] = original index of the i-th trained token (device, no sync).
+
+    Returns rows [N] int32 (entries past the count point at row 0 and are never used), the
+    labels in that order [N] int32, the count [1] int32, the validity mask and each
+    trained token's position in the compact order.
+    """
+    n = labels.shape[0]
+    valid = labels != ignore_index
+    pos = torch.cumsum(valid, 0) - 1
+    count = valid.sum(dtype=torch.int32).reshape(1)
+    dest = torch.where(valid, pos, torch.full_like(pos, n))
+    rows = torch.zeros(n + 1, dtype=torch.int32, device=labels.device)
+    rows.scatter_(0, dest, torch.arange(n, dtype=torch.int32, device=labels.device))
+    rows = rows[:n]
+    lab = labels.gather(0, rows.long()).to(torch.int32)
+    return rows, lab, count, valid, pos.clamp(min=0)
+
+
+def forward(hidden, weight, labels, bias, ignore_index, z_loss, softcap, vocab_size):
+    """Per-token (loss, logsumexp, argmax) in the original order; 0 / 0 / -1 where ignored."""
+    n, h = hidden.shape
+    dev = hidden.device
+    cfg = _config(dev)["fwd"]
+    rows, lab, count, valid, pos = _compact(labels, ignore_index)
+    n_tok_blocks = triton.cdiv(max(n, 1), cfg["BLOCK_N"])
+    n_vt = triton.cdiv(vocab_size, cfg["BLOCK_V"])
+    # Split the vocabulary across programs when there are too few token blocks to fill the GPU.
+    n_split = max(1, min(n_vt, triton.cdiv(4 * _num_sms(dev), n_tok_blocks)))
+    mx = torch.empty(n_split, n, dtype=torch.float32, device=dev)
+    sm = torch.empty_like(mx)
+    tgt = torch.empty_like(mx)
+    arg = torch.empty(n_split, n, dtype=torch.int32, device=dev)
+    if n > 0:
+        _lce_fwd_kernel[(n_tok_blocks, n_split)](
+            hidden, weight, bias if bias is not None else hidden, rows, lab, count, mx, sm, tgt, arg,
+            n, h, vocab_size, hidden.stride(0), weight.stride(0), n_split, float(softcap or 1.0),
+            HAS_BIAS=bias is not None, HAS_SOFTCAP=bool(softcap), DOT_F32=_dot_f32(dev, hidden.dtype),
+            **_blocks(cfg), **_launch_opts(cfg))
+    big = mx.max(0).values
+    lse_c = big + torch.log((sm * torch.exp(mx - big)).sum(0))
+    pred_c = arg.gather(0, mx.argmax(0, keepdim=True))[0]
+    loss_c = lse_c - tgt.sum(0) + z_loss * lse_c * lse_c
+    zero = torch.zeros((), dtype=torch.float32, device=dev)
+    token_loss = torch.where(valid, loss_c[pos], zero)
+    lse = torch.where(valid, lse_c[pos], zero)
+    pred = torch.where(valid, pred_c[pos].long(), torch.full_like(pos, -1))
+    return token_loss, lse, pred
+
+
+def _chunk_columns(n, vocab_size, itemsize, block):
+    cols = WORKSPACE_BYTES // max(1, n * itemsize)
+    cols = max(block, (cols // block) * block)
+    return min(cols, triton.cdiv(vocab_size, block) * block)
+
+
+def backward(grad, hidden, weight, labels, bias, lse, ignore_index, z_loss, softcap, vocab_size):
+    """Gradients of sum_t grad[t] * token_loss[t] wrt hidden, weight and bias ([0] without bias)."""
+    n, h = hidden.shape
+    v = weight.shape[0]
+    dev = hidden.device
+    cfgs = _config(dev)
+    dot_f32 = _dot_f32(dev, hidden.dtype)
+    rows, lab, count, _, _ = _compact(labels, ignore_index)
+    g_c = grad.to(torch.float32).gather(0, rows.long())
+    lse_c = lse.to(torch.float32).gather(0, rows.long())
+    grad_hidden = torch.zeros_like(hidden)
+    grad_weight = torch.zeros_like(weight) if vocab_size < v else torch.empty_like(weight)
+    grad_bias = (torch.zeros_like(bias) if vocab_size < v else torch.empty_like(bias)) if bias is not None \
+        else hidden.new_empty(0)
+    if n == 0:
+        grad_weight.zero_()
+        grad_bias.zero_()
+        return grad_hidden, grad_weight, grad_bias
+    step = max(cfgs["dlogits"]["BLOCK_V"], cfgs["dw"]["BLOCK_V"])
+    chunk = _chunk_columns(n, vocab_size, hidden.element_size(), step)
+    ws = torch.empty(n, chunk, dtype=hidden.dtype, device=dev)
+    n_chunks = triton.cdiv(vocab_size, chunk)
+    acc = torch.empty(n, h, dtype=torch.float32, device=dev) if n_chunks > 1 else grad_hidden.new_empty(1, dtype=torch.float32)
+    bias_arg = bias if bias is not None else hidden
+    gb_arg = grad_bias if bias is not None else grad_weight
+    c1, c2, c3 = cfgs["dlogits"], cfgs["dh"], cfgs["dw"]
+    for c in range(n_chunks):
+        v0 = c * chunk
+        cw = min(chunk, vocab_size - v0)
+        _lce_dlogits_kernel[(triton.cdiv(n, c1["BLOCK_N"]), triton.cdiv(cw, c1["BLOCK_V"]))](
+            hidden, weight, bias_arg, rows, lab, count, lse_c, g_c, ws,
+            h, vocab_size, v0, cw, hidden.stride(0), weight.stride(0), ws.stride(0), float(z_loss),
+            float(softcap or 1.0), HAS_BIAS=bias is not None, HAS_SOFTCAP=bool(softcap), DOT_F32=dot_f32,
+            **_blocks(c1), **_launch_opts(c1))
+        _lce_dh_kernel[(triton.cdiv(n, c2["BLOCK_N"]), triton.cdiv(h, c2["BLOCK_H"]))](
+            ws, weight, rows, count, acc, grad_hidden, h, v0, cw, ws.stride(0), weight.stride(0),
+            grad_hidden.stride(0), FIRST=c == 0, LAST=c == n_chunks - 1, DOT_F32=dot_f32,
+            **_blocks(c2), **_launch_opts(c2))
+        _lce_dw_kernel[(triton.cdiv(cw, c3["BLOCK_V"]), triton.cdiv(h, c3["BLOCK_H"]))](
+            ws, hidden, rows, count, grad_weight, gb_arg, h, v0, cw, ws.stride(0), hidden.stride(0),
+            grad_weight.stride(0), HAS_BIAS=bias is not None, DOT_F32=dot_f32,
+            **_blocks(c3), **_launch_opts(c3))
+    return grad_hidden, grad_weight, grad_bias
