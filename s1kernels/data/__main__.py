@@ -1,0 +1,116 @@
+"""Command line: pack s1-format rows into safetensors shards, or write the built-in task.
+
+    python -m s1kernels.data --input rows.jsonl --tokenizer default --block-size 2048 --output packed/
+    python -m s1kernels.data --make-synthetic 5000 --output synthetic.jsonl
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from tqdm import tqdm
+
+from s1kernels.data.format import render_sample
+from s1kernels.data.packing import pack
+from s1kernels.data.readers import read_rows, write_jsonl
+from s1kernels.data.synthetic import make_rows
+from s1kernels.data.tokenizer import S1Tokenizer, build_default_tokenizer
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m s1kernels.data",
+        description="Turn s1-format rows (JSONL or Parquet; columns question, thinking_trajectories, "
+        "attempt, or problem/solution/answer) into packed safetensors shards for training; "
+        "or write the built-in synthetic task as JSONL (--make-synthetic).",
+    )
+    p.add_argument("--input", help="rows to pack: a .jsonl or .parquet file")
+    p.add_argument("--tokenizer", default="default",
+                   help="a tokenizer folder (tokenizer.json [+ tokenizer_config.json]) or 'default' "
+                   "for the built-in tokenizer (default: %(default)s)")
+    p.add_argument("--block-size", type=int, default=2048, help="tokens per packed row (default: %(default)s)")
+    p.add_argument("--output", required=True,
+                   help="output folder for the shards (packing) or output .jsonl file (--make-synthetic)")
+    p.add_argument("--policy", choices=("truncate", "drop"), default="truncate",
+                   help="samples longer than the block: keep the first block-size tokens or leave them out "
+                   "(default: %(default)s); either way they are counted")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="skip malformed rows (counted and reported) instead of stopping at the first")
+    p.add_argument("--rows-per-shard", type=int, default=1024, help="packed rows per shard file (default: %(default)s)")
+    p.add_argument("--system", default=None, help="system message for the prompt (default: the template's)")
+    p.add_argument("--make-synthetic", type=int, metavar="N",
+                   help="write N rows of the built-in synthetic task to --output (JSONL) and exit")
+    p.add_argument("--seed", type=int, default=0, help="seed for --make-synthetic (default: %(default)s)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def load_tokenizer(spec: str) -> S1Tokenizer:
+    """'default' -> the built-in tokenizer, else a tokenizer folder."""
+    return build_default_tokenizer() if spec == "default" else S1Tokenizer.from_folder(spec)
+
+
+def pack_file(args) -> dict:
+    """Read, render, pack and write shards; returns the summary dict (also written as summary.json)."""
+    tok = load_tokenizer(args.tokenizer)
+    rows, read_stats = read_rows(args.input, skip_bad=args.skip_bad)
+    samples = [
+        render_sample(tok, r["question"], r["thinking"], r["answer"], system=args.system)
+        for r in tqdm(rows, desc="tokenizing", unit="row", file=sys.stderr, disable=args.quiet)
+    ]
+    packed = pack(samples, args.block_size, tok.pad_id, policy=args.policy)
+    os.makedirs(args.output, exist_ok=True)
+    shards = []
+    n = packed.num_rows
+    for k, start in enumerate(range(0, n, args.rows_per_shard)):
+        name = f"shard-{k:05d}.safetensors"
+        packed.select(slice(start, min(n, start + args.rows_per_shard))).save(os.path.join(args.output, name))
+        shards.append(name)
+    tok.save(args.output)  # the shards' token ids only mean something with their tokenizer
+    summary = {
+        **packed.stats,
+        "block_size": args.block_size,
+        "policy": args.policy,
+        "input": os.fspath(args.input),
+        "skipped_rows": read_stats["skipped"],
+        "skipped_errors": read_stats["errors"],
+        "shards": shards,
+    }
+    with open(os.path.join(args.output, "summary.json"), "w", encoding="utf-8") as f:
+        json.dump(summary, f, indent=2)
+    return summary
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.make_synthetic is not None:
+        if args.make_synthetic < 0:
+            parser.error(f"--make-synthetic: expected N >= 0, got {args.make_synthetic}")
+        write_jsonl(make_rows(args.make_synthetic, seed=args.seed), args.output)
+        print(f"wrote {args.make_synthetic} synthetic rows to {args.output}")
+        return 0
+    if not args.input:
+        parser.error("--input is required (or use --make-synthetic N)")
+    if args.block_size < 2:
+        parser.error(f"--block-size: expected an int >= 2, got {args.block_size}")
+    if args.rows_per_shard < 1:
+        parser.error(f"--rows-per-shard: expected an int >= 1, got {args.rows_per_shard}")
+    try:
+        s = pack_file(args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(
+        f"samples {s['samples']} (packed {s['packed']}, truncated {s['truncated']}, dropped {s['dropped']}, "
+        f"empty {s['empty']}, skipped rows {s['skipped_rows']}) | tokens {s['tokens']} | trained tokens "
+        f"{s['trained_tokens']} | rows {s['rows']} x {s['block_size']} | fill rate {s['fill_rate']:.3f} "
+        f"| {len(s['shards'])} shard(s) in {args.output}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""Reading s1-format rows from JSONL and Parquet files.
+
+Every row is normalised to `{"question": str, "thinking": list[str], "answer": str}` from
+s1K's column names or simple aliases (first one present wins):
+
+    question  <- question | problem
+    thinking  <- thinking_trajectories | thinking | solution    (a list of strings or one string)
+    answer    <- attempt | answer                               (numbers become strings)
+
+A malformed row raises ValueError naming the file, the line (JSONL) or row (Parquet) and
+the field; with `skip_bad=True` it is skipped and counted in the stats instead, and the
+first messages are kept there. Nothing is dropped silently.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Iterator
+
+QUESTION_KEYS = ("question", "problem")
+THINKING_KEYS = ("thinking_trajectories", "thinking", "solution")
+ANSWER_KEYS = ("attempt", "answer")
+FIELDS = ("question", "thinking", "answer")
+_MAX_KEPT_ERRORS = 20
+
+
+class RowError(ValueError):
+    """A malformed row; the message names the file, line/row and field."""
+
+
+def _first(raw: dict, keys: tuple[str, ...]):
+    for k in keys:
+        if k in raw and raw[k] is not None:
+            return k, raw[k]
+    return None, None
+
+
+def normalize_row(raw, where: str, require: tuple[str, ...] = FIELDS) -> dict:
+    """Normalise one raw row (see the module docstring); `where` prefixes error messages."""
+    if not isinstance(raw, dict):
+        raise RowError(f"{where}: expected a JSON object, got {type(raw).__name__}")
+    out: dict = {}
+    key, q = _first(raw, QUESTION_KEYS)
+    if key is None:
+        if "question" in require:
+            raise RowError(f"{where}: field 'question' missing (looked for {', '.join(QUESTION_KEYS)})")
+        q = None
+    elif not isinstance(q, str) or not q.strip():
+        raise RowError(f"{where}: field '{key}': expected a non-empty string, got {_describe(q)}")
+    out["question"] = q
+
+    key, t = _first(raw, THINKING_KEYS)
+    if key is None:
+        if "thinking" in require:
+            raise RowError(f"{where}: field 'thinking' missing (looked for {', '.join(THINKING_KEYS)})")
+        t = []
+    elif isinstance(t, str):
+        t = [t]
+    elif isinstance(t, (list, tuple)) and all(isinstance(x, str) for x in t):
+        t = list(t)
+    else:
+        raise RowError(f"{where}: field '{key}': expected a string or a list of strings, got {_describe(t)}")
+    out["thinking"] = t
+
+    key, a = _first(raw, ANSWER_KEYS)
+    if key is None:
+        if "answer" in require:
+            raise RowError(f"{where}: field 'answer' missing (looked for {', '.join(ANSWER_KEYS)})")
+    elif isinstance(a, bool) or not isinstance(a, (str, int, float)):
+        raise RowError(f"{where}: field '{key}': expected a string or a number, got {_describe(a)}")
+    else:
+        a = str(a)
+    out["answer"] = a
+    return out
+
+
+def _describe(x) -> str:
+    if isinstance(x, str):
+        return "an empty string" if not x.strip() else f"string {x[:20]!r}"
+    if isinstance(x, list):
+        bad = next((type(v).__name__ for v in x if not isinstance(v, str)), None)
+        return f"a list holding {bad}" if bad else "list"
+    return type(x).__name__
+
+
+def _jsonl_records(path: str) -> Iterator[tuple[str, object]]:
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            where = f"{path}:line {lineno}"
+            if not line.strip():
+                yield where, _BLANK
+                continue
+            try:
+                yield where, json.loads(line)
+            except json.JSONDecodeError as e:
+                yield where, RowError(f"{where}: invalid JSON ({e.msg} at column {e.colno})")
+
+
+def _parquet_records(path: str) -> Iterator[tuple[str, object]]:
+    import pyarrow.parquet as pq
+
+    n = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
+        for rec in batch.to_pylist():
+            n += 1
+            yield f"{path}:row {n}", rec
+
+
+_BLANK = object()
+
+
+def read_rows(path: str | os.PathLike, skip_bad: bool = False,
+              require: tuple[str, ...] = FIELDS) -> tuple[list[dict], dict]:
+    """Rows of a .jsonl/.json-lines or .parquet file, normalised, and reading stats.
+
+    require: the fields a row must have (default all three for training; pass
+    ("question",) to read prompts for evaluation: missing thinking -> [], answer -> None).
+    stats: path, rows (kept), skipped (malformed rows skipped), blank (empty JSONL lines),
+    errors (the first messages of skipped rows).
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"path: expected an existing .jsonl or .parquet file, got {path!r}")
+    bad_req = [f for f in require if f not in FIELDS]
+    if bad_req:
+        raise ValueError(f"require: expected fields among {FIELDS}, got {bad_req}")
+    records = _parquet_records(path) if path.endswith((".parquet", ".pq")) else _jsonl_records(path)
+    rows: list[dict] = []
+    stats = {"path": path, "rows": 0, "skipped": 0, "blank": 0, "errors": []}
+    for where, rec in records:
+        if rec is _BLANK:
+            stats["blank"] += 1
+            continue
+        try:
+            if isinstance(rec, RowError):
+                raise rec
+            rows.append(normalize_row(rec, where, require))
+        except RowError as e:
+            if not skip_bad:
+                raise
+            stats["skipped"] += 1
+            if len(stats["errors"]) < _MAX_KEPT_ERRORS:
+                stats["errors"].append(str(e))
+    stats["rows"] = len(rows)
+    return rows, stats
+
+
+def write_jsonl(rows: list[dict], path: str | os.PathLike) -> None:
+    """Write rows (dicts) as JSON lines."""
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
