@@ -1,0 +1,235 @@
+"""Evaluate a model at several thinking budgets: accuracy, thinking length, Control, the plot.
+
+    python -m s1kernels.eval --model runs/default --budgets 4 8 16 32 64 \\
+        --output report.json --plot scaling.png
+
+Data: a JSONL (or Parquet) benchmark with a question (``problem`` or ``question``) and a
+final ``answer`` per row (MATH500 rows; AIME-style integer answers work too), or by default
+held-out rows of the built-in synthetic task (generated with a seed training never uses).
+For every max budget the whole set is generated with budget forcing (``generate``), the
+final answer is extracted from the answer span (``\\boxed{}``, ``Final Answer:``,
+``Answer:``) and checked against the reference (normalised strings and numbers, math-verify
+when installed).
+
+Reported per budget, following s1 (section 3.2 of the paper):
+- accuracy: share of rows answered correctly;
+- avg_thinking_tokens: mean length of the thinking span (tokens before end-of-thinking);
+- control: share of rows whose thinking length stays within the budget (100% is the goal);
+and over all budgets s1's Scaling (mean slope of accuracy vs average thinking tokens over
+all pairs of budgets) and Performance (best accuracy).
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+import time
+from typing import Sequence
+
+from s1kernels.answers import answers_match, extract_answer
+from s1kernels.generate import (
+    add_budget_sampling_args,
+    budget_sampling_from_args,
+    generate,
+    load_model_and_tokenizer,
+)
+
+__all__ = ["EVAL_SEED", "load_eval_rows", "evaluate", "scaling_metrics", "plot_scaling", "main"]
+
+# Held-out rows of the built-in task come from this seed; training draws its rows from
+# other seeds, so the evaluation questions are not the training questions.
+EVAL_SEED = 20_250_131
+
+
+def load_eval_rows(path: str | None = None, limit: int | None = None, num_synthetic: int = 200) -> list[dict]:
+    """Rows ``{"question", "answer"}`` from a benchmark file, or held-out built-in task rows.
+
+    A file row needs a question (``problem``, ``question`` or ``prompt``) and an ``answer``
+    (string or number; AIME answers are integers). Other fields are kept.
+    """
+    if path is None:
+        from s1kernels.data.synthetic import make_rows
+
+        rows = [{"question": r["question"], "answer": r["answer"]}
+                for r in make_rows(num_synthetic if limit is None else min(limit, num_synthetic), seed=EVAL_SEED)]
+        return rows
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--data: no file at {path!r}")
+    if path.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        raw = pq.read_table(path).to_pylist()
+    else:
+        with open(path, encoding="utf-8") as f:
+            raw = [json.loads(line) for line in f if line.strip()]
+    rows = []
+    for n, r in enumerate(raw, 1):
+        q = next((r[k] for k in ("problem", "question", "prompt") if isinstance(r.get(k), str)), None)
+        a = r.get("answer")
+        if q is None or a is None:
+            raise ValueError(f"--data: row {n} of {path} needs a problem/question and an answer, "
+                             f"got keys {sorted(r)}")
+        row = dict(r)
+        row["question"], row["answer"] = q, str(a)
+        rows.append(row)
+    return rows[:limit] if limit is not None else rows
+
+
+def scaling_metrics(points: list[tuple[float, float]]) -> dict:
+    """s1's Scaling (mean pairwise slope of accuracy over thinking tokens) and Performance.
+
+    ``points`` are (average thinking tokens, accuracy) per budget. Pairs with equal
+    thinking length are skipped (no slope).
+    """
+    pts = sorted(points)
+    slopes = [(b[1] - a[1]) / (b[0] - a[0]) for a, b in itertools.combinations(pts, 2) if b[0] > a[0]]
+    return {
+        "scaling_slope": (sum(slopes) / len(slopes)) if slopes else None,
+        "performance": max((p[1] for p in pts), default=None),
+    }
+
+
+def evaluate(model, tokenizer, rows: list[dict], budgets: Sequence[int], *, min_thinking_tokens: int = 0,
+             num_waits: int = 0, max_answer_tokens: int = 64, mode: str = "wait", sampling=None,
+             use_math_verify: bool = True, keep_rows: bool = False, progress: bool = True, **gen_kwargs) -> dict:
+    """Runs ``generate`` at each max thinking budget and scores the answers; returns the report."""
+    from s1kernels.ops.decode import Budget
+
+    if not budgets:
+        raise ValueError("budgets: expected at least one thinking budget")
+    if any(int(b) < 1 for b in budgets):
+        raise ValueError(f"budgets: expected positive token counts, got {list(budgets)}")
+    questions = [r["question"] for r in rows]
+    per_budget = []
+    iterator = list(budgets)
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(iterator, desc="budgets", unit="budget")
+    for max_think in iterator:
+        max_think = int(max_think)
+        budget = Budget(min_thinking_tokens=min(min_thinking_tokens, max_think), max_thinking_tokens=max_think,
+                        num_waits=num_waits, max_answer_tokens=max_answer_tokens, mode=mode)
+        t0 = time.perf_counter()
+        results = generate(model, tokenizer, questions, budget=budget, sampling=sampling, **gen_kwargs)
+        seconds = time.perf_counter() - t0
+        correct = []
+        records = []
+        for row, res in zip(rows, results):
+            pred = extract_answer(res.answer_text) if res.answer_text else None
+            ok = answers_match(pred, row["answer"], use_math_verify=use_math_verify)
+            correct.append(ok)
+            if keep_rows:
+                records.append({"question": row["question"], "answer": row["answer"], "prediction": pred,
+                                "correct": ok, "thinking_tokens": res.thinking_tokens, "waits_used": res.waits_used,
+                                "forced_exit": res.forced_exit, "finished_reason": res.finished_reason,
+                                "text": res.text})
+        n = len(rows)
+        reasons: dict[str, int] = {}
+        for r in results:
+            reasons[r.finished_reason] = reasons.get(r.finished_reason, 0) + 1
+        entry = {
+            "max_thinking_tokens": max_think,
+            "accuracy": sum(correct) / n if n else 0.0,
+            "avg_thinking_tokens": sum(r.thinking_tokens for r in results) / n if n else 0.0,
+            "max_observed_thinking_tokens": max((r.thinking_tokens for r in results), default=0),
+            "control": sum(r.thinking_tokens <= max_think for r in results) / n if n else 1.0,
+            "forced_exit_rate": sum(r.forced_exit for r in results) / n if n else 0.0,
+            "avg_waits_used": sum(r.waits_used for r in results) / n if n else 0.0,
+            "finished": reasons,
+            "generated_tokens": sum(len(r.token_ids) for r in results),
+            "seconds": seconds,
+        }
+        if keep_rows:
+            entry["rows"] = records
+        per_budget.append(entry)
+    summary = scaling_metrics([(e["avg_thinking_tokens"], e["accuracy"]) for e in per_budget])
+    summary["control"] = min(e["control"] for e in per_budget)
+    return {
+        "rows": len(rows),
+        "settings": {"min_thinking_tokens": min_thinking_tokens, "num_waits": num_waits,
+                     "max_answer_tokens": max_answer_tokens, "mode": mode},
+        "budgets": per_budget,
+        "summary": summary,
+    }
+
+
+def plot_scaling(report: dict, path: str, title: str | None = None) -> None:
+    """Accuracy against average thinking tokens, one point per budget (s1's Figure 1 style)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = sorted((e["avg_thinking_tokens"], 100 * e["accuracy"], e["max_thinking_tokens"]) for e in report["budgets"])
+    fig, ax = plt.subplots(figsize=(5.0, 3.6), dpi=150)
+    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+    ax.plot(xs, ys, "-o", color="#2a6fdb", lw=1.8, ms=5)
+    for x, y, b in pts:
+        ax.annotate(f"{b}", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7, color="#555")
+    ax.set_xlabel("average thinking time (tokens)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.set_title(title or f"budget forcing: accuracy vs thinking tokens ({report['rows']} rows)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _print_table(report: dict) -> None:
+    print(f"{'budget':>8} {'accuracy':>9} {'avg think':>10} {'control':>8} {'forced':>7}")
+    for e in report["budgets"]:
+        print(f"{e['max_thinking_tokens']:>8} {100 * e['accuracy']:>8.1f}% {e['avg_thinking_tokens']:>10.1f} "
+              f"{100 * e['control']:>7.1f}% {100 * e['forced_exit_rate']:>6.1f}%")
+    s = report["summary"]
+    slope = "n/a" if s["scaling_slope"] is None else f"{100 * s['scaling_slope']:.3f} %/token"
+    print(f"control {100 * s['control']:.1f}%, scaling {slope}, performance {100 * s['performance']:.1f}%")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m s1kernels.eval",
+                                description="Accuracy, thinking length and Control at several thinking budgets.")
+    p.add_argument("--model", default="runs/default", help="checkpoint folder (default runs/default)")
+    p.add_argument("--data", default=None,
+                   help="JSONL/Parquet rows with problem/question and answer (default: held-out built-in task rows)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate the first N rows")
+    p.add_argument("--num-synthetic", type=int, default=200, help="built-in task rows when --data is not given")
+    p.add_argument("--budgets", type=int, nargs="+", default=[4, 8, 16, 32, 64],
+                   help="max thinking tokens, one run each (default 4 8 16 32 64)")
+    add_budget_sampling_args(p)
+    p.add_argument("--no-math-verify", action="store_true", help="do not use math_verify even when installed")
+    p.add_argument("--output", default=None, help="write the JSON report here")
+    p.add_argument("--plot", default=None, help="write the accuracy vs thinking tokens PNG here")
+    p.add_argument("--save-rows", action="store_true", help="keep every row's prediction and text in the report")
+    args = p.parse_args(argv)
+
+    rows = load_eval_rows(args.data, args.limit, args.num_synthetic)
+    if not rows:
+        p.error("no rows to evaluate")
+    model, tokenizer = load_model_and_tokenizer(args.model, args.device, args.dtype)
+    _, sampling = budget_sampling_from_args(args, max(args.budgets))
+    report = evaluate(model, tokenizer, rows, args.budgets, min_thinking_tokens=args.min_thinking_tokens,
+                      num_waits=args.num_waits, max_answer_tokens=args.max_answer_tokens, mode=args.mode,
+                      sampling=sampling, use_math_verify=not args.no_math_verify, keep_rows=args.save_rows,
+                      max_new_tokens=args.max_new_tokens, think_start=args.think_start,
+                      answer_start=args.answer_start, wait_string=args.wait_string, final_answer=args.final_answer,
+                      batch_size=args.batch_size, cuda_graph=not args.no_cuda_graph, backend=args.backend)
+    report["model"] = os.path.abspath(args.model)
+    report["data"] = args.data or f"built-in task, seed {EVAL_SEED}"
+    _print_table(report)
+    if args.output:
+        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+        with open(args.output, "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=2)
+        print(f"report: {args.output}")
+    if args.plot:
+        plot_scaling(report, args.plot)
+        print(f"plot: {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
