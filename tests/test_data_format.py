@@ -143,3 +143,14 @@ def test_check_answer():
     assert not check_answer("Answer: 3", row)
     assert not check_answer("no answer here 7", row)
     assert extract_answer("Final Answer:12") == "12" and extract_answer("") is None
+
+
+def test_render_rows_accepts_both_row_shapes(tok):
+    from s1kernels.data import render_rows
+
+    rows = make_rows(5, seed=1)
+    normalised = [{"question": r["question"], "thinking": r["thinking_trajectories"], "answer": r["answer"]} for r in rows]
+    expect = [render_sample(tok, r["question"], r["thinking_trajectories"], r["attempt"]) for r in rows]
+    assert render_rows(tok, rows) == render_rows(tok, normalised) == expect
+    with pytest.raises(ValueError, match=r"rows\[0\]"):
+        render_rows(tok, [{"question": "q"}])

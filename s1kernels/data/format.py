@@ -65,3 +65,21 @@ def render_sample(tokenizer, question: str, thinking: Sequence[str] | str, answe
     prompt_ids = tokenizer.encode(prompt_text(question, tokenizer, system))
     reply_ids = tokenizer.encode(assistant_text(thinking, answer))
     return prompt_ids + reply_ids, [False] * len(prompt_ids) + [True] * len(reply_ids)
+
+
+def render_rows(tokenizer, rows, system: str | None = None, progress: bool = False) -> list[tuple[list[int], list[bool]]]:
+    """`render_sample` over rows from `read_rows` ("thinking", "answer") or `make_rows` /
+    s1K ("thinking_trajectories", "attempt"); `progress` shows a tqdm bar."""
+    if progress:
+        from tqdm import tqdm
+
+        rows = tqdm(rows, desc="tokenizing", unit="row")
+    out = []
+    for i, r in enumerate(rows):
+        thinking = r["thinking"] if "thinking" in r else r.get("thinking_trajectories")
+        answer = r["attempt"] if "attempt" in r else r.get("answer")
+        if thinking is None or answer is None:
+            raise ValueError(f"rows[{i}]: expected 'thinking'/'thinking_trajectories' and 'attempt'/'answer' keys, "
+                             f"got {sorted(r)}")
+        out.append(render_sample(tokenizer, r["question"], thinking, answer, system=system))
+    return out
