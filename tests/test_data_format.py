@@ -154,3 +154,29 @@ def test_render_rows_accepts_both_row_shapes(tok):
     assert render_rows(tok, rows) == render_rows(tok, normalised) == expect
     with pytest.raises(ValueError, match=r"rows\[0\]"):
         render_rows(tok, [{"question": "q"}])
+
+
+def test_matches_transformers_chat_rendering(tok, tmp_path):
+    # Parity with transformers' apply_chat_template and tokenization on the same folder.
+    transformers = pytest.importorskip("transformers")
+    from s1kernels.data.format import assistant_text
+
+    tok.save(tmp_path)
+    cfg = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    cfg["chat_template"] = QWEN_TEMPLATE
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(cfg))
+    ours = S1Tokenizer.from_folder(tmp_path)
+    hf = transformers.PreTrainedTokenizerFast(tokenizer_file=str(tmp_path / "tokenizer.json"))
+    row = make_rows(1, seed=11)[0]
+    for system in (None, "Be brief."):
+        msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": row["question"]}]
+        prompt = prompt_text(row["question"], ours, system=system)
+        assert prompt == hf.apply_chat_template(msgs, chat_template=QWEN_TEMPLATE, tokenize=False,
+                                                add_generation_prompt=True)
+        reply = assistant_text(row["thinking_trajectories"], row["attempt"])
+        full = hf.apply_chat_template(msgs + [{"role": "assistant", "content": reply[:-len("<|im_end|>")]}],
+                                      chat_template=QWEN_TEMPLATE, tokenize=False)
+        assert full == prompt + reply + "\n"
+        ids, _ = render_sample(ours, row["question"], row["thinking_trajectories"], row["attempt"], system=system)
+        assert ids == hf(prompt + reply, add_special_tokens=False)["input_ids"]
+        assert ours.decode(ids) == hf.decode(ids)
