@@ -266,7 +266,11 @@ def _torch_forward(hidden, weight, labels, bias, ignore_index, z_loss, softcap, 
         r = rows[s:s + chunk]
         z = _capped_logits(hidden[r].to(ct), w, b, softcap)
         lse = torch.logsumexp(z, dim=-1)
-        tgt = z.gather(1, labels[r].long()[:, None])[:, 0]
+        y = labels[r].long()
+        # Out-of-range labels (possible with validate=False) contribute no target logit,
+        # as in the Triton kernels: never an out-of-bounds read.
+        inside = (y >= 0) & (y < vocab_size)
+        tgt = torch.where(inside, z.gather(1, y.clamp(0, vocab_size - 1)[:, None])[:, 0], 0.0)
         token_loss[r] = (lse - tgt + z_loss * lse * lse).to(token_loss.dtype)
         lse_out[r] = lse.to(lse_out.dtype)
         pred[r] = z.argmax(-1)
@@ -289,7 +293,9 @@ def _torch_backward(grad, hidden, weight, labels, bias, lse, ignore_index, z_los
         l = lse[r].to(ct)
         # d loss_t / d z_tj = softmax_tj * (1 + 2 z_loss lse_t) - [j == label_t]
         d = torch.exp(z - l[:, None]) * (1.0 + 2.0 * z_loss * l)[:, None]
-        d[torch.arange(r.shape[0], device=d.device), labels[r].long()] -= 1.0
+        y = labels[r].long()
+        inside = ((y >= 0) & (y < vocab_size)).to(ct)
+        d[torch.arange(r.shape[0], device=d.device), y.clamp(0, vocab_size - 1)] -= inside
         d = d * grad[r].to(ct)[:, None]
         if softcap:
             d = d * (1.0 - (z / softcap) ** 2)  # d(c tanh(u/c))/du = 1 - tanh^2

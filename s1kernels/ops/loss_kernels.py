@@ -44,10 +44,10 @@ CUDA_CONFIG = dict(
     dw=dict(BLOCK_V=128, BLOCK_H=128, BLOCK_K=64, num_warps=8, num_stages=3),
 )
 INTERPRETER_CONFIG = dict(
-    fwd=dict(BLOCK_N=16, BLOCK_V=32, BLOCK_H=16),
-    dlogits=dict(BLOCK_N=16, BLOCK_V=32, BLOCK_H=16),
-    dh=dict(BLOCK_N=16, BLOCK_H=16, BLOCK_K=32),
-    dw=dict(BLOCK_V=32, BLOCK_H=16, BLOCK_K=16),
+    fwd=dict(BLOCK_N=32, BLOCK_V=64, BLOCK_H=32),
+    dlogits=dict(BLOCK_N=32, BLOCK_V=64, BLOCK_H=32),
+    dh=dict(BLOCK_N=32, BLOCK_H=32, BLOCK_K=32),
+    dw=dict(BLOCK_V=64, BLOCK_H=32, BLOCK_K=32),
 )
 
 
@@ -97,7 +97,7 @@ def _lce_fwd_kernel(h_ptr, w_ptr, b_ptr, rows_ptr, lab_ptr, count_ptr,
             new_m = tl.maximum(m, tile_max)
             s = s * tl.exp(m - new_m) + tl.sum(tl.exp(z - new_m[:, None]), axis=1)
             m = new_m
-            tgt += tl.sum(tl.where(offs_v[None, :] == lab[:, None], z, 0.0), axis=1)
+            tgt += tl.sum(tl.where((offs_v[None, :] == lab[:, None]) & mask_v[None, :], z, 0.0), axis=1)
             tile_arg = tl.argmax(z, axis=1).to(tl.int32) + vt * BLOCK_V
             better = tile_max > best
             best = tl.where(better, tile_max, best)
