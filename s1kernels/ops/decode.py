@@ -384,7 +384,7 @@ def reference_sample(x: torch.Tensor, allowed: torch.Tensor, sampling_t: Samplin
     neg_inf = torch.tensor(float("-inf"), dtype=x.dtype, device=x.device)
     bad = (torch.isnan(x) | (x == float("inf"))).any(-1)
     xa = torch.where(allowed, x, neg_inf)
-    m = xa.max(-1).values
+    m = xa.amax(-1)
     no_token = ~bad & (m == float("-inf"))
     greedy_tok = xa.argmax(-1)  # first index of the maximum
 

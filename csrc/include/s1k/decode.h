@@ -1,0 +1,80 @@
+// Arguments of the fused decode step, shared by the CPU twin and the CUDA entry point.
+// Every pointer is to memory on the device that runs the step (host memory for the twin).
+#pragma once
+#include <cstdint>
+
+#include "s1k/budget_forcing.h"
+#include "s1k/common.h"
+#include "s1k/sampling.h"
+
+namespace s1k {
+
+struct DecodeArgs {
+  const void* logits;  // [batch, row_stride] of `dtype`; columns >= vocab_size never read
+  int32_t dtype;       // LogitDtype
+  int64_t batch, row_stride, vocab_size;
+  // state, int32 [batch] each except step (int64 [batch]); updated in place
+  int32_t *phase, *thinking_tokens, *waits_used, *inject_kind, *inject_pos, *answer_tokens, *error, *event;
+  int64_t* step;
+  // budget, int32 [batch] each
+  const int32_t *min_thinking_tokens, *max_thinking_tokens, *num_waits, *max_answer_tokens, *mode;
+  // sampling
+  const float* temperature;
+  const int32_t* top_k;
+  const float *top_p, *min_p;
+  const int64_t* seed;
+  // forcing: the concatenated table and its five lengths (end, delimiter, wait, exit, eos)
+  const int32_t* table;
+  int32_t lengths[5];
+  int32_t pad_id;
+  // outputs
+  int64_t* tokens;
+  float* logprobs;
+};
+
+S1K_HD ForcingTable forcing_table(const DecodeArgs& a, const int32_t* ids) {
+  return ForcingTable{ids, a.lengths[0], a.lengths[1], a.lengths[2], a.lengths[3], a.lengths[4], a.pad_id};
+}
+
+S1K_HD RowState load_row_state(const DecodeArgs& a, int64_t r) {
+  return RowState{a.phase[r], a.thinking_tokens[r], a.waits_used[r], a.inject_kind[r],
+                  a.inject_pos[r], a.answer_tokens[r], a.error[r], a.event[r]};
+}
+
+S1K_HD void store_row_state(const DecodeArgs& a, int64_t r, const RowState& s) {
+  a.phase[r] = s.phase;
+  a.thinking_tokens[r] = s.thinking_tokens;
+  a.waits_used[r] = s.waits_used;
+  a.inject_kind[r] = s.inject_kind;
+  a.inject_pos[r] = s.inject_pos;
+  a.answer_tokens[r] = s.answer_tokens;
+  a.error[r] = s.error;
+  a.event[r] = s.event;
+  a.step[r] += 1;
+}
+
+S1K_HD RowBudget load_row_budget(const DecodeArgs& a, int64_t r) {
+  return RowBudget{a.min_thinking_tokens[r], a.max_thinking_tokens[r], a.num_waits[r], a.max_answer_tokens[r], a.mode[r]};
+}
+
+// Checks what can be checked without reading device memory; kInvalidArgument on failure.
+inline int validate_decode_args(const DecodeArgs& a) {
+  if (!a.logits || !a.phase || !a.thinking_tokens || !a.waits_used || !a.inject_kind || !a.inject_pos ||
+      !a.answer_tokens || !a.error || !a.event || !a.step || !a.min_thinking_tokens || !a.max_thinking_tokens ||
+      !a.num_waits || !a.max_answer_tokens || !a.mode || !a.temperature || !a.top_k || !a.top_p || !a.min_p ||
+      !a.seed || !a.table || !a.tokens || !a.logprobs)
+    return kInvalidArgument;
+  if (a.dtype != kFloat32 && a.dtype != kFloat16 && a.dtype != kBFloat16) return kInvalidArgument;
+  if (a.batch < 1 || a.vocab_size < 1 || a.row_stride < a.vocab_size || a.vocab_size > INT32_MAX) return kInvalidArgument;
+  for (int i = 0; i < 5; ++i)
+    if (a.lengths[i] < 0) return kInvalidArgument;
+  if (a.lengths[0] < 1 || a.lengths[2] < 1 || a.lengths[3] < 1 || a.lengths[4] < 1) return kInvalidArgument;
+  if (a.lengths[0] + a.lengths[4] > kMaxStopIds) return kInvalidArgument;
+  if (a.pad_id < 0) return kInvalidArgument;
+  return kOk;
+}
+
+}  // namespace s1k
+
+extern "C" int s1k_decode_step_cpu(const s1k::DecodeArgs* args);
+extern "C" int s1k_decode_step_cuda(const s1k::DecodeArgs* args, void* stream);
