@@ -100,17 +100,34 @@ def _topk_torch(x, y, rx, ry, k, exclude_self, block_n, block_m):
         best = None
         for j0 in range(0, m, block_m):
             j1 = min(m, j0 + block_m)
-            s = (xi @ y[j0:j1].float().T) * rx[i0:i1, None] * ry[None, j0:j1]
+            s = (xi @ y[j0:j1].float().T).mul_(rx[i0:i1, None]).mul_(ry[None, j0:j1])
             cols = torch.arange(j0, j1, device=x.device)
-            keys = score_keys(s, cols[None, :])
             if exclude_self and i0 < j1 and j0 < i1:
                 rows = torch.arange(i0, i1, device=x.device)
-                keys = keys.masked_fill(rows[:, None] == cols[None, :], KEY_SENTINEL)
+                # -inf ranks below every finite score; k <= valid columns keeps it out of the result
+                s.masked_fill_(rows[:, None] == cols[None, :], -math.inf)
+            keys = _chunk_topk_keys(s, cols, k)
             if best is not None:
                 keys = torch.cat([best, keys], dim=1)
             best = keys.topk(min(k, keys.shape[1]), dim=1).values
         out[i0:i1] = best
     return out
+
+
+def _chunk_topk_keys(s, cols, k):
+    """Keys of a chunk's top-k by (score desc, index asc), without keying the whole chunk.
+
+    A float top-(k+1) finds the set; unless the k-th and (k+1)-th scores of some row tie, that
+    set is exact and only its k entries need keys (which fix the order among equal scores).
+    A tie at the boundary (rare; one host check per chunk) keys the whole chunk instead.
+    """
+    w = s.shape[1]
+    if k >= w:
+        return score_keys(s, cols[None, :])
+    v, j = s.topk(k + 1, dim=1)
+    if bool((v[:, k - 1] == v[:, k]).any()):
+        return score_keys(s, cols[None, :]).topk(k, dim=1).values
+    return score_keys(v[:, :k], cols[j[:, :k]])
 
 
 def _topk_triton(x, y, rx, ry, k, exclude_self, block_m):
@@ -183,8 +200,8 @@ def topk_similarity(x: torch.Tensor, y: torch.Tensor | None = None, k: int = 10,
 
 
 def _torch_blocks(n, m, k, device, block_m):
-    # ~32M fp32 scores per chunk on CPU (128 MB with the keys), more on a GPU.
-    budget = (1 << 25) if device.type == "cpu" else (1 << 28)
+    # Scores per chunk: ~8M fp32 (32 MB) on CPU, 256M (1 GB) on a GPU.
+    budget = (1 << 23) if device.type == "cpu" else (1 << 28)
     bm = block_m or max(k, min(m, 8192))
     bn = max(1, min(n, budget // max(bm + k, 1)))
     return bn, bm
