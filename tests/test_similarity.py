@@ -228,3 +228,13 @@ def test_kmeans_recovers_planted_clusters_and_is_deterministic():
     # labels are the nearest centroid
     sims = S.normalized(x) @ cent.T
     assert torch.equal(labels, sims.argmax(1))
+
+
+def test_custom_op_traces_with_fullgraph():
+    x = rand(13, 8, seed=20)
+    op = torch.ops.s1kernels.topk_similarity
+    torch.library.opcheck(op, (x, None, 3, True, True, "torch", 0),
+                          test_utils=("test_schema", "test_faketensor"))
+    fn = torch.compile(lambda t: op(t, None, 3, True, True, "torch", 0), fullgraph=True, backend="aot_eager")
+    s, i = fn(x)
+    assert_topk_matches((s, i), S.topk_similarity_reference(x, k=3))

@@ -23,7 +23,7 @@ Semantics shared by every op:
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import torch
 
@@ -188,15 +188,34 @@ def topk_similarity(x: torch.Tensor, y: torch.Tensor | None = None, k: int = 10,
                          f"({m} rows{', minus the row itself' if exclude else ''})")
     if block_m is not None and (not isinstance(block_m, int) or block_m < 1):
         raise ValueError(f"block_m: expected a positive int or None, got {block_m!r}")
+    _backend.resolve(backend, x.device, ("triton", "torch"), op="topk_similarity")
+    return torch.ops.s1kernels.topk_similarity(x, None if self_mode else y, k, exclude, normalize,
+                                               backend, block_m or 0)
+
+
+@torch.library.custom_op("s1kernels::topk_similarity", mutates_args=())
+def _topk_op(x: torch.Tensor, y: Optional[torch.Tensor], k: int, exclude_self: bool, normalize: bool,
+             backend: str, block_m: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The compute behind topk_similarity (arguments already checked); y=None means y = x."""
+    self_mode = y is None
+    y = x if self_mode else y
+    block_m = block_m or None
     rx = inverse_norms(x, "x", normalize)
     ry = rx if self_mode else inverse_norms(y, "y", normalize)
+    exclude = exclude_self and self_mode
     choice = _backend.resolve(backend, x.device, ("triton", "torch"), op="topk_similarity")
     if choice == "triton" and k <= TRITON_MAX_K:
         keys = _topk_triton(x, y, rx, ry, k, exclude, block_m)
     else:
-        bn, bm = _torch_blocks(x.shape[0], m, k, x.device, block_m)
+        bn, bm = _torch_blocks(x.shape[0], y.shape[0], k, x.device, block_m)
         keys = _topk_torch(x, y, rx, ry, k, exclude, bn, bm)
     return decode_keys(keys)
+
+
+@_topk_op.register_fake
+def _(x, y, k, exclude_self, normalize, backend, block_m):
+    n = x.shape[0]
+    return x.new_empty(n, k, dtype=torch.float32), x.new_empty(n, k, dtype=torch.int64)
 
 
 def _torch_blocks(n, m, k, device, block_m):
@@ -327,28 +346,30 @@ def _check_k(k, n, what="k"):
 
 def k_center(x: torch.Tensor, k: int, start: int | None = None, *, normalize: bool = True) -> torch.Tensor:
     """Farthest-point (max-min) selection: each pick maximises the cosine distance 1 - cos
-    to the nearest item already picked. Starts at `start` (default 0). Ties go to the lower
-    index. Returns int64 [k] picks in order.
+    to the nearest item already picked, i.e. minimises the highest cosine similarity to the
+    picks. Starts at `start` (default 0). Ties go to the lower index. Returns int64 [k] picks
+    in order.
 
-    A device loop: each pick is one matvec, a min, an argmax on device tensors; the loop
-    body never reads a value back to the host.
+    A device loop: each pick is one matvec, a max, an argmin on device tensors; the loop body
+    never reads a value back to the host.
     """
     x = _check_matrix("x", x)
     n = x.shape[0]
     _check_k(k, n)
     start = 0 if start is None else start
-    if not isinstance(start, int) or not 0 <= start < n:
+    if not isinstance(start, int) or isinstance(start, bool) or not 0 <= start < n:
         raise ValueError(f"start: expected an index in [0, {n}), got {start!r}")
     xn = normalized(x, "x", normalize)
     picks = torch.empty(k, dtype=torch.int64, device=x.device)
-    mind = torch.full((n,), math.inf, device=x.device)
+    maxsim = torch.full((n,), -math.inf, device=x.device)
+    sims = torch.empty(n, device=x.device)
     cur = torch.tensor([start], dtype=torch.int64, device=x.device)
     for t in range(k):
         picks[t:t + 1] = cur
-        d = 1.0 - xn @ xn.index_select(0, cur)[0]
-        # A pick's distance becomes -inf and stays there: minimum() never raises it.
-        mind = torch.minimum(mind, d).index_fill_(0, cur, -math.inf)
-        cur = mind.argmax().view(1)
+        torch.mv(xn, xn.index_select(0, cur)[0], out=sims)
+        # A pick's similarity becomes +inf and stays there: maximum() never lowers it.
+        maxsim = torch.maximum(maxsim, sims).index_fill_(0, cur, math.inf)
+        cur = maxsim.argmin().view(1)
     return picks
 
 
@@ -357,15 +378,15 @@ def k_center_reference(x, k, start=None, *, normalize=True):
     xn = normalized(x, "x", normalize)
     n = x.shape[0]
     picks = [0 if start is None else start]
-    mind = torch.full((n,), math.inf)
+    maxsim = torch.full((n,), -math.inf)
     while True:
-        mind = torch.minimum(mind, 1.0 - xn @ xn[picks[-1]])
+        maxsim = torch.maximum(maxsim, torch.mv(xn, xn[picks[-1]]))
         if len(picks) == k:
             return torch.tensor(picks, dtype=torch.int64)
-        best, best_i = -math.inf, -1
+        best, best_i = math.inf, -1
         for i in range(n):
-            if i not in picks and float(mind[i]) > best:
-                best, best_i = float(mind[i]), i
+            if i not in picks and float(maxsim[i]) < best:
+                best, best_i = float(maxsim[i]), i
         picks.append(best_i)
 
 
