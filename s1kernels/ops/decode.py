@@ -66,6 +66,7 @@ INJECT_NONE, INJECT_WAIT, INJECT_DELIMITER, INJECT_EXIT = 0, 1, 2, 3
 EVENT_PAD, EVENT_SAMPLED, EVENT_WAIT, EVENT_DELIMITER, EVENT_EXIT, EVENT_ERROR = 0, 1, 2, 3, 4, 5
 MODE_WAIT, MODE_SUPPRESS = 0, 1
 ERROR_NONFINITE, ERROR_NO_TOKEN = 1, 2
+MAX_STOP_IDS = 16  # end-of-thinking + EOS ids, kept in the kernel's shared memory
 
 _PHASES = {"thinking": THINKING, "answer": ANSWER}
 _MODES = {"wait": MODE_WAIT, "suppress": MODE_SUPPRESS}
@@ -572,6 +573,9 @@ def _validate(logits, state, budget_t, sampling_t, forcing, vocab_size):
                   seed=torch.int64)
     for f in SamplingTensors._fields:
         _check_tensor(f"sampling_t.{f}", getattr(sampling_t, f), dtypes[f], B, dev)
+    n_stop = len(forcing.end_think_ids) + len(forcing.eos_ids)
+    if n_stop > MAX_STOP_IDS:
+        raise ValueError(f"forcing: at most {MAX_STOP_IDS} end-of-thinking + EOS ids in all, got {n_stop}")
     if forcing.max_id() >= vocab_size:
         raise ValueError(f"forcing: every token id must be < vocab_size = {vocab_size}, got id {forcing.max_id()}")
     return vocab_size
