@@ -180,3 +180,19 @@ def test_generate_cli_errors(tmp_path):
         s1gen.main(["--model", str(tmp_path)])  # no prompt
     with pytest.raises(ValueError, match="--dtype"):
         s1gen.resolve_device_dtype("cpu", "float8")
+
+
+def test_train_then_eval_end_to_end(tmp_path):
+    # A few optimizer steps only (the README shows the full run): checks that the trainer's
+    # checkpoint folder (model + tokenizer) is what generate/eval load.
+    from s1kernels import train
+
+    out = tmp_path / "run"
+    assert train.main(["--output", str(out), "--max-steps", "2", "--hidden-size", "32", "--num-hidden-layers", "1",
+                       "--intermediate-size", "64", "--synthetic-rows", "24", "--block-size", "256",
+                       "--no-progress", "--eval-rows", "0"]) == 0
+    report_path = tmp_path / "report.json"
+    assert s1eval.main(["--model", str(out), "--budgets", "2", "6", "--num-synthetic", "3", "--min-thinking-tokens",
+                        "1", "--num-waits", "1", "--output", str(report_path), "--max-answer-tokens", "4"]) == 0
+    report = json.loads(report_path.read_text())
+    assert [e["control"] for e in report["budgets"]] == [1.0, 1.0]
