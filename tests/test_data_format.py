@@ -46,7 +46,7 @@ def test_save_and_from_folder(tok, tmp_path):
     cfg = json.loads((tmp_path / "tokenizer_config.json").read_text())
     assert cfg["chat_template"]
     tok2 = S1Tokenizer.from_folder(tmp_path)
-    text = prompt_text("Start at 1 .\nA + 2\nResult mod 10 ?", tok)
+    text = prompt_text("Start 1\nA + 2\nResult mod 10 ?", tok)
     assert tok2.encode(text) == tok.encode(text)
     assert (tok2.vocab_size, tok2.pad_id, tok2.eos_ids) == (tok.vocab_size, tok.pad_id, tok.eos_ids)
     with pytest.raises(ValueError, match="tokenizer.json"):
@@ -76,7 +76,7 @@ def test_hf_folder_with_chat_template(tok, tmp_path):
     cfg["pad_token"] = {"content": "<|endoftext|>", "special": True}
     (tmp_path / "tokenizer_config.json").write_text(json.dumps(cfg))
     qtok = S1Tokenizer.from_folder(tmp_path)
-    q = "Start at 2 ."
+    q = "Start 2"
     assert prompt_text(q, qtok) == prompt_text(q, None)  # same as the ChatML fallback
     assert prompt_text(q, qtok, system="Be brief.").startswith("<|im_start|>system\nBe brief.<|im_end|>")
     assert qtok.pad_id == tok.pad_id
@@ -89,7 +89,7 @@ def test_hf_folder_with_chat_template(tok, tmp_path):
 
 
 def test_render_sample_mask_and_text(tok):
-    q, thinking, ans = "Start at 4 .\nA + 5\nResult mod 10 ?", ["A: 4 + 5 = 9"], "9"
+    q, thinking, ans = "Start 4\nA + 5\nResult mod 10 ?", ["Start 4", "A + 5 = 9"], "9"
     ids, mask = render_sample(tok, q, thinking, ans)
     assert len(ids) == len(mask)
     prompt = prompt_text(q, tok)
@@ -97,10 +97,10 @@ def test_render_sample_mask_and_text(tok):
     n_prompt = len(tok.encode(prompt))
     assert mask == [False] * n_prompt + [True] * (len(ids) - n_prompt)
     reply = tok.decode(ids[n_prompt:])
-    assert reply == THINK_START + "A: 4 + 5 = 9\n" + ANSWER_START + "Answer: 9<|im_end|>"
+    assert reply == THINK_START + "Start 4\nA + 5 = 9\n" + ANSWER_START + "Answer: 9<|im_end|>"
     assert ids[-1] == tok.im_end_id
     # a string trace is used as is
-    assert render_sample(tok, q, "A: 4 + 5 = 9", ans) == (ids, mask)
+    assert render_sample(tok, q, "Start 4\nA + 5 = 9", ans) == (ids, mask)
     with pytest.raises(TypeError, match="thinking"):
         render_sample(tok, q, [1, 2], ans)
     with pytest.raises(TypeError, match="question"):
@@ -113,26 +113,36 @@ def test_synthetic_rows_are_consistent():
     counts = {}
     for r in rows:
         assert set(r) >= {"question", "thinking_trajectories", "attempt", "answer"}
-        assert 4 <= len(r["thinking_trajectories"]) <= 8
+        trace = r["thinking_trajectories"]
+        q_lines = r["question"].split("\n")
+        assert 4 <= len(trace) - 1 <= 8 and trace[0] == q_lines[0]
         assert synthetic.solve(r["question"]) == r["answer"] == r["attempt"]
-        # each trace line's first operand is the previous line's result
-        results = [line.split("= ")[1] for line in r["thinking_trajectories"]]
-        for prev, line in zip(results, r["thinking_trajectories"][1:]):
-            assert line.split(": ")[1].startswith(prev + " ")
-        assert results[-1] == r["answer"]
+        value = int(trace[0].split()[1])
+        for q_line, line in zip(q_lines[1:], trace[1:]):
+            # a trace line restates its question line, then gives the running result mod 10
+            label, op, x, eq, result = line.split()
+            assert f"{label} {op} {x}" == q_line and eq == "="
+            value = (value + int(x)) % 10 if op == "+" else (value - int(x)) % 10
+            assert result == str(value)
+        assert str(value) == r["answer"]
         counts[r["answer"]] = counts.get(r["answer"], 0) + 1
     # answers are spread over the 10 digits: a guess is right ~10% of the time
     assert len(counts) == 10 and max(counts.values()) < 0.2 * len(rows)
+    mixed = make_rows(50, seed=1, ops="+-")
+    assert all(synthetic.solve(r["question"]) == r["answer"] for r in mixed)
+    assert any(" - " in r["question"] for r in mixed)
     with pytest.raises(ValueError, match="ops"):
         make_rows(1, ops="/")
     with pytest.raises(ValueError, match="min_steps"):
         make_rows(1, min_steps=5, max_steps=4)
+    with pytest.raises(ValueError, match="first line"):
+        synthetic.solve("What is 2 + 2?")
 
 
 def test_sequences_are_short(tok):
     lens = [len(render_sample(tok, r["question"], r["thinking_trajectories"], r["attempt"])[0])
             for r in make_rows(200, seed=0)]
-    assert max(lens) <= 128 and sum(lens) / len(lens) < 110
+    assert max(lens) <= 110 and sum(lens) / len(lens) < 95
 
 
 def test_check_answer():

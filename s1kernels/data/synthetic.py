@@ -1,20 +1,23 @@
 """The built-in reasoning task: a chain of single-digit steps mod 10.
 
-A question gives a start digit and 4-8 labelled steps, one per line:
+A question gives a start digit and 4-8 labelled steps, one per line; the thinking trace
+restates the start and then works one step per line, giving the running result mod 10:
 
-    Start at 3 .
-    A + 7
-    B - 2
-    C + 9
-    D - 5
+    question          thinking
+    Start 3           Start 3
+    A + 7             A + 7 = 0
+    B + 2             B + 2 = 2
+    C + 9             C + 9 = 1
+    D + 5             D + 5 = 6      answer: 6
     Result mod 10 ?
 
-The thinking trace works one step per line, from the previous result and the step's
-operand (`A: 3 + 7 = 0`, `B: 0 - 2 = 8`, ...), and the answer is the last result. Every
-step is easy (look up the labelled step, add or subtract mod 10), but the answer is a
-uniformly distributed digit that depends on all the steps, so without the trace a model
-guesses (~10%), and accuracy rises with how much of the trace it may write: the point of
-budget forcing. A full sample is 75-125 tokens with the default tokenizer.
+The layout is chosen so every token of the trace is easy for a tiny decoder: a line's
+operation follows its label exactly as in the question (a plain induction copy), and the
+result depends only on tokens at fixed distances (the operation and operand just before it,
+the previous result one line up). The answer is a uniformly distributed digit that depends
+on every step, so a model whose thinking is cut short guesses (~10%), and accuracy rises
+with how much of the trace it may write: what budget forcing needs. A sample is 69-109
+tokens with the default tokenizer.
 """
 from __future__ import annotations
 
@@ -25,31 +28,32 @@ STEP_LABELS = "ABCDEFGHIJKLMNOP"
 _OPS = {"+": lambda a, b: (a + b) % 10, "-": lambda a, b: (a - b) % 10, "*": lambda a, b: (a * b) % 10}
 
 
-def make_row(rng: random.Random, min_steps: int = 4, max_steps: int = 8, ops: str = "+-") -> dict:
+def make_row(rng: random.Random, min_steps: int = 4, max_steps: int = 8, ops: str = "+") -> dict:
     """One task row from `rng` (see `make_rows`)."""
     n = rng.randint(min_steps, max_steps)
     value = rng.randrange(10)
-    q_lines = [f"Start at {value} ."]
-    trace = []
+    q_lines = [f"Start {value}"]
+    trace = [f"Start {value}"]
     for k in range(n):
         op = rng.choice(ops)
         x = rng.randrange(10)
         label = STEP_LABELS[k]
         q_lines.append(f"{label} {op} {x}")
         new = _OPS[op](value, x)
-        trace.append(f"{label}: {value} {op} {x} = {new}")
+        trace.append(f"{label} {op} {x} = {new}")
         value = new
     q_lines.append("Result mod 10 ?")
     answer = str(value)
     return {"question": "\n".join(q_lines), "thinking_trajectories": trace, "attempt": answer, "answer": answer}
 
 
-def make_rows(n: int, seed: int = 0, min_steps: int = 4, max_steps: int = 8, ops: str = "+-") -> list[dict]:
+def make_rows(n: int, seed: int = 0, min_steps: int = 4, max_steps: int = 8, ops: str = "+") -> list[dict]:
     """`n` rows of the built-in task, deterministic in `seed`.
 
-    Each row has `question`, `thinking_trajectories` (one line per step), `attempt` (the
-    answer text trained after "Answer: ") and `answer` (the canonical answer, one digit).
-    `ops` picks the step operations from "+", "-", "*" (mod 10).
+    Each row has `question`, `thinking_trajectories` (the start line, then one line per
+    step), `attempt` (the answer text trained after "Answer: ") and `answer` (the canonical
+    answer, one digit). `ops` picks the step operations among "+", "-", "*" (mod 10);
+    the default, addition only, is the quickest to learn ("*" makes 0 and 5 likelier answers).
     """
     if not isinstance(n, int) or n < 0:
         raise ValueError(f"n: expected an int >= 0, got {n!r}")
@@ -82,9 +86,9 @@ def check_answer(pred_text: str, row: dict) -> bool:
 def solve(question: str) -> str:
     """The answer to a task question, computed from its text (checks rows and predictions)."""
     lines = question.split("\n")
-    m = re.fullmatch(r"Start at (\d) \.", lines[0])
+    m = re.fullmatch(r"Start (\d)", lines[0])
     if not m:
-        raise ValueError(f"question: expected a first line 'Start at <digit> .', got {lines[0]!r}")
+        raise ValueError(f"question: expected a first line 'Start <digit>', got {lines[0]!r}")
     value = int(m.group(1))
     for line in lines[1:]:
         s = re.fullmatch(r"[A-Z] ([-+*]) (\d)", line)
