@@ -90,7 +90,7 @@ def test_packed_forward_equals_per_sample(monkeypatch):
     ids, pos, cu = _packed(lengths, QWEN["vocab_size"], seed=3)
     with torch.no_grad():
         packed = model(ids, pos, cu)
-        monkeypatch.setattr(attn_mod, "DENSE_MASK_MAX_TOKENS", 0)  # force the per-sample loop
+        monkeypatch.setattr(attn_mod, "packed_attention_backend", lambda q: "sdpa_mask")
         looped = model(ids, pos, cu)
         a = 0
         for n in lengths:

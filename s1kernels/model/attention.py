@@ -5,8 +5,9 @@ the sample boundaries, and a query attends only to earlier keys of its own sampl
 first usable wins:
   1. flash-attn's `flash_attn_varlen_func` (CUDA, fp16/bf16) when installed;
   2. torch's own `torch.nn.attention.varlen.varlen_attn` (CUDA, fp16/bf16) when present;
-  3. SDPA with a block-diagonal causal mask built on device from cu_seqlens (small T);
-  4. SDPA per sample, one causal call per segment (large T; reads cu_seqlens on the host).
+  3. on a GPU without those, SDPA with a block-diagonal causal mask built on device from
+     cu_seqlens (small T, no host sync);
+  4. SDPA per sample, one causal call per segment (CPU, or large T; reads cu_seqlens on the host).
 """
 from __future__ import annotations
 
@@ -43,6 +44,9 @@ def packed_attention_backend(q: torch.Tensor) -> str:
             return "flash_attn"
         if _torch_varlen is not None and ("window_size" in _TORCH_VARLEN_PARAMS or "is_causal" in _TORCH_VARLEN_PARAMS):
             return "torch_varlen"
+    # On CPU reading cu_seqlens is free and per-sample calls skip the masked-out work
+    if q.device.type == "cpu":
+        return "sdpa_loop"
     return "sdpa_mask" if q.shape[0] <= DENSE_MASK_MAX_TOKENS else "sdpa_loop"
 
 

@@ -1,0 +1,203 @@
+"""Trainer: exact normalisation over accumulation and ranks, FSDP2 on gloo, SIGKILL + resume,
+the CLI's output folder, and clear errors."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from s1kernels.data import build_default_tokenizer
+from s1kernels.model import load_model
+from s1kernels.train import TINY_DEFAULTS, TrainConfig, parse_args, train
+from s1kernels.training.data import Schedule, count_items, micro_batch, pack_samples, rows_to_samples
+from s1kernels.training.optim import lr_factor
+
+TINY = dict(TINY_DEFAULTS, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+            intermediate_size=64, block_size=256, synthetic_rows=40, lr=3e-3, warmup_ratio=0.2,
+            epochs=1.0, eval_rows=0, progress=False, bf16=False, weight_decay=0.01)
+TINY_FLAGS = ["--hidden-size", "32", "--num-hidden-layers", "2", "--intermediate-size", "64", "--block-size", "256",
+              "--synthetic-rows", "40", "--no-progress", "--eval-rows", "0", "--warmup-ratio", "0.2"]
+ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+
+
+def _log(folder):
+    with open(os.path.join(folder, "train_log.jsonl")) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _run_inprocess(tmp_path, name, **kw):
+    cfg = TrainConfig(**{**TINY, "output": str(tmp_path / name), **kw})
+    summary = train(cfg)
+    return summary, _log(cfg.output)
+
+
+def test_lr_schedule_warmup_then_cosine():
+    assert lr_factor(0, 100, 10) == pytest.approx(0.1)
+    assert lr_factor(9, 100, 10) == pytest.approx(1.0)
+    assert lr_factor(10, 100, 10) == pytest.approx(1.0)
+    assert lr_factor(55, 100, 10) == pytest.approx(0.5)
+    assert lr_factor(100, 100, 10, min_lr_ratio=0.1) == pytest.approx(0.1)
+
+
+def test_schedule_splits_rows_and_fills_the_last_step():
+    s = Schedule(num_rows=7, micro_batch=1, grad_accum=2, world_size=2, seed=3)
+    assert s.rows_per_step == 4 and s.steps_per_epoch == 2
+    seen = []
+    for step in range(2):
+        per_rank = [s.step_rows(step, r) for r in range(2)]
+        assert all(len(mb) == 2 and all(len(m) == 1 for m in mb) for mb in per_rank)
+        seen += [i for mb in per_rank for m in mb for i in m]
+    assert sorted(i for i in seen if i >= 0) == list(range(7)) and seen.count(-1) == 1
+    assert s.step_rows(2, 0) != s.step_rows(0, 0) or s.step_rows(2, 1) != s.step_rows(0, 1)  # new epoch, new order
+
+
+def test_micro_batch_counts_tokens_and_sequences():
+    tok = build_default_tokenizer()
+    from s1kernels.data import make_rows
+
+    packed = pack_samples(rows_to_samples(tok, make_rows(12, seed=1)), 512, tok.pad_id)
+    b = micro_batch(packed, [0, -1, 1], tok.pad_id, "cpu")
+    T = b["input_ids"].shape[0]
+    assert T == 2 * 512 + 2 and int(b["cu_seqlens"][-1]) == T
+    assert int(count_items(b, "token")) == int((packed.labels[:2] != -100).sum())
+    n_samples = sum(int((si >= 0).sum()) for si in packed.sample_index[:2])
+    assert int(count_items(b, "sequence")) == n_samples
+
+
+@pytest.mark.parametrize("normalize", ["token", "sequence"])
+def test_grad_accum_equals_one_big_micro_batch(tmp_path, normalize):
+    _, a = _run_inprocess(tmp_path, "a", max_steps=3, micro_batch=2, grad_accum=1, normalize=normalize)
+    _, b = _run_inprocess(tmp_path, "b", max_steps=3, micro_batch=1, grad_accum=2, normalize=normalize)
+    assert [r["items"] for r in a] == [r["items"] for r in b]
+    for ra, rb in zip(a, b):
+        assert ra["loss"] == pytest.approx(rb["loss"], rel=1e-5)
+        assert ra["grad_norm"] == pytest.approx(rb["grad_norm"], rel=1e-4)
+
+
+def test_fsdp_two_ranks_match_single_process(tmp_path):
+    """torchrun, gloo, 2 ranks x 1 micro-batch == 1 process x 2 accumulated micro-batches."""
+    out = str(tmp_path / "fsdp")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "s1kernels.train", "--output", out, "--max-steps", "3", "--grad-accum", "1", *TINY_FLAGS]
+    proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _, single = _run_inprocess(tmp_path, "single", max_steps=3, micro_batch=1, grad_accum=2)
+    dist_log = _log(out)
+    assert len(dist_log) == 3
+    for rd, rs in zip(dist_log, single):
+        assert rd["items"] == rs["items"]
+        assert rd["loss"] == pytest.approx(rs["loss"], rel=1e-5)
+        assert rd["lr"] == pytest.approx(rs["lr"], rel=1e-9)
+    # the sharded run's saved model equals the single-process one
+    m1, m2 = load_model(out), load_model(str(tmp_path / "single"))
+    for (n, p1), (_, p2) in zip(m1.named_parameters(), m2.named_parameters()):
+        torch.testing.assert_close(p1, p2, atol=1e-5, rtol=1e-4, msg=n)
+
+
+def test_sigkill_then_resume_gives_the_same_loss_curve(tmp_path):
+    steps, every = 120, 10
+    _, reference = _run_inprocess(tmp_path, "ref", max_steps=steps, save_every=every, synthetic_rows=200)
+    out = str(tmp_path / "killed")
+    cmd = [sys.executable, "-m", "s1kernels.train", "--output", out, "--max-steps", str(steps),
+           "--save-every", str(every), *TINY_FLAGS, "--synthetic-rows", "200"]
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ckdir = os.path.join(out, "checkpoints")
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None:
+        if os.path.isdir(ckdir) and any(n.startswith("step-") for n in os.listdir(ckdir)):
+            break
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    killed_at = len(_log(out))
+    assert killed_at < steps
+    resumed = subprocess.run(cmd + ["--resume"], env=ENV, capture_output=True, text=True, timeout=240)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stderr
+    log = _log(out)
+    assert [r["step"] for r in log] == list(range(1, steps + 1))
+    for r, ref in zip(log, reference):
+        assert r["loss"] == pytest.approx(ref["loss"], rel=1e-6, abs=1e-6), r["step"]
+        assert r["lr"] == pytest.approx(ref["lr"], rel=1e-9)
+    # the output folder is a loadable HF-format checkpoint with the tokenizer
+    from s1kernels.data import S1Tokenizer
+
+    names = set(os.listdir(out))
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+            "generation_config.json"} <= names
+    tok = S1Tokenizer.from_folder(out)
+    a, b = load_model(out), load_model(str(tmp_path / "ref"))
+    assert a.config.vocab_size == tok.vocab_size
+    for (n, p1), (_, p2) in zip(a.named_parameters(), b.named_parameters()):
+        torch.testing.assert_close(p1, p2, atol=1e-6, rtol=1e-5, msg=n)
+    assert len([n for n in os.listdir(ckdir) if n.startswith("step-")]) == 1  # keep_checkpoints=1
+
+
+def test_loss_falls_and_checkpoint_loads_in_transformers(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    summary, log = _run_inprocess(tmp_path, "fall", max_steps=25, synthetic_rows=100)
+    assert log[-1]["loss"] < 0.8 * log[0]["loss"]
+    hf = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "fall")).eval()
+    ours = load_model(str(tmp_path / "fall"))
+    ids = torch.randint(0, ours.config.vocab_size, (9,))
+    with torch.no_grad():
+        ref = hf(ids[None]).logits[0]
+        got = ours.logits(ours(ids, torch.arange(9), torch.tensor([0, 9], dtype=torch.int32)))
+    torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_config_file_and_flags_precedence(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"lr": 0.5, "block_size": 128, "epochs": 2}))
+    cfg = parse_args(["--config", str(path), "--lr", "0.25"])
+    assert cfg.lr == 0.25 and cfg.block_size == 128 and cfg.epochs == 2
+    s1 = parse_args(["--model", "some/folder"])  # s1's hyper-parameters for real models
+    assert (s1.lr, s1.betas, s1.weight_decay, s1.warmup_ratio, s1.epochs, s1.block_size) == \
+        (1e-5, (0.9, 0.95), 1e-4, 0.05, 5.0, 32768)
+    path.write_text(json.dumps({"learning_rate": 1}))
+    with pytest.raises(SystemExit, match="unknown fields"):
+        parse_args(["--config", str(path)])
+
+
+def _model_folder(tmp_path, tok=None):
+    """A tiny trained-from-scratch checkpoint folder to fine-tune from."""
+    _run_inprocess(tmp_path, "base", max_steps=1)
+    return str(tmp_path / "base")
+
+
+def test_errors_are_clear(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        train(TrainConfig(**{**TINY, "model": str(tmp_path / "missing"), "output": str(tmp_path / "o")}))
+    base = _model_folder(tmp_path)
+    # malformed config.json
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for n in os.listdir(base):
+        if os.path.isfile(os.path.join(base, n)):
+            (bad / n).write_bytes(open(os.path.join(base, n), "rb").read())
+    (bad / "config.json").write_text("{oops")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        train(TrainConfig(**{**TINY, "model": str(bad), "output": str(tmp_path / "o")}))
+    # tokenizer without chat tokens
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    plain = Tokenizer(models.WordLevel({"a": 0, "b": 1, "<|endoftext|>": 2, "[UNK]": 3}, unk_token="[UNK]"))
+    plain.pre_tokenizer = pre_tokenizers.Whitespace()
+    plain.save(str(bad / "tokenizer.json"))
+    (bad / "config.json").write_text(open(os.path.join(base, "config.json")).read())
+    with pytest.raises(ValueError, match="im_start"):
+        train(TrainConfig(**{**TINY, "model": str(bad), "output": str(tmp_path / "o")}))
+    # data without trainable tokens: every sample is longer than the block and gets dropped
+    with pytest.raises(ValueError, match="no trainable tokens"):
+        train(TrainConfig(**{**TINY, "block_size": 16, "overlong": "drop", "output": str(tmp_path / "o")}))
+    with pytest.raises(ValueError, match="longer than block_size=16"):
+        train(TrainConfig(**{**TINY, "block_size": 16, "overlong": "error", "output": str(tmp_path / "o")}))
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps({"question": "q", "thinking": "t", "answer": "1"}) + "\n")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        train(TrainConfig(**{**TINY, "data": str(tmp_path / "nope.jsonl"), "output": str(tmp_path / "o")}))
