@@ -277,12 +277,17 @@ def _torch_forward(hidden, weight, labels, bias, ignore_index, z_loss, softcap, 
     return token_loss, lse_out, pred
 
 
-def _torch_backward(grad, hidden, weight, labels, bias, lse, ignore_index, z_loss, softcap, vocab_size, chunk):
-    """Gradients of sum_t grad[t] * token_loss[t]; logits recomputed chunk by chunk."""
+def _torch_backward(grad, hidden, weight, labels, bias, lse, ignore_index, z_loss, softcap, vocab_size, chunk,
+                    need_hidden=True, need_weight=True):
+    """Gradients of sum_t grad[t] * token_loss[t]; logits recomputed chunk by chunk.
+
+    A gradient that is not needed is returned as an empty [0] tensor and not computed.
+    """
     ct = torch.float64 if hidden.dtype == torch.float64 else torch.float32
-    grad_hidden = torch.zeros(hidden.shape, dtype=ct, device=hidden.device)
-    grad_weight = torch.zeros(weight.shape, dtype=ct, device=hidden.device)  # fp32 accumulation
-    grad_bias = torch.zeros(weight.shape[0], dtype=ct, device=hidden.device)
+    grad_hidden = torch.zeros(hidden.shape if need_hidden else (0,), dtype=ct, device=hidden.device)
+    # fp32 accumulation of the weight gradient over chunks
+    grad_weight = torch.zeros(weight.shape if need_weight else (0,), dtype=ct, device=hidden.device)
+    grad_bias = torch.zeros(weight.shape[0] if need_weight else 0, dtype=ct, device=hidden.device)
     rows = (labels != ignore_index).nonzero()[:, 0]
     w = weight[:vocab_size].to(ct)
     b = bias[:vocab_size].to(ct) if bias is not None else None
@@ -299,11 +304,15 @@ def _torch_backward(grad, hidden, weight, labels, bias, lse, ignore_index, z_los
         d = d * grad[r].to(ct)[:, None]
         if softcap:
             d = d * (1.0 - (z / softcap) ** 2)  # d(c tanh(u/c))/du = 1 - tanh^2
-        grad_hidden[r] = d @ w
-        grad_weight[:vocab_size] += d.T @ h
-        grad_bias[:vocab_size] += d.sum(0)
-    gb = grad_bias.to(hidden.dtype) if bias is not None else hidden.new_empty(0)
-    return grad_hidden.to(hidden.dtype), grad_weight.to(weight.dtype), gb
+        if need_hidden:
+            grad_hidden[r] = d @ w
+        if need_weight:
+            grad_weight[:vocab_size] += d.T @ h
+            grad_bias[:vocab_size] += d.sum(0)
+    gh = grad_hidden.to(hidden.dtype) if need_hidden else hidden.new_empty(0)
+    gw = grad_weight.to(weight.dtype) if need_weight else hidden.new_empty(0)
+    gb = grad_bias.to(hidden.dtype) if bias is not None and need_weight else hidden.new_empty(0)
+    return gh, gw, gb
 
 
 # ----------------------------------------------------------------------------------------
@@ -320,15 +329,15 @@ def _impl_forward(hidden, weight, labels, bias, ignore_index, z_loss, softcap, v
 
 
 def _impl_backward(grad, hidden, weight, labels, bias, lse, ignore_index, z_loss, softcap, vocab_size, backend,
-                   chunk_tokens):
+                   chunk_tokens, need_hidden, need_weight):
     if backend == "triton":
         from s1kernels.ops import loss_kernels
 
         return loss_kernels.backward(grad, hidden, weight, labels, bias, lse, ignore_index, z_loss, softcap,
-                                     vocab_size)
+                                     vocab_size, need_hidden, need_weight)
     chunk = hidden.shape[0] if backend == "torch" else _chunk_rows(hidden.shape[0], vocab_size, chunk_tokens)
     return _torch_backward(grad, hidden, weight, labels, bias, lse, ignore_index, z_loss, softcap, vocab_size,
-                           max(chunk, 1))
+                           max(chunk, 1), need_hidden, need_weight)
 
 
 @torch.library.custom_op("s1kernels::linear_cross_entropy", mutates_args=())
@@ -351,16 +360,21 @@ def _(hidden, weight, labels, bias, ignore_index, z_loss, softcap, vocab_size, b
 @torch.library.custom_op("s1kernels::linear_cross_entropy_backward", mutates_args=())
 def _lce_backward_op(grad: Tensor, hidden: Tensor, weight: Tensor, labels: Tensor, bias: Optional[Tensor],
                      lse: Tensor, ignore_index: int, z_loss: float, softcap: float, vocab_size: int, backend: str,
-                     chunk_tokens: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Gradients of sum_t grad[t] * token_loss[t] wrt hidden, weight and bias ([0] without bias)."""
+                     chunk_tokens: int, need_hidden: bool, need_weight: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """Gradients of sum_t grad[t] * token_loss[t] wrt hidden, weight and bias.
+
+    `need_weight` covers weight and bias; a gradient not needed (or no bias) comes back as [0].
+    """
     return _impl_backward(grad.contiguous(), hidden, weight, labels, bias, lse, ignore_index, z_loss,
-                          softcap or None, vocab_size, backend, chunk_tokens or None)
+                          softcap or None, vocab_size, backend, chunk_tokens or None, need_hidden, need_weight)
 
 
 @_lce_backward_op.register_fake
-def _(grad, hidden, weight, labels, bias, lse, ignore_index, z_loss, softcap, vocab_size, backend, chunk_tokens):
-    gb = torch.empty_like(bias) if bias is not None else hidden.new_empty(0)
-    return torch.empty_like(hidden), torch.empty_like(weight), gb
+def _(grad, hidden, weight, labels, bias, lse, ignore_index, z_loss, softcap, vocab_size, backend, chunk_tokens,
+      need_hidden, need_weight):
+    gb = torch.empty_like(bias) if bias is not None and need_weight else hidden.new_empty(0)
+    return (torch.empty_like(hidden) if need_hidden else hidden.new_empty(0), torch.empty_like(weight) if need_weight else hidden.new_empty(0),
+            gb)
 
 
 def _setup_context(ctx, inputs, output):
@@ -373,8 +387,12 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, grad_loss, grad_lse, grad_pred):
     # logsumexp and argmax are statistics: only the per-token loss carries a gradient.
     hidden, weight, labels, bias, lse = ctx.saved_tensors
-    gh, gw, gb = _lce_backward_op(grad_loss, hidden, weight, labels, bias, lse, *ctx.args)
-    return gh, gw, None, (gb if ctx.has_bias else None), None, None, None, None, None, None
+    need_hidden, need_weight, _, need_bias = ctx.needs_input_grad[:4]
+    # A frozen lm_head (or frozen trunk) skips its matmuls in backward.
+    gh, gw, gb = _lce_backward_op(grad_loss, hidden, weight, labels, bias, lse, *ctx.args, need_hidden,
+                                  need_weight or need_bias)
+    return (gh if need_hidden else None, gw if need_weight else None, None,
+            gb if ctx.has_bias and need_bias else None, None, None, None, None, None, None)
 
 
 _lce_op.register_autograd(_backward, setup_context=_setup_context)

@@ -372,8 +372,13 @@ def _chunk_columns(n, vocab_size, itemsize, block):
     return min(cols, triton.cdiv(vocab_size, block) * block)
 
 
-def backward(grad, hidden, weight, labels, bias, lse, ignore_index, z_loss, softcap, vocab_size):
-    """Gradients of sum_t grad[t] * token_loss[t] wrt hidden, weight and bias ([0] without bias)."""
+def backward(grad, hidden, weight, labels, bias, lse, ignore_index, z_loss, softcap, vocab_size, need_hidden=True,
+             need_weight=True):
+    """Gradients of sum_t grad[t] * token_loss[t] wrt hidden, weight and bias.
+
+    `need_weight` covers weight and bias; a gradient not needed (or no bias) comes back as [0]
+    and its kernel is not launched.
+    """
     n, h = hidden.shape
     v = weight.shape[0]
     dev = hidden.device
@@ -382,21 +387,21 @@ def backward(grad, hidden, weight, labels, bias, lse, ignore_index, z_loss, soft
     rows, lab, count, _, _ = _compact(labels, ignore_index)
     g_c = grad.to(torch.float32).gather(0, rows.long())
     lse_c = lse.to(torch.float32).gather(0, rows.long())
-    grad_hidden = torch.zeros_like(hidden)
-    grad_weight = torch.zeros_like(weight) if vocab_size < v else torch.empty_like(weight)
-    grad_bias = (torch.zeros_like(bias) if vocab_size < v else torch.empty_like(bias)) if bias is not None \
-        else hidden.new_empty(0)
-    if n == 0:
-        grad_weight.zero_()
-        grad_bias.zero_()
+    grad_hidden = torch.zeros_like(hidden) if need_hidden else hidden.new_empty(0)
+    # Rows past vocab_size get no kernel write: zero them up front.
+    alloc = torch.zeros_like if vocab_size < v or n == 0 else torch.empty_like
+    grad_weight = alloc(weight) if need_weight else hidden.new_empty(0)
+    grad_bias = alloc(bias) if bias is not None and need_weight else hidden.new_empty(0)
+    if n == 0 or not (need_hidden or need_weight):
         return grad_hidden, grad_weight, grad_bias
     step = max(cfgs["dlogits"]["BLOCK_V"], cfgs["dw"]["BLOCK_V"])
     chunk = _chunk_columns(n, vocab_size, hidden.element_size(), step)
     ws = torch.empty(n, chunk, dtype=hidden.dtype, device=dev)
     n_chunks = triton.cdiv(vocab_size, chunk)
-    acc = torch.empty(n, h, dtype=torch.float32, device=dev) if n_chunks > 1 else grad_hidden.new_empty(1, dtype=torch.float32)
+    acc = torch.empty(n, h, dtype=torch.float32, device=dev) if n_chunks > 1 and need_hidden \
+        else hidden.new_empty(1, dtype=torch.float32)
     bias_arg = bias if bias is not None else hidden
-    gb_arg = grad_bias if bias is not None else grad_weight
+    gb_arg = grad_bias if grad_bias.numel() else hidden
     c1, c2, c3 = cfgs["dlogits"], cfgs["dh"], cfgs["dw"]
     for c in range(n_chunks):
         v0 = c * chunk
@@ -406,12 +411,14 @@ def backward(grad, hidden, weight, labels, bias, lse, ignore_index, z_loss, soft
             h, vocab_size, v0, cw, hidden.stride(0), weight.stride(0), ws.stride(0), float(z_loss),
             float(softcap or 1.0), HAS_BIAS=bias is not None, HAS_SOFTCAP=bool(softcap), DOT_F32=dot_f32,
             **_blocks(c1), **_launch_opts(c1))
-        _lce_dh_kernel[(triton.cdiv(n, c2["BLOCK_N"]), triton.cdiv(h, c2["BLOCK_H"]))](
-            ws, weight, rows, count, acc, grad_hidden, h, v0, cw, ws.stride(0), weight.stride(0),
-            grad_hidden.stride(0), FIRST=c == 0, LAST=c == n_chunks - 1, DOT_F32=dot_f32,
-            **_blocks(c2), **_launch_opts(c2))
-        _lce_dw_kernel[(triton.cdiv(cw, c3["BLOCK_V"]), triton.cdiv(h, c3["BLOCK_H"]))](
-            ws, hidden, rows, count, grad_weight, gb_arg, h, v0, cw, ws.stride(0), hidden.stride(0),
-            grad_weight.stride(0), HAS_BIAS=bias is not None, DOT_F32=dot_f32,
-            **_blocks(c3), **_launch_opts(c3))
+        if need_hidden:
+            _lce_dh_kernel[(triton.cdiv(n, c2["BLOCK_N"]), triton.cdiv(h, c2["BLOCK_H"]))](
+                ws, weight, rows, count, acc, grad_hidden, h, v0, cw, ws.stride(0), weight.stride(0),
+                grad_hidden.stride(0), FIRST=c == 0, LAST=c == n_chunks - 1, DOT_F32=dot_f32,
+                **_blocks(c2), **_launch_opts(c2))
+        if need_weight:
+            _lce_dw_kernel[(triton.cdiv(cw, c3["BLOCK_V"]), triton.cdiv(h, c3["BLOCK_H"]))](
+                ws, hidden, rows, count, grad_weight, gb_arg, h, v0, cw, ws.stride(0), hidden.stride(0),
+                grad_weight.stride(0), HAS_BIAS=bias is not None, DOT_F32=dot_f32,
+                **_blocks(c3), **_launch_opts(c3))
     return grad_hidden, grad_weight, grad_bias
