@@ -238,3 +238,29 @@ def test_custom_op_traces_with_fullgraph():
     fn = torch.compile(lambda t: op(t, None, 3, True, True, "torch", 0), fullgraph=True, backend="aot_eager")
     s, i = fn(x)
     assert_topk_matches((s, i), S.topk_similarity_reference(x, k=3))
+
+
+def test_greedy_graph_needs_cuda():
+    with pytest.raises(ValueError, match="use_graph"):
+        S.k_center(rand(40, 4), 3, use_graph=True)
+
+
+# ----------------------------------------------------------------------------- GPU (skipped without one)
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("k", [1, 16, 100])
+def test_topk_triton_gpu_matches_reference(dtype, k):
+    x, y = rand(1000, 384, dtype, 30).cuda(), rand(3001, 384, dtype, 31).cuda()
+    for yy in (None, y):
+        got = S.topk_similarity(x, yy, k, backend="triton")
+        assert_topk_matches(got, S.topk_similarity_reference(x, yy, k), atol=5e-6)
+
+
+@pytest.mark.cuda
+def test_greedy_graph_replay_matches_plain_loop():
+    x = rand(5000, 64, seed=32).cuda()
+    rel = torch.rand(5000, generator=torch.Generator().manual_seed(4)).cuda()
+    assert torch.equal(S.k_center(x, 200, use_graph=True), S.k_center(x, 200, use_graph=False))
+    assert torch.equal(S.mmr(x, rel, 200, 0.6, use_graph=True), S.mmr(x, rel, 200, 0.6, use_graph=False))
+    assert torch.equal(S.k_center(x[:300], 40, use_graph=True).cpu(), S.k_center_reference(x[:300].cpu(), 40))

@@ -344,14 +344,16 @@ def _check_k(k, n, what="k"):
         raise ValueError(f"{what}: asked for {k} picks from a pool of {n}")
 
 
-def k_center(x: torch.Tensor, k: int, start: int | None = None, *, normalize: bool = True) -> torch.Tensor:
+def k_center(x: torch.Tensor, k: int, start: int | None = None, *, normalize: bool = True,
+             use_graph: bool | None = None) -> torch.Tensor:
     """Farthest-point (max-min) selection: each pick maximises the cosine distance 1 - cos
     to the nearest item already picked, i.e. minimises the highest cosine similarity to the
     picks. Starts at `start` (default 0). Ties go to the lower index. Returns int64 [k] picks
     in order.
 
     A device loop: each pick is one matvec, a max, an argmin on device tensors; the loop body
-    never reads a value back to the host.
+    never reads a value back to the host. On CUDA the step is replayed from a CUDA graph
+    (use_graph=None: when k >= 32; False: plain launches).
     """
     x = _check_matrix("x", x)
     n = x.shape[0]
@@ -360,17 +362,59 @@ def k_center(x: torch.Tensor, k: int, start: int | None = None, *, normalize: bo
     if not isinstance(start, int) or isinstance(start, bool) or not 0 <= start < n:
         raise ValueError(f"start: expected an index in [0, {n}), got {start!r}")
     xn = normalized(x, "x", normalize)
-    picks = torch.empty(k, dtype=torch.int64, device=x.device)
-    maxsim = torch.full((n,), -math.inf, device=x.device)
-    sims = torch.empty(n, device=x.device)
-    cur = torch.tensor([start], dtype=torch.int64, device=x.device)
-    for t in range(k):
-        picks[t:t + 1] = cur
-        torch.mv(xn, xn.index_select(0, cur)[0], out=sims)
+    st = _GreedyState(n, k, torch.tensor([start], dtype=torch.int64, device=x.device))
+
+    def step():
+        st.record_pick()
+        torch.mv(xn, xn.index_select(0, st.cur)[0], out=st.sims)
+        torch.maximum(st.maxsim, st.sims, out=st.maxsim)
         # A pick's similarity becomes +inf and stays there: maximum() never lowers it.
-        maxsim = torch.maximum(maxsim, sims).index_fill_(0, cur, math.inf)
-        cur = maxsim.argmin().view(1)
-    return picks
+        st.maxsim.index_fill_(0, st.cur, math.inf)
+        st.cur.copy_(st.maxsim.argmin().view(1))
+
+    return _run_greedy(step, st, k, x.device, use_graph)
+
+
+class _GreedyState:
+    """Device tensors of a greedy loop, updated in place so that one step can be captured
+    in a CUDA graph and replayed: the step counter lives on the device too."""
+
+    def __init__(self, n, k, cur):
+        dev = cur.device
+        self.picks = torch.empty(k, dtype=torch.int64, device=dev)
+        self.maxsim = torch.full((n,), -math.inf, device=dev)
+        self.sims = torch.empty(n, device=dev)
+        self.cur = cur
+        self.t = torch.zeros(1, dtype=torch.int64, device=dev)
+
+    def record_pick(self):
+        self.picks.index_copy_(0, self.t, self.cur)
+        self.t.add_(1)
+
+
+def _run_greedy(step, st: _GreedyState, k, device, use_graph):
+    """Runs `step` k times (step i records pick i, then chooses pick i + 1). On CUDA
+    (use_graph None and k >= 32, or True) one step is captured in a CUDA graph and replayed:
+    one launch per pick instead of one per op, and the same arithmetic."""
+    if use_graph is None:
+        use_graph = device.type == "cuda" and k >= 32
+    if not use_graph:
+        for _ in range(k):
+            step()
+        return st.picks
+    if device.type != "cuda":
+        raise ValueError(f"use_graph: CUDA graphs need a CUDA device, got {device}")
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):  # warm-up outside the graph (allocator, lazy init): step 1
+        step()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):  # capture records the step without running it
+        step()
+    for _ in range(k - 1):
+        graph.replay()
+    return st.picks
 
 
 def k_center_reference(x, k, start=None, *, normalize=True):
@@ -391,10 +435,10 @@ def k_center_reference(x, k, start=None, *, normalize=True):
 
 
 def mmr(x: torch.Tensor, relevance: torch.Tensor, k: int, lambda_: float = 0.5, *,
-        normalize: bool = True) -> torch.Tensor:
+        normalize: bool = True, use_graph: bool | None = None) -> torch.Tensor:
     """Maximal marginal relevance: pick argmax of lambda_ * relevance[i] - (1 - lambda_) *
     max_{j picked} cos(i, j); the first pick is the most relevant item. Ties go to the lower
-    index. Returns int64 [k]. A device loop like k_center.
+    index. Returns int64 [k]. A device loop like k_center (CUDA graph replay included).
     """
     x = _check_matrix("x", x)
     n = x.shape[0]
@@ -403,16 +447,17 @@ def mmr(x: torch.Tensor, relevance: torch.Tensor, k: int, lambda_: float = 0.5, 
     if not isinstance(lambda_, (int, float)) or not 0.0 <= lambda_ <= 1.0:
         raise ValueError(f"lambda_: expected a float in [0, 1], got {lambda_!r}")
     xn = normalized(x, "x", normalize)
-    picks = torch.empty(k, dtype=torch.int64, device=x.device)
     rel = lambda_ * relevance
-    cur = relevance.argmax().view(1)
-    maxsim = torch.full((n,), -math.inf, device=x.device)
-    for t in range(k):
-        picks[t:t + 1] = cur
-        maxsim = torch.maximum(maxsim, xn @ xn.index_select(0, cur)[0])
-        rel.index_fill_(0, cur, -math.inf)  # a picked item scores -inf from now on
-        cur = (rel - (1.0 - lambda_) * maxsim).argmax().view(1)
-    return picks
+    st = _GreedyState(n, k, relevance.argmax().view(1))
+
+    def step():
+        st.record_pick()
+        torch.mv(xn, xn.index_select(0, st.cur)[0], out=st.sims)
+        torch.maximum(st.maxsim, st.sims, out=st.maxsim)
+        rel.index_fill_(0, st.cur, -math.inf)  # a picked item scores -inf from now on
+        st.cur.copy_((rel - (1.0 - lambda_) * st.maxsim).argmax().view(1))
+
+    return _run_greedy(step, st, k, x.device, use_graph)
 
 
 def _check_relevance(relevance, n, device):
