@@ -101,3 +101,12 @@ def test_parquet(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(ValueError, match="path"):
         read_rows(tmp_path / "nope.jsonl")
+
+
+def test_json_array(tmp_path):
+    p = tmp_path / "rows.json"
+    p.write_text(json.dumps([{"problem": "q", "solution": "s", "answer": "a"}, {"problem": "q2"}], indent=1))
+    with pytest.raises(ValueError, match=r"rows\.json:item 1: field 'thinking' missing"):
+        read_rows(p)
+    rows, stats = read_rows(p, skip_bad=True)
+    assert rows == [{"question": "q", "thinking": ["s"], "answer": "a"}] and stats["skipped"] == 1

@@ -1,4 +1,4 @@
-"""Reading s1-format rows from JSONL and Parquet files.
+"""Reading s1-format rows from JSONL, JSON-array and Parquet files.
 
 Every row is normalised to `{"question": str, "thinking": list[str], "answer": str}` from
 s1K's column names or simple aliases (first one present wins):
@@ -96,6 +96,26 @@ def _jsonl_records(path: str) -> Iterator[tuple[str, object]]:
                 yield where, RowError(f"{where}: invalid JSON ({e.msg} at column {e.colno})")
 
 
+def _json_array_records(path: str) -> Iterator[tuple[str, object]]:
+    with open(path, encoding="utf-8") as f:
+        try:
+            data = json.load(f)
+        except json.JSONDecodeError as e:
+            yield f"{path}:line {e.lineno}", RowError(f"{path}:line {e.lineno}: invalid JSON ({e.msg} at column {e.colno})")
+            return
+    if not isinstance(data, list):
+        yield path, RowError(f"{path}: expected a JSON array of objects, got {type(data).__name__}")
+        return
+    for i, rec in enumerate(data):
+        yield f"{path}:item {i}", rec
+
+
+def _is_json_array(path: str) -> bool:
+    with open(path, encoding="utf-8") as f:
+        head = f.read(4096).lstrip()
+    return head.startswith("[")
+
+
 def _parquet_records(path: str) -> Iterator[tuple[str, object]]:
     import pyarrow.parquet as pq
 
@@ -111,7 +131,7 @@ _BLANK = object()
 
 def read_rows(path: str | os.PathLike, skip_bad: bool = False,
               require: tuple[str, ...] = FIELDS) -> tuple[list[dict], dict]:
-    """Rows of a .jsonl/.json-lines or .parquet file, normalised, and reading stats.
+    """Rows of a JSONL, .json (an array of objects) or .parquet file, normalised, and reading stats.
 
     require: the fields a row must have (default all three for training; pass
     ("question",) to read prompts for evaluation: missing thinking -> [], answer -> None).
@@ -124,7 +144,12 @@ def read_rows(path: str | os.PathLike, skip_bad: bool = False,
     bad_req = [f for f in require if f not in FIELDS]
     if bad_req:
         raise ValueError(f"require: expected fields among {FIELDS}, got {bad_req}")
-    records = _parquet_records(path) if path.endswith((".parquet", ".pq")) else _jsonl_records(path)
+    if path.endswith((".parquet", ".pq")):
+        records = _parquet_records(path)
+    elif path.endswith(".json") and _is_json_array(path):
+        records = _json_array_records(path)
+    else:
+        records = _jsonl_records(path)
     rows: list[dict] = []
     stats = {"path": path, "rows": 0, "skipped": 0, "blank": 0, "errors": []}
     for where, rec in records:
