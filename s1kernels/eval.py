@@ -32,6 +32,7 @@ from s1kernels.answers import answers_match, extract_answer
 from s1kernels.generate import (
     add_budget_sampling_args,
     budget_sampling_from_args,
+    delimiters_from_args,
     generate,
     load_model_and_tokenizer,
 )
@@ -214,9 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = evaluate(model, tokenizer, rows, args.budgets, min_thinking_tokens=args.min_thinking_tokens,
                       num_waits=args.num_waits, max_answer_tokens=args.max_answer_tokens, mode=args.mode,
                       sampling=sampling, use_math_verify=not args.no_math_verify, keep_rows=args.save_rows,
-                      max_new_tokens=args.max_new_tokens, think_start=args.think_start,
-                      answer_start=args.answer_start, wait_string=args.wait_string, final_answer=args.final_answer,
-                      batch_size=args.batch_size, cuda_graph=not args.no_cuda_graph, backend=args.backend)
+                      max_new_tokens=args.max_new_tokens, **delimiters_from_args(args), batch_size=args.batch_size, cuda_graph=not args.no_cuda_graph, backend=args.backend)
     report["model"] = os.path.abspath(args.model)
     report["data"] = args.data or f"built-in task, seed {EVAL_SEED}"
     _print_table(report)

@@ -18,10 +18,13 @@ How a batch is decoded:
    Tokens are written into a preallocated ``[batch, max_new_tokens]`` device buffer. On a
    GPU the step (model forward + decode step + bookkeeping) is captured once in a CUDA graph
    and replayed.
-4. No host synchronisation per step. Every ``check_every`` steps the "all rows done" flag is
+4. No host synchronisation per step. Every ``check_every`` steps the rows' done mask is
    copied to pinned host memory asynchronously and the copy made at the previous check is
    read, so finishing early costs at most two check intervals of extra steps and never
    stalls the GPU. Only streaming (one prompt, tokens printed as they come) syncs per step.
+5. Finished rows emit the pad id in their slot until half the batch or more has finished;
+   then they are dropped (their tokens copied out, the cache rows, state and buffers of the
+   rest gathered, the graph captured again for the smaller batch). Outputs do not change.
 
 Results are decoded on the host at the end: the thinking span is everything before the first
 end-of-thinking token, the answer span everything after the answer delimiter; the decode
@@ -129,6 +132,14 @@ class _StepBuffers:
         self.n_tokens = torch.zeros(batch, dtype=torch.int64, device=device)  # real tokens per row
         self.forced = torch.zeros(batch, dtype=torch.bool, device=device)  # a forced exit was injected
 
+    _FIELDS = ("tokens", "pos", "out", "out_logprobs", "n_tokens", "forced")
+
+    def select(self, idx: torch.Tensor) -> None:
+        """Keep only rows ``idx`` (fresh tensors: a captured graph must be captured again)."""
+        for name in self._FIELDS:
+            setattr(self, name, getattr(self, name)[idx].contiguous())
+        self.step = self.step[:, idx].contiguous()
+
     def record(self, tokens: torch.Tensor, logprobs: torch.Tensor, active: torch.Tensor, state: DecodeState) -> None:
         # scatter with a device-side column index: no host value enters the step
         self.n_tokens.add_(active.to(torch.int64))
@@ -186,6 +197,18 @@ class _Decoder:
             self.graph.replay()
         else:
             self._step()
+
+    def select(self, idx: torch.Tensor) -> None:
+        """Drop finished rows: keep rows ``idx`` of the state, the configuration, the buffers
+        and the cache (moved to the cache's first rows; forward_cached uses the first B)."""
+        n = idx.numel()
+        for t in (self.cache.k, self.cache.v):
+            t[:, :n] = t[:, idx]
+        self.state = DecodeState(*[t[idx].contiguous() for t in self.state.tensors()])
+        self.budget_t = type(self.budget_t)(*[t[idx].contiguous() for t in self.budget_t])
+        self.sampling_t = type(self.sampling_t)(*[t[idx].contiguous() for t in self.sampling_t])
+        self.bufs.select(idx)
+        self.graph = None
 
 
 def _row_done_mask(state: DecodeState) -> torch.Tensor:
@@ -245,11 +268,38 @@ def _emit_fn(stream):
     raise TypeError(f"stream: expected None, a bool or a callable taking text, got {type(stream).__name__}")
 
 
+class _Harvest:
+    """Host copies of finished rows, indexed by their row in the batch as given."""
+
+    def __init__(self, batch: int):
+        self.ids: list = [None] * batch
+        self.logprobs: list = [None] * batch
+        self.done, self.error = [False] * batch, [False] * batch
+        self.thinking, self.waits, self.forced = [0] * batch, [0] * batch, [False] * batch
+
+    def take(self, dec: _Decoder, local: list[int], rows: list[int]) -> None:
+        """Copies rows ``local`` of the decoder (original rows ``rows``) to the host."""
+        if not local:
+            return
+        st, b = dec.state, dec.bufs
+        idx = torch.as_tensor(local, device=b.out.device)
+        n_tok = b.n_tokens[idx].cpu().tolist()
+        out, lp = b.out[idx].cpu().tolist(), b.out_logprobs[idx].cpu().tolist()
+        done, err = _row_done_mask(st)[idx].cpu().tolist(), (st.error[idx] != 0).cpu().tolist()
+        think, waits = st.thinking_tokens[idx].cpu().tolist(), st.waits_used[idx].cpu().tolist()
+        forced = b.forced[idx].cpu().tolist()
+        for j, r in enumerate(rows):
+            self.ids[r], self.logprobs[r] = out[j][: n_tok[j]], lp[j][: n_tok[j]]
+            self.done[r], self.error[r] = done[j], err[j]
+            self.thinking[r], self.waits[r], self.forced[r] = think[j], waits[j], forced[j]
+
+
 @torch.inference_mode()
 def _generate_batch(model, tokenizer, prompt_ids: list[list[int]], budget, sampling, forcing,
-                    max_new: int, emit, cuda_graph: bool, check_every: int, backend: str):
-    """Decodes one batch; returns host lists (ids, logprobs, done, error) and the per-row events."""
-    device = model.embed_tokens.weight.device if hasattr(model, "embed_tokens") else next(model.parameters()).device
+                    max_new: int, emit, cuda_graph: bool, check_every: int, backend: str,
+                    compact: bool = True) -> _Harvest:
+    """Prefills and decodes one batch; returns the rows' tokens and events on the host."""
+    device = next(model.parameters()).device
     B = len(prompt_ids)
     lengths = [len(p) for p in prompt_ids]
     L = max(lengths)
@@ -263,66 +313,78 @@ def _generate_batch(model, tokenizer, prompt_ids: list[list[int]], budget, sampl
     hidden = model.forward_cached(ids, torch.zeros(B, dtype=torch.int64, device=device), cache)
     last = hidden[torch.arange(B, device=device), len_t - 1]  # [B, H]: only these need logits
     logits = model.logits(last)
+    del hidden
     vocab_size = int(getattr(model.config, "vocab_size", logits.shape[-1]))
 
     state = DecodeState.new(B, device, start_phase="thinking")
-    budget_t = budget.tensors(B, device)
-    sampling_t = sampling.tensors(B, device)
     bufs = _StepBuffers(B, max_new, device)
     bufs.pos.copy_(len_t)
-    dec = _Decoder(model, cache, state, budget_t, sampling_t, forcing, bufs, vocab_size, backend)
+    dec = _Decoder(model, cache, state, budget.tensors(B, device), sampling.tensors(B, device), forcing, bufs,
+                   vocab_size, backend)
     dec.first(logits)
     steps = 1
+    harvest = _Harvest(B)
+    rows = list(range(B))  # decoder row -> row of the batch as given
     if emit is not None:
         # one prompt printed as it is generated: one host sync per step, by nature
         shown: list[int] = []
         prev = ""
         while True:
-            if int(bufs.n_tokens[0].item()) > len(shown):
-                shown.append(int(bufs.tokens[0].item()))
+            if int(dec.bufs.n_tokens[0].item()) > len(shown):
+                shown.append(int(dec.bufs.tokens[0].item()))
                 text = tokenizer.decode(shown)
                 if text.startswith(prev):  # a multi-byte character may need more tokens
                     emit(text[len(prev):])
                     prev = text
-            if bool(_row_done_mask(state).all().item()) or steps >= max_new:
+            if bool(_row_done_mask(dec.state).all().item()) or steps >= max_new:
                 break
             dec.step()
             steps += 1
         emit("\n")
-    else:
-        if cuda_graph and device.type == "cuda" and max_new - steps > 2:
-            steps += dec.capture(warmup=2)
-        use_pinned = device.type == "cuda"
-        flag_host = torch.zeros(1, dtype=torch.bool, pin_memory=use_pinned)
-        event = torch.cuda.Event() if use_pinned else None
-        copy_pending = False
-        while steps < max_new:
-            dec.step()
-            steps += 1
-            if steps % check_every:
+        harvest.take(dec, [0], rows)
+        return harvest
+
+    use_graph = cuda_graph and device.type == "cuda"
+    if use_graph and max_new - steps > 2:
+        steps += dec.capture(warmup=2)
+    pinned = device.type == "cuda"
+    mask_host = event = None
+    while steps < max_new:
+        dec.step()
+        steps += 1
+        if steps % check_every:
+            continue
+        if pinned:
+            # read the done mask copied at the previous check (finished long ago, or nearly),
+            # then queue a fresh copy: the GPU never waits for the host
+            done_then = None
+            if event is not None:
+                event.synchronize()
+                done_then = mask_host.tolist()
+            if mask_host is None or mask_host.numel() != len(rows):
+                mask_host = torch.zeros(len(rows), dtype=torch.bool, pin_memory=True)
+            mask_host.copy_(_row_done_mask(dec.state), non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+            if done_then is None:
                 continue
-            if use_pinned:
-                # read the flag copied at the previous check (already finished or nearly so),
-                # then queue a fresh copy: the GPU never waits for the host
-                if copy_pending:
-                    event.synchronize()
-                    if bool(flag_host[0]):
-                        break
-                flag_host.copy_(_row_done_mask(state).all().reshape(1), non_blocking=True)
-                event.record()
-                copy_pending = True
-            elif bool(_row_done_mask(state).all()):
-                break
-    done = _row_done_mask(state).cpu().tolist()
-    err = (state.error != 0).cpu().tolist()
-    events = {"waits": state.waits_used.cpu().tolist(), "thinking": state.thinking_tokens.cpu().tolist(),
-              "forced": bufs.forced.cpu().tolist()}
-    n_tokens = bufs.n_tokens.cpu().tolist()
-    out = bufs.out.cpu().tolist()
-    out_lp = bufs.out_logprobs.cpu().tolist()
-    ids_rows = [out[b][: n_tokens[b]] for b in range(B)]
-    lp_rows = [out_lp[b][: n_tokens[b]] for b in range(B)]
-    return ids_rows, lp_rows, done, err, events
+        else:
+            done_then = _row_done_mask(dec.state).tolist()
+        keep = [i for i, d in enumerate(done_then) if not d]
+        if not keep:
+            break
+        if compact and len(keep) <= len(rows) // 2:
+            # half the rows or more have finished: stop spending work on them (done is final,
+            # so a mask read one interval late is still right)
+            gone = [i for i, d in enumerate(done_then) if d]
+            harvest.take(dec, gone, [rows[i] for i in gone])
+            dec.select(torch.as_tensor(keep, device=device))
+            rows = [rows[i] for i in keep]
+            event = None
+            if use_graph and max_new - steps > 2:
+                steps += dec.capture(warmup=2)
+    harvest.take(dec, list(range(len(rows))), rows)
+    return harvest
 
 
 def _find_subsequence(seq: list[int], sub: list[int], start: int = 0) -> int:
@@ -371,7 +433,8 @@ def generate(model, tokenizer, prompts, budget=None, sampling=None, max_new_toke
              stream=None, *, forcing=None, chat: bool = True, think_start: str = THINK_START,
              answer_start: str = ANSWER_START, wait_string: str = "Wait", final_answer: str = FINAL_ANSWER,
              system: str | None = None, batch_size: int | None = None, cuda_graph: bool | str = "auto",
-             check_every: int = 16, backend: str = "auto", progress: bool = False) -> list[GenerationResult]:
+             check_every: int = 16, compact: bool = True, backend: str = "auto",
+             progress: bool = False) -> list[GenerationResult]:
     """Generate with budget forcing for a list of prompts; one ``GenerationResult`` per prompt.
 
     Args:
@@ -392,7 +455,9 @@ def generate(model, tokenizer, prompts, budget=None, sampling=None, max_new_toke
             ``answer_start``, ``wait_string`` and ``final_answer``.
         batch_size: rows decoded together (default: all). Prompts are grouped by length.
         cuda_graph: capture the decode step in a CUDA graph ("auto": on CUDA, not streaming).
-        check_every: steps between checks of whether every row has finished.
+        check_every: steps between checks of which rows have finished.
+        compact: when half the rows or more have finished, drop them from the batch (KV cache
+            rows, state and buffers gathered; on CUDA the graph is captured again).
         backend: ``decode_step`` backend ("auto", "cuda", "cpp", "torch").
     """
     if isinstance(prompts, (str, bytes)):
@@ -454,12 +519,11 @@ def generate(model, tokenizer, prompts, budget=None, sampling=None, max_new_toke
     for rows in iterator:
         b_budget = _slice_rows(budget, rows, n)
         b_sampling = _slice_rows(sampling, rows, n)
-        ids_rows, lp_rows, done, err, ev = _generate_batch(
-            model, tokenizer, [prompt_ids[i] for i in rows], b_budget, b_sampling, forcing, max_new_tokens,
-            emit, use_graph, check_every, backend)
+        h = _generate_batch(model, tokenizer, [prompt_ids[i] for i in rows], b_budget, b_sampling, forcing,
+                            max_new_tokens, emit, use_graph, check_every, backend, compact)
         for j, i in enumerate(rows):
-            results[i] = _build_result(tokenizer, forcing, texts[i], len(prompt_ids[i]), ids_rows[j], lp_rows[j],
-                                       done[j], err[j], ev["thinking"][j], ev["waits"][j], ev["forced"][j])
+            results[i] = _build_result(tokenizer, forcing, texts[i], len(prompt_ids[i]), h.ids[j], h.logprobs[j],
+                                       h.done[j], h.error[j], h.thinking[j], h.waits[j], h.forced[j])
     return results
 
 
@@ -510,10 +574,11 @@ def add_budget_sampling_args(p: argparse.ArgumentParser) -> None:
                    help="before the minimum/waits are met: replace the end of thinking with the wait "
                         "string (wait) or forbid it (suppress)")
     g.add_argument("--max-answer-tokens", type=int, default=64, help="answer tokens before the row is cut (64)")
-    g.add_argument("--think-start", default=THINK_START, help="text that opens the thinking block")
-    g.add_argument("--answer-start", default=ANSWER_START,
+    g.add_argument("--think-start", default=THINK_START.replace("\n", "\\n"),
+                   help="text that opens the thinking block, ends every prompt (\\n = newline)")
+    g.add_argument("--answer-start", default=ANSWER_START.replace("\n", "\\n"),
                    help="text that closes thinking and opens the answer; its first token is the "
-                        "end-of-thinking token")
+                        "end-of-thinking token, the rest is injected after it")
     g.add_argument("--final-answer", default=FINAL_ANSWER, help="text appended after a forced exit")
     s = p.add_argument_group("sampling")
     s.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
@@ -530,6 +595,17 @@ def add_budget_sampling_args(p: argparse.ArgumentParser) -> None:
     r.add_argument("--backend", default="auto", choices=("auto", "cuda", "cpp", "torch"),
                    help="decode step backend")
     r.add_argument("--no-cuda-graph", action="store_true", help="run the decode step eagerly on CUDA")
+
+
+def _unescape(text: str) -> str:
+    """Delimiters typed on a command line: "\\n" and "\\t" stand for a newline and a tab."""
+    return text.replace("\\n", "\n").replace("\\t", "\t")
+
+
+def delimiters_from_args(args) -> dict:
+    """The delimiter keyword arguments of ``generate`` from parsed CLI flags."""
+    return dict(think_start=_unescape(args.think_start), answer_start=_unescape(args.answer_start),
+                wait_string=_unescape(args.wait_string), final_answer=_unescape(args.final_answer))
 
 
 def budget_sampling_from_args(args, max_thinking_tokens: int):
@@ -578,14 +654,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     model, tokenizer = load_model_and_tokenizer(args.model, args.device, args.dtype)
     budget, sampling = budget_sampling_from_args(args, args.max_thinking_tokens)
     stream = len(prompts) == 1 and not args.no_stream and args.output is None
+    delims = delimiters_from_args(args)
     if stream:
-        shown = args.think_start if not args.raw else ""
-        sys.stdout.write(shown)
+        sys.stdout.write(delims["think_start"] if not args.raw else "")
     results = generate(model, tokenizer, prompts, budget=budget, sampling=sampling,
-                       max_new_tokens=args.max_new_tokens, stream=stream, chat=not args.raw,
-                       think_start=args.think_start, answer_start=args.answer_start, wait_string=args.wait_string,
-                       final_answer=args.final_answer, batch_size=args.batch_size,
-                       cuda_graph=not args.no_cuda_graph, backend=args.backend, progress=len(prompts) > 1)
+                       max_new_tokens=args.max_new_tokens, stream=stream, chat=not args.raw, **delims,
+                       batch_size=args.batch_size, cuda_graph=not args.no_cuda_graph, backend=args.backend,
+                       progress=len(prompts) > 1)
     if args.output:
         with open(args.output, "w", encoding="utf-8") as f:
             for r in results:
@@ -593,7 +668,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for i, r in enumerate(results):
         if not stream:
             print(f"=== prompt {i}: {prompts[i]}")
-            print(args.think_start + r.text if not args.raw else r.text)
+            print(delims["think_start"] + r.text if not args.raw else r.text)
         print(f"[thinking tokens: {r.thinking_tokens}, waits: {r.waits_used}, forced exit: "
               f"{'yes' if r.forced_exit else 'no'}, finished: {r.finished_reason}, answer: {r.answer}]")
     return 0

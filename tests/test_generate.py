@@ -196,6 +196,28 @@ def test_batched_equals_one_at_a_time_sampled(model, tok, forcing, prompts):
     assert any(a.token_ids != b.token_ids for a, b in zip(together, greedy))
 
 
+def test_dropping_finished_rows_changes_nothing(model, tok, forcing, monkeypatch):
+    import s1kernels.generate as gen
+
+    calls = []
+    select = gen._Decoder.select
+    monkeypatch.setattr(gen._Decoder, "select", lambda self, idx: (calls.append(idx.numel()), select(self, idx))[1])
+    qs = [r["question"] for r in make_rows(8, seed=21)]
+    budget = Budget(min_thinking_tokens=0, max_thinking_tokens=40, max_answer_tokens=3)
+    for sampling in (Sampling(), Sampling(temperature=1.0, seed=5)):
+        kept = generate(model, tok, qs, budget=budget, sampling=sampling, forcing=forcing, backend="torch",
+                        compact=False, check_every=2)
+        dropped = generate(model, tok, qs, budget=budget, sampling=sampling, forcing=forcing, backend="torch",
+                           compact=True, check_every=2)
+        for a, b in zip(kept, dropped):
+            assert a.token_ids == b.token_ids
+            assert a.logprobs == pytest.approx(b.logprobs, abs=1e-4)  # smaller matmuls round differently
+            assert (a.thinking_tokens, a.waits_used, a.forced_exit, a.finished_reason) == \
+                   (b.thinking_tokens, b.waits_used, b.forced_exit, b.finished_reason)
+        assert len({len(r.token_ids) for r in kept}) > 2  # rows really finish at different steps
+    assert calls, "no finished rows were dropped"
+
+
 def test_per_row_budgets(model, tok, forcing, prompts):
     maxes = [3, 7, 12, 5, 9]
     budget = Budget(max_thinking_tokens=maxes, max_answer_tokens=3)
@@ -289,11 +311,15 @@ def test_cuda_graph_matches_eager_on_gpu(tok, forcing, prompts):
     model = _tiny_model(tok).cuda()
     budget = Budget(min_thinking_tokens=4, max_thinking_tokens=24, num_waits=1, max_answer_tokens=6)
     for sampling in (Sampling(), Sampling(temperature=0.9, top_p=0.95, seed=3)):
-        eager = generate(model, tok, prompts, budget=budget, sampling=sampling, forcing=forcing, cuda_graph=False)
-        graphed = generate(model, tok, prompts, budget=budget, sampling=sampling, forcing=forcing, cuda_graph=True)
-        for a, b in zip(eager, graphed):
-            assert a.token_ids == b.token_ids
-            assert (a.thinking_tokens, a.waits_used, a.forced_exit) == (b.thinking_tokens, b.waits_used, b.forced_exit)
+        eager = generate(model, tok, prompts, budget=budget, sampling=sampling, forcing=forcing, cuda_graph=False,
+                         compact=False)
+        for compact in (False, True):  # dropping finished rows captures the graph again
+            graphed = generate(model, tok, prompts, budget=budget, sampling=sampling, forcing=forcing,
+                               cuda_graph=True, compact=compact, check_every=2)
+            for a, b in zip(eager, graphed):
+                assert a.token_ids == b.token_ids
+                assert (a.thinking_tokens, a.waits_used, a.forced_exit) == \
+                       (b.thinking_tokens, b.waits_used, b.forced_exit)
     cpu = generate(_tiny_model(tok), tok, prompts, budget=budget, forcing=forcing, backend="torch")
     gpu = generate(model, tok, prompts, budget=budget, forcing=forcing, cuda_graph=True)
     same = sum(a.token_ids == b.token_ids for a, b in zip(cpu, gpu))
