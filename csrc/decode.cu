@@ -9,7 +9,8 @@
 //   A   max / argmax of the allowed logits, online logsumexp of the raw logits, non-finite check
 //   K   top-k threshold (radix select on counts)             only when 0 < top_k < allowed ids
 //   P   top-p threshold (radix select on mass of the top-k)  only when top_p < 1
-//   G   Gumbel-max draw over the kept ids (Philox per 4 ids) only when temperature > 0
+//   G   Gumbel-max draw over the kept ids (Philox per 4 ids) only when temperature > 0;
+//       ids too far below the running best to win skip their random numbers
 // Rows that emit a forced token (pad, injected sequences) never read their logits.
 //
 // Everything the step reads or writes lives in device memory (state, budgets, seeds, the
@@ -29,6 +30,8 @@ using s1k::DecodeArgs;
 constexpr int kThreads = 512;
 constexpr int kWarps = kThreads / 32;
 constexpr int kBins = 256;
+// Above the largest Gumbel noise -log(-log(u)) for u <= 1 - 2^-24 (16.64), with margin.
+constexpr float kGumbelMax = 17.0f;
 
 // ------------------------------------------------------------------ logit loading
 
@@ -81,8 +84,9 @@ struct Logits<s1k::kFloat16> {
   __device__ static float one(const void* row, int64_t i) { return h2f(static_cast<const uint16_t*>(row)[i]); }
 };
 
-// Calls f(i, x_i) for every i in [0, n) owned by this thread: 16-byte loads when the row is
-// 16-byte aligned, then a scalar tail. Never reads at or past n.
+// Calls f(i, x_i) for every i in [0, n) owned by this thread, in increasing i (the argmax
+// tie-break relies on it): 16-byte loads when the row is 16-byte aligned, then a scalar
+// tail. Never reads at or past n.
 template <int DT, class F>
 __device__ __forceinline__ void for_each_logit(const void* row, int64_t n, F&& f) {
   using L = Logits<DT>;
@@ -90,7 +94,19 @@ __device__ __forceinline__ void for_each_logit(const void* row, int64_t n, F&& f
   if ((reinterpret_cast<uintptr_t>(row) & 15u) == 0) {
     const int64_t nvec = n / L::kVec;
     const uint4* v = static_cast<const uint4*>(row);
-    for (int64_t j = threadIdx.x; j < nvec; j += kThreads) {
+    int64_t j = threadIdx.x;
+    // two 16-byte loads in flight per thread before either is used
+    for (; j + kThreads < nvec; j += 2 * kThreads) {
+      const uint4 q0 = __ldg(v + j), q1 = __ldg(v + j + kThreads);
+      float x[L::kVec];
+      L::unpack(q0, x);
+#pragma unroll
+      for (int e = 0; e < L::kVec; ++e) f(j * L::kVec + e, x[e]);
+      L::unpack(q1, x);
+#pragma unroll
+      for (int e = 0; e < L::kVec; ++e) f((j + kThreads) * L::kVec + e, x[e]);
+    }
+    if (j < nvec) {
       float x[L::kVec];
       L::unpack(__ldg(v + j), x);
 #pragma unroll
@@ -137,7 +153,8 @@ __device__ T block_reduce(T v, Op op, T id, T* smem /* kWarps + 1 */) {
 struct RowStats {
   float m_raw, s_raw;  // online logsumexp of the raw logits
   float m;             // max allowed logit
-  int32_t argmax;      // its first index
+  float lo;            // min finite allowed logit
+  int32_t argmax;      // first index of m
   int32_t n_allowed;
   int32_t bad;         // saw NaN or +inf
 };
@@ -150,6 +167,7 @@ __device__ __forceinline__ RowStats merge_stats(const RowStats& a, const RowStat
   r.s_raw = sa + sb;
   const bool take_b = b.m > a.m || (b.m == a.m && b.argmax < a.argmax);
   r.m = take_b ? b.m : a.m;
+  r.lo = fminf(a.lo, b.lo);
   r.argmax = take_b ? b.argmax : a.argmax;
   r.n_allowed = a.n_allowed + b.n_allowed;
   r.bad = a.bad | b.bad;
@@ -294,21 +312,98 @@ struct Allowed {
   }
 };
 
+template <class T>
+__device__ __forceinline__ T warp_sum(T v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// Digit 0 (sign and top exponent bits) of real logits falls into a handful of bins, which
+// would make the shared-memory atomics of the histogram collide on every lane. When the
+// row's finite allowed logits span at most kWindow digit-0 bins, each thread counts into
+// registers instead and each warp stores its sums once.
+constexpr int kWindow = 8;
+
+// The first digit-0 bin of the register window, or -1 when the row spans too many bins.
+__device__ __forceinline__ int digit0_window(float lo, float hi) {
+  const int b_lo = static_cast<int>(s1k::float_key(lo) >> 24), b_hi = static_cast<int>(s1k::float_key(hi) >> 24);
+  return (lo <= hi && b_hi - b_lo < kWindow) ? b_lo : -1;
+}
+
+// Fills the per-warp histograms with digit `shift` of the keys of the selected elements
+// that match `prefix` under `mask`; selected(i, x, w) also sets the element's mass w.
+template <int DT, bool kMass, class Select>
+__device__ void radix_histogram(Shared& sh, const void* row, int64_t n, uint32_t prefix, uint32_t mask, int shift,
+                                int window, Select&& selected) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  clear_hist(sh, kMass);
+  __syncthreads();
+  if (window >= 0) {  // digit 0 only (mask == 0)
+    int c[kWindow];
+    float m[kWindow];
+#pragma unroll
+    for (int j = 0; j < kWindow; ++j) {
+      c[j] = 0;
+      m[j] = 0.f;
+    }
+    int c_neg_inf = 0;  // -inf has key 0x007FFFFF: digit-0 bin 0, mass 0
+    for_each_logit<DT>(row, n, [&](int64_t i, float x) {
+      float w = 0.f;
+      if (!selected(i, x, w)) return;
+      if (x == -INFINITY) {
+        ++c_neg_inf;
+        return;
+      }
+      const int rel = static_cast<int>(s1k::float_key(x) >> 24) - window;
+#pragma unroll
+      for (int j = 0; j < kWindow; ++j) {
+        if (rel == j) {
+          c[j] += 1;
+          if (kMass) m[j] += w;
+        }
+      }
+    });
+#pragma unroll
+    for (int j = 0; j < kWindow; ++j) {
+      c[j] = warp_sum(c[j]);
+      if (kMass) m[j] = warp_sum(m[j]);
+    }
+    c_neg_inf = warp_sum(c_neg_inf);
+    if (lane == 0) {
+#pragma unroll
+      for (int j = 0; j < kWindow; ++j) {
+        if (window + j < kBins) {
+          sh.hist_cnt[warp][window + j] += c[j];
+          if (kMass) sh.hist_mass[warp][window + j] += m[j];
+        }
+      }
+      sh.hist_cnt[warp][0] += c_neg_inf;
+    }
+  } else {
+    for_each_logit<DT>(row, n, [&](int64_t i, float x) {
+      const uint32_t key = s1k::float_key(x);
+      if ((key & mask) != prefix) return;
+      float w = 0.f;
+      if (!selected(i, x, w)) return;
+      const uint32_t b = (key >> shift) & 0xFFu;
+      atomicAdd(&sh.hist_cnt[warp][b], 1);
+      if (kMass) atomicAdd(&sh.hist_mass[warp][b], w);
+    });
+  }
+  __syncthreads();
+}
+
 // The k-th largest allowed logit (ties counted), 1 <= k < allowed ids.
 template <int DT>
-__device__ float topk_threshold(Shared& sh, const void* row, int64_t n, const Allowed& allowed, int k) {
+__device__ float topk_threshold(Shared& sh, const void* row, int64_t n, const Allowed& allowed, int k, int window) {
   const int warp = threadIdx.x >> 5;
   uint32_t prefix = 0, mask = 0;
   int remaining = k;
   for (int d = 0; d < s1k::radix_digits(DT); ++d) {
     const int shift = 24 - 8 * d;
-    clear_hist(sh, false);
-    __syncthreads();
-    for_each_logit<DT>(row, n, [&](int64_t i, float x) {
-      const uint32_t key = s1k::float_key(x);
-      if ((key & mask) == prefix && allowed(i)) atomicAdd(&sh.hist_cnt[warp][(key >> shift) & 0xFFu], 1);
-    });
-    __syncthreads();
+    radix_histogram<DT, false>(sh, row, n, prefix, mask, shift, d == 0 ? window : -1,
+                               [&](int64_t i, float, float&) { return allowed(i); });
     sum_hist(sh, false);
     __syncthreads();
     if (warp == 0) select_count_bin(sh, remaining);
@@ -324,24 +419,18 @@ __device__ float topk_threshold(Shared& sh, const void* row, int64_t n, const Al
 // The largest logit value t whose mass {x >= t} (over allowed x >= t_k) reaches top_p of that set.
 template <int DT>
 __device__ float topp_threshold(Shared& sh, const void* row, int64_t n, const Allowed& allowed, float t_k, float m,
-                                float inv_t, float top_p) {
+                                float inv_t, float top_p, int window) {
   const int warp = threadIdx.x >> 5;
   uint32_t prefix = 0, mask = 0;
   float above = 0.f, target = 0.f;
   for (int d = 0; d < s1k::radix_digits(DT); ++d) {
     const int shift = 24 - 8 * d;
-    clear_hist(sh, true);
-    __syncthreads();
-    for_each_logit<DT>(row, n, [&](int64_t i, float x) {
-      if (!(x >= t_k)) return;
-      const uint32_t key = s1k::float_key(x);
-      if ((key & mask) == prefix && allowed(i)) {
-        const uint32_t b = (key >> shift) & 0xFFu;
-        atomicAdd(&sh.hist_cnt[warp][b], 1);
-        atomicAdd(&sh.hist_mass[warp][b], __expf((x - m) * inv_t));
-      }
-    });
-    __syncthreads();
+    radix_histogram<DT, true>(sh, row, n, prefix, mask, shift, d == 0 ? window : -1,
+                              [&](int64_t i, float x, float& w) {
+                                if (!(x >= t_k) || !allowed(i)) return false;
+                                w = __expf((x - m) * inv_t);
+                                return true;
+                              });
     sum_hist(sh, true);
     __syncthreads();
     if (warp == 0) select_mass_bin(sh, above, target, d == 0, top_p);
@@ -358,7 +447,7 @@ __device__ float topp_threshold(Shared& sh, const void* row, int64_t n, const Al
 // ------------------------------------------------------------------ the kernel
 
 template <int DT>
-__global__ void __launch_bounds__(kThreads) decode_step_kernel(DecodeArgs a) {
+__global__ void __launch_bounds__(kThreads, 2) decode_step_kernel(DecodeArgs a) {
   __shared__ Shared sh;
   const int64_t r = blockIdx.x;
   const int64_t n = a.vocab_size;
@@ -395,7 +484,7 @@ __global__ void __launch_bounds__(kThreads) decode_step_kernel(DecodeArgs a) {
   RowStats* red = reinterpret_cast<RowStats*>(sh.red);
 
   // pass A
-  RowStats st{-INFINITY, 0.f, -INFINITY, 0x7fffffff, 0, 0};
+  RowStats st{-INFINITY, 0.f, -INFINITY, INFINITY, 0x7fffffff, 0, 0};
   for_each_logit<DT>(row, n, [&](int64_t i, float x) {
     if (isnan(x) || x == INFINITY) {
       st.bad = 1;
@@ -413,9 +502,10 @@ __global__ void __launch_bounds__(kThreads) decode_step_kernel(DecodeArgs a) {
         st.m = x;
         st.argmax = static_cast<int32_t>(i);
       }
+      if (x != -INFINITY) st.lo = fminf(st.lo, x);
     }
   });
-  const RowStats id{-INFINITY, 0.f, -INFINITY, 0x7fffffff, 0, 0};
+  const RowStats id{-INFINITY, 0.f, -INFINITY, INFINITY, 0x7fffffff, 0, 0};
   st = block_reduce(st, [](const RowStats& x, const RowStats& y) { return merge_stats(x, y); }, id, red);
 
   int32_t error = 0;
@@ -426,26 +516,31 @@ __global__ void __launch_bounds__(kThreads) decode_step_kernel(DecodeArgs a) {
   const float temperature = sh.temperature;
   if (error == 0 && temperature > 0.f) {
     const float inv_t = 1.f / temperature;
+    const int window = digit0_window(st.lo, st.m);
     float thr = -INFINITY;
-    if (sh.top_k > 0 && sh.top_k < st.n_allowed) thr = topk_threshold<DT>(sh, row, n, allowed, sh.top_k);
-    if (sh.top_p < 1.f) thr = topp_threshold<DT>(sh, row, n, allowed, thr, st.m, inv_t, sh.top_p);
+    if (sh.top_k > 0 && sh.top_k < st.n_allowed) thr = topk_threshold<DT>(sh, row, n, allowed, sh.top_k, window);
+    if (sh.top_p < 1.f) thr = topp_threshold<DT>(sh, row, n, allowed, thr, st.m, inv_t, sh.top_p, window);
     const float min_p = sh.min_p;
     const float log_min_p = min_p > 0.f ? logf(min_p) : -INFINITY;
     const uint64_t seed = sh.seed, step = sh.step;
-    Best best{-INFINITY, 0x7fffffff};
+    // Every thread starts from the score of the row's maximum (always kept, z = 0): an id
+    // whose z trails the best score by more than the largest Gumbel noise cannot win, so its
+    // random numbers are never computed. On peaked rows that skips nearly the whole vocabulary.
+    const s1k::Philox4 top_words = s1k::decode_philox_group(seed, step, static_cast<uint32_t>(st.argmax >> 2));
+    Best best{s1k::gumbel_from_word<float>(s1k::philox_word(top_words, st.argmax & 3)), st.argmax};
     s1k::Philox4 words{};
     int64_t group = -1;
     const float m = st.m;
     for_each_logit<DT>(row, n, [&](int64_t i, float x) {
       if (!(x >= thr)) return;
       const float z = (x - m) * inv_t;
-      if (!(z >= log_min_p) || !allowed(i)) return;
+      if (z < best.score - kGumbelMax || !(z >= log_min_p) || !allowed(i)) return;
       if ((i >> 2) != group) {
         group = i >> 2;
         words = s1k::decode_philox_group(seed, step, static_cast<uint32_t>(group));
       }
       const float score = z + s1k::gumbel_from_word<float>(s1k::philox_word(words, static_cast<int>(i & 3)));
-      if (score > best.score) best = Best{score, static_cast<int32_t>(i)};
+      if (score > best.score || (score == best.score && i < best.index)) best = Best{score, static_cast<int32_t>(i)};
     });
     const Best none{-INFINITY, 0x7fffffff};
     best = block_reduce(best, [](const Best& x, const Best& y) { return merge_best(x, y); }, none,
