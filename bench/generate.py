@@ -24,7 +24,6 @@ Quick mode (CPU): a 2-layer toy model, batch 1 and 4, budget 12, one thread.
 from __future__ import annotations
 
 import dataclasses
-import os
 import tempfile
 
 import torch

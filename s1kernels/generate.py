@@ -35,10 +35,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
 import sys
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 
@@ -387,14 +386,6 @@ def _generate_batch(model, tokenizer, prompt_ids: list[list[int]], budget, sampl
     return harvest
 
 
-def _find_subsequence(seq: list[int], sub: list[int], start: int = 0) -> int:
-    n = len(sub)
-    for i in range(start, len(seq) - n + 1):
-        if seq[i : i + n] == sub:
-            return i
-    return -1
-
-
 def _build_result(tokenizer, forcing: ForcingTokens, prompt: str, n_prompt: int, ids: list[int],
                   logprobs: list[float], done: bool, error: bool, thinking_tokens: int, waits: int,
                   forced: bool) -> GenerationResult:
@@ -501,9 +492,9 @@ def generate(model, tokenizer, prompts, budget=None, sampling=None, max_new_toke
                          f"model's max_position_embeddings={max_pos}")
 
     n = len(prompts)
-    if getattr(sampling, "seed", None) is not None and not torch.is_tensor(sampling.seed) \
-            and not isinstance(sampling.seed, (list, tuple)):
-        sampling = dataclasses.replace(sampling, seed=[int(sampling.seed) + i for i in range(n)])
+    seed = sampling.seed
+    if isinstance(seed, int) or (torch.is_tensor(seed) and seed.dim() == 0):
+        sampling = dataclasses.replace(sampling, seed=[int(seed) + i for i in range(n)])
     bs = n if batch_size is None else int(batch_size)
     if bs < 1:
         raise ValueError(f"batch_size: expected >= 1, got {batch_size}")

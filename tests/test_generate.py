@@ -218,6 +218,15 @@ def test_dropping_finished_rows_changes_nothing(model, tok, forcing, monkeypatch
     assert calls, "no finished rows were dropped"
 
 
+def test_auto_backend_matches_torch_reference(model, tok, forcing, prompts):
+    # "auto" is the C++ CPU twin when the extension is built (else the torch reference itself)
+    budget = Budget(min_thinking_tokens=3, max_thinking_tokens=18, num_waits=1, max_answer_tokens=4)
+    for sampling in (Sampling(), Sampling(temperature=0.8, top_k=20, top_p=0.9, seed=1)):
+        a = generate(model, tok, prompts, budget=budget, sampling=sampling, forcing=forcing, backend="auto")
+        b = generate(model, tok, prompts, budget=budget, sampling=sampling, forcing=forcing, backend="torch")
+        assert [r.token_ids for r in a] == [r.token_ids for r in b]
+
+
 def test_per_row_budgets(model, tok, forcing, prompts):
     maxes = [3, 7, 12, 5, 9]
     budget = Budget(max_thinking_tokens=maxes, max_answer_tokens=3)
