@@ -1,6 +1,6 @@
 """Evaluate a model at several thinking budgets: accuracy, thinking length, Control, the plot.
 
-    python -m s1kernels.eval --model runs/default --budgets 4 8 16 32 64 \\
+    python -m s1kernels.eval --model runs/default --budgets 4 8 16 24 32 48 64 \\
         --output report.json --plot scaling.png
 
 Data: a JSONL (or Parquet) benchmark with a question (``problem`` or ``question``) and a
@@ -198,8 +198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="JSONL/Parquet rows with problem/question and answer (default: held-out built-in task rows)")
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N rows")
     p.add_argument("--num-synthetic", type=int, default=200, help="built-in task rows when --data is not given")
-    p.add_argument("--budgets", type=int, nargs="+", default=[4, 8, 16, 32, 64],
-                   help="max thinking tokens, one run each (default 4 8 16 32 64)")
+    p.add_argument("--budgets", type=int, nargs="+", default=[4, 8, 16, 24, 32, 48, 64],
+                   help="max thinking tokens, one run each (default 4 8 16 24 32 48 64)")
     add_budget_sampling_args(p)
     p.add_argument("--no-math-verify", action="store_true", help="do not use math_verify even when installed")
     p.add_argument("--output", default=None, help="write the JSON report here")
