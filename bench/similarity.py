@@ -74,7 +74,7 @@ def run(ctx: common.Context) -> list[common.Row]:
         kc_n, kc_d, kc_k, dd_n = 2048, 64, 64, 1024
         chunk = 256
     else:
-        knn_cases = [(59029, 384, 16), (59029, 1024, 16), (1_000_000, 384, 10)]
+        knn_cases = [(59029, 384, 16), (59029, 1024, 16), (59029, 384, 1024), (1_000_000, 384, 10)]
         kc_n, kc_d, kc_k, dd_n = 59029, 384, 1000, 59029
         chunk = 4096
     rows = []

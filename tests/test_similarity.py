@@ -249,7 +249,7 @@ def test_greedy_graph_needs_cuda():
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
-@pytest.mark.parametrize("k", [1, 16, 100])
+@pytest.mark.parametrize("k", [1, 16, 100, 300])
 def test_topk_triton_gpu_matches_reference(dtype, k):
     x, y = rand(1000, 384, dtype, 30).cuda(), rand(3001, 384, dtype, 31).cuda()
     for yy in (None, y):

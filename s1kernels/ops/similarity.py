@@ -96,11 +96,11 @@ def _topk_torch(x, y, rx, ry, k, exclude_self, block_n, block_m):
     out = torch.empty(n, k, dtype=torch.int64, device=x.device)
     for i0 in range(0, n, block_n):
         i1 = min(n, i0 + block_n)
-        xi = x[i0:i1].float()
+        xi = x[i0:i1]
         best = None
         for j0 in range(0, m, block_m):
             j1 = min(m, j0 + block_m)
-            s = (xi @ y[j0:j1].float().T).mul_(rx[i0:i1, None]).mul_(ry[None, j0:j1])
+            s = _dot_fp32(xi, y[j0:j1]).mul_(rx[i0:i1, None]).mul_(ry[None, j0:j1])
             cols = torch.arange(j0, j1, device=x.device)
             if exclude_self and i0 < j1 and j0 < i1:
                 rows = torch.arange(i0, i1, device=x.device)
@@ -112,6 +112,20 @@ def _topk_torch(x, y, rx, ry, k, exclude_self, block_n, block_m):
             best = keys.topk(min(k, keys.shape[1]), dim=1).values
         out[i0:i1] = best
     return out
+
+
+_MM_OUT_DTYPE_OK = [True]
+
+
+def _dot_fp32(a, b):
+    """a @ b.T as fp32 with fp32 accumulation. bf16/fp16 on CUDA use the tensor-core mm with
+    an fp32 output (torch.mm(..., out_dtype=)) when this torch has it; otherwise upcast."""
+    if a.device.type == "cuda" and a.dtype != torch.float32 and _MM_OUT_DTYPE_OK[0]:
+        try:
+            return torch.mm(a, b.T, out_dtype=torch.float32)
+        except (TypeError, RuntimeError, NotImplementedError):
+            _MM_OUT_DTYPE_OK[0] = False
+    return a.float() @ b.float().T
 
 
 def _chunk_topk_keys(s, cols, k):
