@@ -176,3 +176,34 @@ def test_embed_model_matches_precomputed():
     assert e.shape == (3, 384)
     torch.testing.assert_close(e.norm(dim=1), torch.ones(3), atol=1e-5, rtol=0)
     assert (e * ref).sum(1).min() > 0.999
+
+
+def test_embeddings_computed_for_survivors_only(tmp_path):
+    path, npy, _ = toy_pool(tmp_path)
+    pool = sel.read_pool(path)
+    table = torch.from_numpy(np.load(npy))
+    seen = []
+
+    def embed_fn(texts):  # stands in for the sentence-embedding model
+        seen.extend(texts)
+        return torch.stack([table[[stages.question_of(r) if r else None for r in pool].index(t)] for t in texts])
+
+    s = sel.run_selection(pool, sel.SelectConfig(k=6, dedup_threshold=0.99), None, embed_fn, log=lambda *a: None)
+    assert len(seen) == 36  # after quality (37) and difficulty (36)
+    assert len(s.ids) == 6
+    with pytest.raises(ValueError, match="need embeddings"):
+        sel.run_selection(pool, sel.SelectConfig(k=6), None, None)
+
+
+def test_read_pool_parquet_and_json(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    rows = [{"problem": "Find all real x with x^2 = 4.", "subject": "algebra"},
+            {"problem": "How many primes are below 20?", "subject": "number theory"}]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "p.parquet")
+    assert sel.read_pool(str(tmp_path / "p.parquet")) == rows
+    (tmp_path / "p.json").write_text(json.dumps(rows + [3]))
+    assert sel.read_pool(str(tmp_path / "p.json")) == rows + [None]
+    s = sel.run_selection(rows, sel.SelectConfig(k=2, dedup=False), None, log=lambda *a: None)
+    assert s.domain_source == "column 'subject'" and sorted(s.ids) == [0, 1]
