@@ -445,3 +445,21 @@ def test_custom_op_registration():
     args = (x, *s.tensors(), *bt, *stt, f.table("cpu"), f.lengths, f.pad_id, 20, "cpp")
     torch.library.opcheck(torch.ops.s1kernels.decode_step.default, args,
                           test_utils=("test_schema", "test_faketensor"))
+
+
+@needs_cpp
+def test_torch_compile_fullgraph_traces_the_step():
+    B, V = 3, 20
+    bt = Budget(min_thinking_tokens=2).tensors(B, "cpu")
+    stt = Sampling(temperature=1.0, top_p=0.9, seed=[1, 2, 3]).tensors(B, "cpu")
+    s_eager, s_comp = DecodeState.new(B), DecodeState.new(B)
+    step = lambda x, s: decode_step(x, s, bt, stt, FORCING)  # noqa: E731
+    compiled = torch.compile(step, fullgraph=True)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(4):
+        x = random_logits(g, B, V, torch.float32)
+        t_c, l_c = compiled(x, s_comp)
+        t_e, l_e = step(x, s_eager)
+        assert torch.equal(t_c, t_e) and torch.equal(l_c, l_e)
+    for a, b in zip(s_eager.tensors(), s_comp.tensors()):
+        assert torch.equal(a, b)

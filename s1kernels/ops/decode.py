@@ -425,16 +425,21 @@ def reference_sample(x: torch.Tensor, allowed: torch.Tensor, sampling_t: Samplin
 def reference_decode_step(logits: torch.Tensor, state: DecodeState, budget_t: BudgetTensors,
                           sampling_t: SamplingTensors, forcing: ForcingTokens, vocab_size: int):
     """The torch reference of one decode step; updates `state` in place, returns (tokens, logprobs)."""
+    return _reference_step(logits, state, budget_t, sampling_t, forcing.table(logits.device), forcing.lengths,
+                           forcing.pad_id, vocab_size)
+
+
+def _reference_step(logits, state, budget_t, sampling_t, table, lengths, pad_id, vocab_size):
     dev = logits.device
     B = logits.shape[0]
-    table = forcing.table(dev).to(torch.int64)
-    n_end, n_delim, n_wait, n_exit, n_eos = forcing.lengths
+    table = table.to(torch.int64)
+    n_end, n_delim, n_wait, n_exit, n_eos = lengths
     o = [0, n_end, n_end + n_delim, n_end + n_delim + n_wait, n_end + n_delim + n_wait + n_exit]
     end_ids, eos_ids = table[o[0]:o[1]], table[o[4]:o[4] + n_eos]
     # injection kind -> (offset, length) in the table; kind 0 (none) maps to an empty slot
     kind_off = torch.tensor([0, o[2], o[1], o[3]], dtype=torch.int64, device=dev)
     kind_len = torch.tensor([0, n_wait, n_delim, n_exit], dtype=torch.int32, device=dev)
-    pad = torch.full((B,), forcing.pad_id, dtype=torch.int64, device=dev)
+    pad = torch.full((B,), pad_id, dtype=torch.int64, device=dev)
     i32 = lambda v: torch.full((B,), v, dtype=torch.int32, device=dev)  # noqa: E731
 
     phase, thinking, waits = state.phase.clone(), state.thinking_tokens.clone(), state.waits_used.clone()
@@ -608,13 +613,19 @@ def _decode_step_op(logits: torch.Tensor, phase: torch.Tensor, thinking_tokens: 
                     waits_used: torch.Tensor, inject_kind: torch.Tensor, inject_pos: torch.Tensor,
                     answer_tokens: torch.Tensor, error: torch.Tensor, event: torch.Tensor, step: torch.Tensor,
                     min_thinking_tokens: torch.Tensor, max_thinking_tokens: torch.Tensor, num_waits: torch.Tensor,
-                    max_answer_tokens: torch.Tensor, mode: torch.Tensor, temperature: torch.Tensor,
+                    max_answer_tokens: torch.Tensor, budget_mode: torch.Tensor, temperature: torch.Tensor,
                     top_k: torch.Tensor, top_p: torch.Tensor, min_p: torch.Tensor, seed: torch.Tensor,
                     forcing_table: torch.Tensor, forcing_lengths: list[int], pad_id: int, vocab_size: int,
                     backend: str) -> tuple[torch.Tensor, torch.Tensor]:
     state_t = [phase, thinking_tokens, waits_used, inject_kind, inject_pos, answer_tokens, error, event, step]
-    budget_t = [min_thinking_tokens, max_thinking_tokens, num_waits, max_answer_tokens, mode]
+    # (not named `mode`: that name collides with an argument of torch's mode dispatch)
+    budget_t = [min_thinking_tokens, max_thinking_tokens, num_waits, max_answer_tokens, budget_mode]
     sampling_t = [temperature, top_k, top_p, min_p, seed]
+    # resolved here too because a traced call (torch.compile) passes the requested backend
+    backend = _backend.resolve(backend, logits.device, available=("cuda", "cpp", "torch"), op="decode_step")
+    if backend == "torch":
+        return _reference_step(logits, DecodeState(*state_t), BudgetTensors(*budget_t), SamplingTensors(*sampling_t),
+                               forcing_table, forcing_lengths, pad_id, vocab_size)
     if backend == "cuda":
         stream = torch.cuda.current_stream(logits.device).cuda_stream
         return _native_step("decode_step_cuda", logits, state_t, budget_t, sampling_t, forcing_table,
@@ -622,7 +633,7 @@ def _decode_step_op(logits: torch.Tensor, phase: torch.Tensor, thinking_tokens: 
     if backend == "cpp":
         return _native_step("decode_step_cpu", logits, state_t, budget_t, sampling_t, forcing_table,
                             forcing_lengths, pad_id, vocab_size, 0)
-    raise ValueError(f"decode_step: the custom op runs the native backends, got {backend!r}")
+    raise AssertionError(f"unreachable backend {backend!r}")
 
 
 @_decode_step_op.register_fake
@@ -648,9 +659,11 @@ def decode_step(logits: torch.Tensor, state: DecodeState, budget_t: BudgetTensor
         tokens, logprobs = decode_step(model_logits, state, budget_t, sampling_t, forcing)
     """
     vocab_size = _validate(logits, state, budget_t, sampling_t, forcing, vocab_size)
-    which = _backend.resolve(backend, logits.device, available=("cuda", "cpp", "torch"), op="decode_step")
-    if which == "torch":
+    if backend == "torch":
         return reference_decode_step(logits, state, budget_t, sampling_t, forcing, vocab_size)
+    # the custom op resolves "auto" itself (opaque to torch.compile); eager calls fail early here
+    which = backend if torch.compiler.is_compiling() else _backend.resolve(
+        backend, logits.device, available=("cuda", "cpp", "torch"), op="decode_step")
     return _decode_step_op(logits, *state.tensors(), *budget_t, *sampling_t, forcing.table(logits.device),
                            forcing.lengths, forcing.pad_id, vocab_size, which)
 
