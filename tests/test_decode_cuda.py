@@ -50,13 +50,13 @@ def test_sampling_matches_twin(dtype, params):
     B, V = 256, 32011
     g = torch.Generator().manual_seed(1)
     x = (torch.randn(B, V, generator=g) * torch.linspace(0.5, 6.0, B)[:, None]).to(dtype)
-    x_odd = torch.empty(B, V + 1, dtype=dtype)[:, 1:]  # rows not 16-byte aligned: the scalar path
+    x_odd = torch.empty(B, V + 1, dtype=dtype, device="cuda")[:, 1:]  # rows not 16-byte aligned: scalar loads
     x_odd.copy_(x)
-    for logits in (x, x_odd):
+    for logits, logits_gpu in ((x, x.cuda()), (x, x_odd)):
         sampling = Sampling(seed=list(range(B)), **params)
         t_c, l_c = decode_step(logits, DecodeState.new(B, start_phase="answer"), Budget().tensors(B, "cpu"),
                                sampling.tensors(B, "cpu"), FORCING, backend="cpp")
-        t_g, l_g = decode_step(logits.cuda(), DecodeState.new(B, "cuda", start_phase="answer"),
+        t_g, l_g = decode_step(logits_gpu, DecodeState.new(B, "cuda", start_phase="answer"),
                                Budget().tensors(B, "cuda"), sampling.tensors(B, "cuda"), FORCING, backend="cuda")
         mismatch = int((t_c != _cpu(t_g)).sum())
         assert mismatch <= 2, mismatch
