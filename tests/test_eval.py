@@ -196,3 +196,11 @@ def test_train_then_eval_end_to_end(tmp_path):
                         "1", "--num-waits", "1", "--output", str(report_path), "--max-answer-tokens", "4"]) == 0
     report = json.loads(report_path.read_text())
     assert [e["control"] for e in report["budgets"]] == [1.0, 1.0]
+
+
+def test_generate_cli_custom_delimiters(model_dir, capsys):
+    rc = s1gen.main(["--model", model_dir, "--prompt", "Start at 1 .", "--max-thinking-tokens", "3",
+                     "--answer-start", "<|im_start|>answer\\n", "--final-answer", "Answer:", "--wait-string", "Wait",
+                     "--max-answer-tokens", "2", "--backend", "torch", "--no-stream"])
+    assert rc == 0
+    assert "<|im_start|>answer\nAnswer:" in capsys.readouterr().out
