@@ -403,3 +403,50 @@ def test_validate_can_be_switched_off():
         out = linear_cross_entropy(h, w, y, reduction="none", validate=False, backend=backend)
         assert torch.isfinite(out).all()
         torch.testing.assert_close(out[1], torch.logsumexp(h[1] @ w.T, 0))
+
+
+# ---------------------------------------------------------------------------------------------
+# On a GPU: the compiled kernels with the CUDA block sizes (skipped without one)
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("n,h,v", [(1, 64, 1000), (777, 256, 5003), (3000, 512, 33000)])
+def test_triton_cuda_against_reference(dtype, n, h, v):
+    torch.manual_seed(0)
+    dev = torch.device("cuda")
+    hidden = torch.randn(n, h, device=dev).to(dtype)
+    weight = (torch.randn(v, h, device=dev) / h**0.5).to(dtype)
+    b = torch.randn(v, device=dev).to(dtype)
+    labels = torch.randint(0, v - 5, (n,), device=dev)
+    labels[torch.rand(n, device=dev) < 0.3] = IGNORE
+    cu = torch.tensor([0, n // 3, n // 3, n], dtype=torch.int32, device=dev)
+    kw = dict(cu_seqlens=cu, normalize="sequence", z_loss=1e-4, softcap=30.0, vocab_size=v - 5)
+    fwd_tol, grad_tol = TOL[dtype] if dtype != torch.float32 else (1e-3, 1e-2)  # fp32 dots run as tf32
+    for bias in (None, b):
+        out, grads = run(linear_cross_entropy, hidden, weight, labels, bias, backend="triton", **kw)
+        ref, ref_grads = run(linear_cross_entropy_reference, hidden.double(), weight.double(), labels,
+                             bias.double() if bias is not None else None, **kw)
+        assert relerr(out, ref) < fwd_tol
+        for g, r in zip(grads, ref_grads):
+            assert relerr(g, r) < grad_tol
+
+
+@pytest.mark.cuda
+def test_triton_cuda_memory_is_bounded():
+    # No [N, V] buffer: beyond inputs and gradients, only the dlogits workspace, the fp32 dH
+    # accumulator and O(N) vectors.
+    dev = torch.device("cuda")
+    n, h, v = 8192, 512, 65536
+    hidden = torch.randn(n, h, device=dev, dtype=torch.bfloat16, requires_grad=True)
+    weight = (torch.randn(v, h, device=dev) / h**0.5).to(torch.bfloat16).requires_grad_()
+    labels = torch.randint(0, v, (n,), device=dev)
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    loss = linear_cross_entropy(hidden, weight, labels, backend="triton")
+    loss.backward()
+    torch.cuda.synchronize()
+    extra = torch.cuda.max_memory_allocated() - base - (hidden.numel() + weight.numel()) * 2
+    bound = K.WORKSPACE_BYTES + n * h * 4 + 32 * 2**20
+    assert extra < bound < n * v * 2, (extra, bound)

@@ -26,6 +26,7 @@ one chunk). Work: 8 N H V FLOPs (the forward logits are recomputed once in backw
 """
 from __future__ import annotations
 
+import math
 import os
 
 import torch
@@ -35,19 +36,28 @@ import triton.language as tl
 # Bytes of the dlogits workspace [N, chunk] in backward (the chunk shrinks to fit; >= one tile).
 WORKSPACE_BYTES = 256 * 2**20
 
-# Block sizes. The CUDA values are reasonable H100 choices that have NOT been tuned on a GPU;
-# the interpreter values are small so that tests exercise several tiles and the tail masks.
-CUDA_CONFIG = dict(
+# Block sizes. The CUDA values are H100 choices that have NOT been tuned on a GPU; they were
+# checked offline only: compiled for sm_90a with the JIT's 16-divisibility specialisation,
+# they pipeline their loads (cp.async, 3 stages), use wgmma, fit in shared memory and
+# ptxas reports no register spills except a few bytes in the bias+softcap forward.
+# The interpreter values are small so that tests exercise several tiles and the tail masks.
+CUDA_CONFIG = dict(  # bf16 / fp16
     fwd=dict(BLOCK_N=128, BLOCK_V=128, BLOCK_H=64, num_warps=8, num_stages=3),
-    dlogits=dict(BLOCK_N=128, BLOCK_V=128, BLOCK_H=64, num_warps=8, num_stages=3),
-    dh=dict(BLOCK_N=128, BLOCK_H=128, BLOCK_K=64, num_warps=8, num_stages=3),
-    dw=dict(BLOCK_V=128, BLOCK_H=128, BLOCK_K=64, num_warps=8, num_stages=3),
+    dlogits=dict(BLOCK_N=128, BLOCK_V=128, BLOCK_H=64, GROUP_M=8, num_warps=8, num_stages=3),
+    dh=dict(BLOCK_N=128, BLOCK_H=128, BLOCK_K=64, GROUP_M=8, num_warps=8, num_stages=3),
+    dw=dict(BLOCK_V=128, BLOCK_H=256, BLOCK_K=64, GROUP_M=8, num_warps=8, num_stages=3),
+)
+CUDA_CONFIG_FP32 = dict(  # fp32 operands (tf32 dots) take twice the shared memory per tile
+    fwd=dict(BLOCK_N=128, BLOCK_V=128, BLOCK_H=32, num_warps=8, num_stages=3),
+    dlogits=dict(BLOCK_N=128, BLOCK_V=128, BLOCK_H=32, GROUP_M=8, num_warps=8, num_stages=3),
+    dh=dict(BLOCK_N=128, BLOCK_H=128, BLOCK_K=32, GROUP_M=8, num_warps=8, num_stages=3),
+    dw=dict(BLOCK_V=128, BLOCK_H=128, BLOCK_K=32, GROUP_M=8, num_warps=8, num_stages=3),
 )
 INTERPRETER_CONFIG = dict(
     fwd=dict(BLOCK_N=32, BLOCK_V=64, BLOCK_H=32),
-    dlogits=dict(BLOCK_N=32, BLOCK_V=64, BLOCK_H=32),
-    dh=dict(BLOCK_N=32, BLOCK_H=32, BLOCK_K=32),
-    dw=dict(BLOCK_V=64, BLOCK_H=32, BLOCK_K=32),
+    dlogits=dict(BLOCK_N=32, BLOCK_V=64, BLOCK_H=32, GROUP_M=2),
+    dh=dict(BLOCK_N=32, BLOCK_H=32, BLOCK_K=32, GROUP_M=2),
+    dw=dict(BLOCK_V=64, BLOCK_H=32, BLOCK_K=32, GROUP_M=2),
 )
 
 
@@ -57,8 +67,10 @@ def _lce_fwd_kernel(h_ptr, w_ptr, b_ptr, rows_ptr, lab_ptr, count_ptr,
                     N, H, V, stride_h, stride_w, n_split, softcap,
                     HAS_BIAS: tl.constexpr, HAS_SOFTCAP: tl.constexpr, DOT_F32: tl.constexpr,
                     BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr):
-    pid_n = tl.program_id(0)
-    pid_s = tl.program_id(1)
+    # Splits vary fastest: the programs in flight cover a few token blocks x all splits, so
+    # each H row block and each W tile they load is shared in L2 by several programs.
+    pid_s = tl.program_id(0)
+    pid_n = tl.program_id(1)
     n_valid = tl.load(count_ptr)
     start = pid_n * BLOCK_N
     if start < n_valid:  # blocks of ignored tokens do no work
@@ -111,11 +123,19 @@ def _lce_fwd_kernel(h_ptr, w_ptr, b_ptr, rows_ptr, lab_ptr, count_ptr,
 
 @triton.jit
 def _lce_dlogits_kernel(h_ptr, w_ptr, b_ptr, rows_ptr, lab_ptr, count_ptr, lse_ptr, g_ptr, ws_ptr,
-                        H, V, v0, cw, stride_h, stride_w, stride_ws, z_loss, softcap,
+                        N, H, V, v0, cw, stride_h, stride_w, stride_ws, z_loss, softcap,
                         HAS_BIAS: tl.constexpr, HAS_SOFTCAP: tl.constexpr, DOT_F32: tl.constexpr,
-                        BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr):
-    pid_n = tl.program_id(0)
-    pid_v = tl.program_id(1)
+                        BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr,
+                        GROUP_M: tl.constexpr):
+    # Grouped tile order (GROUP_M row blocks share the column tiles in flight) for L2 reuse.
+    pid = tl.program_id(0)
+    num_m = tl.cdiv(N, BLOCK_N)
+    num_n = tl.cdiv(cw, BLOCK_V)
+    width = GROUP_M * num_n
+    first_m = (pid // width) * GROUP_M
+    group = tl.minimum(num_m - first_m, GROUP_M)
+    pid_n = first_m + (pid % width) % group
+    pid_v = (pid % width) // group
     n_valid = tl.load(count_ptr)
     start = pid_n * BLOCK_N
     if start < n_valid:
@@ -158,11 +178,18 @@ def _lce_dlogits_kernel(h_ptr, w_ptr, b_ptr, rows_ptr, lab_ptr, count_ptr, lse_p
 
 @triton.jit
 def _lce_dh_kernel(ws_ptr, w_ptr, rows_ptr, count_ptr, acc_ptr, gh_ptr,
-                   H, v0, cw, stride_ws, stride_w, stride_gh,
+                   N, H, v0, cw, stride_ws, stride_w, stride_gh,
                    FIRST: tl.constexpr, LAST: tl.constexpr, DOT_F32: tl.constexpr,
-                   BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr):
-    pid_n = tl.program_id(0)
-    pid_h = tl.program_id(1)
+                   BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
+    # Grouped tile order (GROUP_M row blocks share the column tiles in flight) for L2 reuse.
+    pid = tl.program_id(0)
+    num_m = tl.cdiv(N, BLOCK_N)
+    num_n = tl.cdiv(H, BLOCK_H)
+    width = GROUP_M * num_n
+    first_m = (pid // width) * GROUP_M
+    group = tl.minimum(num_m - first_m, GROUP_M)
+    pid_n = first_m + (pid % width) % group
+    pid_h = (pid % width) // group
     n_valid = tl.load(count_ptr)
     start = pid_n * BLOCK_N
     if start < n_valid:
@@ -197,9 +224,16 @@ def _lce_dh_kernel(ws_ptr, w_ptr, rows_ptr, count_ptr, acc_ptr, gh_ptr,
 def _lce_dw_kernel(ws_ptr, h_ptr, rows_ptr, count_ptr, gw_ptr, gb_ptr,
                    H, v0, cw, stride_ws, stride_h, stride_gw,
                    HAS_BIAS: tl.constexpr, DOT_F32: tl.constexpr,
-                   BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr):
-    pid_v = tl.program_id(0)
-    pid_h = tl.program_id(1)
+                   BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
+    # Grouped tile order (GROUP_M row blocks share the column tiles in flight) for L2 reuse.
+    pid = tl.program_id(0)
+    num_m = tl.cdiv(cw, BLOCK_V)
+    num_n = tl.cdiv(H, BLOCK_H)
+    width = GROUP_M * num_n
+    first_m = (pid // width) * GROUP_M
+    group = tl.minimum(num_m - first_m, GROUP_M)
+    pid_v = first_m + (pid % width) % group
+    pid_h = (pid % width) // group
     n_valid = tl.load(count_ptr)
     offs_c = pid_v * BLOCK_V + tl.arange(0, BLOCK_V)
     mask_c = offs_c < cw
@@ -243,14 +277,15 @@ def _fwd_sig(dt):
 
 def _dlogits_sig(dt):
     return {"h_ptr": f"*{dt}", "w_ptr": f"*{dt}", "b_ptr": f"*{dt}", "rows_ptr": "*i32", "lab_ptr": "*i32",
-            "count_ptr": "*i32", "lse_ptr": "*fp32", "g_ptr": "*fp32", "ws_ptr": f"*{dt}", "H": "i32", "V": "i32",
+            "count_ptr": "*i32", "lse_ptr": "*fp32", "g_ptr": "*fp32", "ws_ptr": f"*{dt}", "N": "i32", "H": "i32",
+            "V": "i32",
             "v0": "i32", "cw": "i32", "stride_h": "i32", "stride_w": "i32", "stride_ws": "i32", "z_loss": "fp32",
             "softcap": "fp32"}
 
 
 def _dh_sig(dt):
     return {"ws_ptr": f"*{dt}", "w_ptr": f"*{dt}", "rows_ptr": "*i32", "count_ptr": "*i32", "acc_ptr": "*fp32",
-            "gh_ptr": f"*{dt}", "H": "i32", "v0": "i32", "cw": "i32", "stride_ws": "i32", "stride_w": "i32",
+            "gh_ptr": f"*{dt}", "N": "i32", "H": "i32", "v0": "i32", "cw": "i32", "stride_ws": "i32", "stride_w": "i32",
             "stride_gh": "i32"}
 
 
@@ -261,14 +296,14 @@ def _dw_sig(dt):
 
 
 def _blocks(cfg):
-    return {k: v for k, v in cfg.items() if k.startswith("BLOCK")}
+    return {k: v for k, v in cfg.items() if k.startswith(("BLOCK", "GROUP"))}
 
 
 def _compile_specs():
     """bf16 (the training dtype): every flag combination; fp16/fp32: one spec per kernel."""
-    c = CUDA_CONFIG
     specs = []
     for dt in ("bf16", "fp16", "fp32"):
+        c = CUDA_CONFIG_FP32 if dt == "fp32" else CUDA_CONFIG
         full = dt == "bf16"
         for bias, cap in ((False, False), (True, True)) if full else ((True, True),):
             flags = dict(HAS_BIAS=bias, HAS_SOFTCAP=cap, DOT_F32=False)
@@ -296,8 +331,10 @@ def _interpreting(device: torch.device) -> bool:
     return device.type != "cuda" and os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-def _config(device):
-    return INTERPRETER_CONFIG if _interpreting(device) else CUDA_CONFIG
+def _config(device, dtype):
+    if _interpreting(device):
+        return INTERPRETER_CONFIG
+    return CUDA_CONFIG_FP32 if dtype == torch.float32 else CUDA_CONFIG
 
 
 def _dot_f32(device, dtype) -> bool:
@@ -339,18 +376,20 @@ def forward(hidden, weight, labels, bias, ignore_index, z_loss, softcap, vocab_s
     """Per-token (loss, logsumexp, argmax) in the original order; 0 / 0 / -1 where ignored."""
     n, h = hidden.shape
     dev = hidden.device
-    cfg = _config(dev)["fwd"]
+    cfg = _config(dev, hidden.dtype)["fwd"]
     rows, lab, count, valid, pos = _compact(labels, ignore_index)
     n_tok_blocks = triton.cdiv(max(n, 1), cfg["BLOCK_N"])
     n_vt = triton.cdiv(vocab_size, cfg["BLOCK_V"])
-    # Split the vocabulary across programs when there are too few token blocks to fill the GPU.
-    n_split = max(1, min(n_vt, triton.cdiv(4 * _num_sms(dev), n_tok_blocks)))
+    # About sqrt(SMs) splits keep the token blocks and W tiles in flight small enough for L2
+    # (see the kernel); more when there are too few token blocks to fill the GPU.
+    sms = _num_sms(dev)
+    n_split = max(1, min(n_vt, max(math.isqrt(sms), triton.cdiv(2 * sms, n_tok_blocks))))
     mx = torch.empty(n_split, n, dtype=torch.float32, device=dev)
     sm = torch.empty_like(mx)
     tgt = torch.empty_like(mx)
     arg = torch.empty(n_split, n, dtype=torch.int32, device=dev)
     if n > 0:
-        _lce_fwd_kernel[(n_tok_blocks, n_split)](
+        _lce_fwd_kernel[(n_split, n_tok_blocks)](
             hidden, weight, bias if bias is not None else hidden, rows, lab, count, mx, sm, tgt, arg,
             n, h, vocab_size, hidden.stride(0), weight.stride(0), n_split, float(softcap or 1.0),
             HAS_BIAS=bias is not None, HAS_SOFTCAP=bool(softcap), DOT_F32=_dot_f32(dev, hidden.dtype),
@@ -382,7 +421,7 @@ def backward(grad, hidden, weight, labels, bias, lse, ignore_index, z_loss, soft
     n, h = hidden.shape
     v = weight.shape[0]
     dev = hidden.device
-    cfgs = _config(dev)
+    cfgs = _config(dev, hidden.dtype)
     dot_f32 = _dot_f32(dev, hidden.dtype)
     rows, lab, count, _, _ = _compact(labels, ignore_index)
     g_c = grad.to(torch.float32).gather(0, rows.long())
@@ -406,18 +445,18 @@ def backward(grad, hidden, weight, labels, bias, lse, ignore_index, z_loss, soft
     for c in range(n_chunks):
         v0 = c * chunk
         cw = min(chunk, vocab_size - v0)
-        _lce_dlogits_kernel[(triton.cdiv(n, c1["BLOCK_N"]), triton.cdiv(cw, c1["BLOCK_V"]))](
+        _lce_dlogits_kernel[(triton.cdiv(n, c1["BLOCK_N"]) * triton.cdiv(cw, c1["BLOCK_V"]),)](
             hidden, weight, bias_arg, rows, lab, count, lse_c, g_c, ws,
-            h, vocab_size, v0, cw, hidden.stride(0), weight.stride(0), ws.stride(0), float(z_loss),
+            n, h, vocab_size, v0, cw, hidden.stride(0), weight.stride(0), ws.stride(0), float(z_loss),
             float(softcap or 1.0), HAS_BIAS=bias is not None, HAS_SOFTCAP=bool(softcap), DOT_F32=dot_f32,
             **_blocks(c1), **_launch_opts(c1))
         if need_hidden:
-            _lce_dh_kernel[(triton.cdiv(n, c2["BLOCK_N"]), triton.cdiv(h, c2["BLOCK_H"]))](
-                ws, weight, rows, count, acc, grad_hidden, h, v0, cw, ws.stride(0), weight.stride(0),
+            _lce_dh_kernel[(triton.cdiv(n, c2["BLOCK_N"]) * triton.cdiv(h, c2["BLOCK_H"]),)](
+                ws, weight, rows, count, acc, grad_hidden, n, h, v0, cw, ws.stride(0), weight.stride(0),
                 grad_hidden.stride(0), FIRST=c == 0, LAST=c == n_chunks - 1, DOT_F32=dot_f32,
                 **_blocks(c2), **_launch_opts(c2))
         if need_weight:
-            _lce_dw_kernel[(triton.cdiv(cw, c3["BLOCK_V"]), triton.cdiv(h, c3["BLOCK_H"]))](
+            _lce_dw_kernel[(triton.cdiv(cw, c3["BLOCK_V"]) * triton.cdiv(h, c3["BLOCK_H"]),)](
                 ws, hidden, rows, count, grad_weight, gb_arg, h, v0, cw, ws.stride(0), hidden.stride(0),
                 grad_weight.stride(0), HAS_BIAS=bias is not None, DOT_F32=dot_f32,
                 **_blocks(c3), **_launch_opts(c3))
