@@ -82,25 +82,27 @@ SampleResult sample_row(const std::vector<float>& x, const std::vector<bool>& al
     }
     const float thr = std::max(t_k, t_p);
     const double log_min_p = std::log(static_cast<double>(min_p));
-    double best = -std::numeric_limits<double>::infinity();
-    token = -1;
-    s1k::Philox4 words{};
-    int64_t group = -1;
+    // Start from the maximum's score (always kept, z = 0) and skip ids whose z trails the best
+    // score by more than the largest Gumbel noise (16.64): they cannot win, as on the GPU.
+    s1k::Philox4 words = s1k::decode_philox_group(seed, step, static_cast<uint32_t>(argmax >> 2));
+    double best = s1k::gumbel_from_word<double>(words.w[argmax & 3]);
+    token = argmax;
+    int64_t group = argmax >> 2;
     for (int64_t i = 0; i < n; ++i) {
       if (!allowed[i] || !(x[i] >= thr)) continue;
       const double z = (static_cast<double>(x[i]) - md) / t;
+      if (z < best - 17.0) continue;
       if (min_p > 0.f && !(z >= log_min_p)) continue;
       if ((i >> 2) != group) {
         group = i >> 2;
         words = s1k::decode_philox_group(seed, step, static_cast<uint32_t>(group));
       }
       const double score = z + s1k::gumbel_from_word<double>(words.w[i & 3]);
-      if (score > best) {
+      if (score > best || (score == best && i < token)) {
         best = score;
         token = i;
       }
     }
-    if (token < 0) token = argmax;  // unreachable: the maximum always passes every filter
   }
   double s = 0.0;
   for (int64_t i = 0; i < n; ++i) s += std::exp(static_cast<double>(x[i]) - m_raw);
