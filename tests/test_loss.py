@@ -422,7 +422,7 @@ def test_triton_cuda_against_reference(dtype, n, h, v):
     labels[torch.rand(n, device=dev) < 0.3] = IGNORE
     cu = torch.tensor([0, n // 3, n // 3, n], dtype=torch.int32, device=dev)
     kw = dict(cu_seqlens=cu, normalize="sequence", z_loss=1e-4, softcap=30.0, vocab_size=v - 5)
-    fwd_tol, grad_tol = TOL[dtype] if dtype != torch.float32 else (1e-3, 1e-2)  # fp32 dots run as tf32
+    fwd_tol, grad_tol = TOL[dtype] if dtype != torch.float32 else (5e-3, 3e-2)  # fp32 dots run as tf32
     for bias in (None, b):
         out, grads = run(linear_cross_entropy, hidden, weight, labels, bias, backend="triton", **kw)
         ref, ref_grads = run(linear_cross_entropy_reference, hidden.double(), weight.double(), labels,
