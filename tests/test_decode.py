@@ -45,7 +45,12 @@ def random_logits(g, B, V, dtype, scale=2.0):
     return x.to(dtype)
 
 
-def run_pair(seed, B, V, steps, dtype, vocab_size=None, row_pad=0):
+# One-token wait, no delimiter completion, two end-of-thinking ids: the other branches.
+FORCING_SHORT = ForcingTokens(end_think_ids=[3, 9], delimiter_completion_ids=[], wait_ids=[6],
+                              forced_exit_ids=[3], eos_ids=[1], pad_id=2)
+
+
+def run_pair(seed, B, V, steps, dtype, vocab_size=None, row_pad=0, forcing=FORCING):
     """Drives the reference and the CPU twin on the same random logits; asserts exact agreement."""
     g = torch.Generator().manual_seed(seed)
     budget, sampling = random_config(g, B)
@@ -56,8 +61,8 @@ def run_pair(seed, B, V, steps, dtype, vocab_size=None, row_pad=0):
         if vocab_size is not None:
             full[:, vocab_size:] = 100.0  # padded columns must never be read
         x = full[:, :V]  # row stride V + row_pad
-        t_ref, lp_ref = decode_step(x, s_ref, bt, stt, FORCING, vocab_size=vocab_size, backend="torch")
-        t_cpp, lp_cpp = decode_step(x, s_cpp, bt, stt, FORCING, vocab_size=vocab_size, backend="cpp")
+        t_ref, lp_ref = decode_step(x, s_ref, bt, stt, forcing, vocab_size=vocab_size, backend="torch")
+        t_cpp, lp_cpp = decode_step(x, s_cpp, bt, stt, forcing, vocab_size=vocab_size, backend="cpp")
         assert torch.equal(t_ref, t_cpp), (seed, step, t_ref, t_cpp)
         torch.testing.assert_close(lp_cpp, lp_ref, atol=2e-5, rtol=1e-5)
         for name, a, b in zip(D._STATE_FIELDS, s_ref.tensors(), s_cpp.tensors()):
@@ -96,6 +101,12 @@ def test_philox_uniforms_depend_on_seed_and_step_only():
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_twin_matches_reference_multistep(dtype, seed):
     run_pair(seed, B=7, V=61, steps=30, dtype=dtype)
+
+
+@needs_cpp
+def test_twin_matches_reference_short_sequences():
+    s = run_pair(4, B=8, V=30, steps=30, dtype=torch.float32, forcing=FORCING_SHORT)
+    assert int(s.waits_used.sum()) > 0 and int((s.phase != D.THINKING).sum()) > 0
 
 
 @needs_cpp
