@@ -152,17 +152,17 @@ def _topk_triton(x, y, rx, ry, k, exclude_self, block_m):
     dt = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[x.dtype]
     cfg = K.gpu_config(k2, dt)
     if x.device.type == "cpu":  # the interpreter: small tiles keep it fast enough for tests
-        cfg = dict(BLOCK_N=16, BLOCK_M=max(16, k2), BLOCK_D=16, num_warps=4)
+        cfg = dict(BLOCK_N=16, BLOCK_M=32, BLOCK_D=16, num_warps=4)
     if block_m is not None:
-        cfg["BLOCK_M"] = max(block_m, k2)
+        cfg["BLOCK_M"] = max(16, 1 << (block_m - 1).bit_length())  # tl.arange needs a power of two
     keys = torch.empty(n, k2, dtype=torch.int64, device=x.device)
     grid = (triton_cdiv(n, cfg["BLOCK_N"]),)
     K._topk_sim_kernel[grid](
-        x, y, rx, ry, keys, n, m, d, x.stride(0), y.stride(0), keys.stride(0),
+        x, y, rx, ry, keys, n, m, d, k, x.stride(0), y.stride(0), keys.stride(0),
         EXCLUDE_SELF=exclude_self, LOW_PRECISION_DOT=(x.dtype != torch.float32 and x.device.type == "cuda"),
         K=k2, BLOCK_N=cfg["BLOCK_N"], BLOCK_M=cfg["BLOCK_M"], BLOCK_D=cfg["BLOCK_D"],
         num_warps=cfg["num_warps"])
-    return keys[:, :k]
+    return keys[:, k2 - k:]  # sorted descending: the k2 - k unused slots come first
 
 
 def triton_cdiv(a: int, b: int) -> int:

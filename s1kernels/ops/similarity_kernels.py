@@ -1,26 +1,35 @@
 """Triton kernel for blocked cosine top-k: tiles of x @ y.T with a running top-k per row.
 
 No [N, M] matrix exists: a program owns BLOCK_N query rows, streams the pool in BLOCK_M
-tiles (the inner product accumulated over BLOCK_D slices with tl.dot), turns each score into
-a 64-bit key and merges the tile's top-K keys into the running top-K list held in registers.
+tiles (the inner product accumulated over BLOCK_D slices with tl.dot) and keeps each row's
+running top-k in registers as 64-bit keys.
 
-The key packs (score, index) so that one integer comparison orders by higher score first,
+A key packs (score, index) so that one integer comparison orders by higher score first,
 then lower index: high 32 bits = the fp32 score's bits mapped to an order-preserving signed
-int, low 32 bits = 0x7FFFFFFF - index. Keys are unique, so tl.topk (a bitonic network with
-no stable order of its own) returns exactly what the torch reference returns, ties included.
+int, low 32 bits = 0x7FFFFFFF - index. Keys are unique, so the result (ties included) is
+exactly the torch reference's.
+
+Merging a tile is threshold-based insertion, not a sort: a column is a candidate for a row
+when its (score, index) beats the row's current k-th best. Each round takes every row's best
+remaining candidate and writes it over that row's minimum key; rounds repeat while any row
+has a candidate. After the first tiles a tile brings a handful of insertions at most, so a
+tile costs a few fp32 compares and reductions per score instead of a bitonic network.
+The list has K = next power of two >= k slots; slots k..K-1 hold keys above every real key
+that are never the minimum, so exactly k real entries compete. One sort at the end orders
+the list.
 """
 from __future__ import annotations
 
 import triton
 import triton.language as tl
 
-# Key of an excluded or out-of-range column: below every real score.
-KEY_SENTINEL = tl.constexpr(-(2**63))
+KEY_SENTINEL = tl.constexpr(-(2**63))  # + slot: an empty slot, below every real key
+KEY_DEAD = tl.constexpr(2**63 - 1)  # - slot: a slot beyond k, above every real key
 
 
 @triton.jit
 def _topk_sim_kernel(x_ptr, y_ptr, rx_ptr, ry_ptr, keys_ptr,
-                     N, M, D, stride_x, stride_y, stride_k,
+                     N, M, D, k, stride_x, stride_y, stride_k,
                      EXCLUDE_SELF: tl.constexpr, LOW_PRECISION_DOT: tl.constexpr, K: tl.constexpr,
                      BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
     pid = tl.program_id(0)
@@ -28,7 +37,10 @@ def _topk_sim_kernel(x_ptr, y_ptr, rx_ptr, ry_ptr, keys_ptr,
     row_ok = rows < N
     rows64 = rows.to(tl.int64)
     rx = tl.load(rx_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)
-    best = tl.full([BLOCK_N, K], KEY_SENTINEL, tl.int64)
+    slot = tl.arange(0, K).to(tl.int64)
+    init = tl.where(slot < k, KEY_SENTINEL + slot, KEY_DEAD - slot)
+    best = tl.zeros([BLOCK_N, K], dtype=tl.int64) + init[None, :]
+    kmin = tl.min(best, axis=1)
     for m0 in range(0, M, BLOCK_M):
         cols = m0 + tl.arange(0, BLOCK_M)
         col_ok = cols < M
@@ -47,20 +59,33 @@ def _topk_sim_kernel(x_ptr, y_ptr, rx_ptr, ry_ptr, keys_ptr,
             else:
                 acc = tl.dot(a, b, acc, input_precision="ieee")
         ry = tl.load(ry_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
-        # + 0.0 turns -0.0 into +0.0, so equal scores give equal high words.
+        # + 0.0 turns -0.0 into +0.0, so equal scores give equal keys' high words.
         s = acc * rx[:, None] * ry[None, :] + 0.0
-        bits = s.to(tl.int32, bitcast=True)
-        hi = bits ^ ((bits >> 31) & 0x7FFFFFFF)
-        keys = (hi.to(tl.int64) << 32) | (0x7FFFFFFF - cols).to(tl.int64)[None, :]
-        bad = ~col_ok[None, :] | ~row_ok[:, None]
+        valid = col_ok[None, :] & row_ok[:, None]
         if EXCLUDE_SELF:
-            bad = bad | (rows[:, None] == cols[None, :])
-        keys = tl.where(bad, KEY_SENTINEL, keys)
-        # Merge only when some key of the tile beats some row's current K-th best.
-        kth = tl.min(best, axis=1)
-        if tl.max((tl.max(keys, axis=1) > kth).to(tl.int32)) > 0:
-            cand = tl.topk(keys, K, dim=1)
-            best = tl.topk(tl.reshape(tl.join(best, cand), [BLOCK_N, 2 * K]), K, dim=1)
+            valid = valid & (rows[:, None] != cols[None, :])
+        # the row's k-th best as (score, index); an empty slot admits every valid column
+        hi = (kmin >> 32).to(tl.int32)
+        ms = (hi ^ ((hi >> 31) & 0x7FFFFFFF)).to(tl.float32, bitcast=True)
+        mi = 0x7FFFFFFF - (kmin & 0xFFFFFFFF).to(tl.int32)
+        empty = hi == -2147483648
+        cand = valid & (empty[:, None] | (s > ms[:, None]) | ((s == ms[:, None]) & (cols[None, :] < mi[:, None])))
+        while tl.max(tl.max(cand.to(tl.int32), axis=1)) > 0:
+            sc = tl.where(cand, s, float("-inf"))
+            m = tl.max(sc, axis=1)
+            has = tl.max(cand.to(tl.int32), axis=1) > 0
+            idx = tl.min(tl.where(cand & (sc == m[:, None]), cols[None, :], 2147483647), axis=1)
+            mb = m.to(tl.int32, bitcast=True)
+            key = ((mb ^ ((mb >> 31) & 0x7FFFFFFF)).to(tl.int64) << 32) | (0x7FFFFFFF - idx).to(tl.int64)
+            best = tl.where(has[:, None] & (best == kmin[:, None]), key[:, None], best)
+            kmin = tl.min(best, axis=1)
+            hi = (kmin >> 32).to(tl.int32)
+            ms = (hi ^ ((hi >> 31) & 0x7FFFFFFF)).to(tl.float32, bitcast=True)
+            mi = 0x7FFFFFFF - (kmin & 0xFFFFFFFF).to(tl.int32)
+            empty = hi == -2147483648
+            cand = cand & (cols[None, :] != idx[:, None])
+            cand = cand & (empty[:, None] | (s > ms[:, None]) | ((s == ms[:, None]) & (cols[None, :] < mi[:, None])))
+    best = tl.sort(best, dim=1, descending=True)
     kk = tl.arange(0, K)
     tl.store(keys_ptr + rows64[:, None] * stride_k + kk[None, :], best, mask=row_ok[:, None])
 
@@ -70,7 +95,7 @@ def _spec(dtype: str, k: int, block_n: int, block_m: int, block_d: int, num_warp
     return dict(
         kernel="_topk_sim_kernel",
         signature={"x_ptr": ptr, "y_ptr": ptr, "rx_ptr": "*fp32", "ry_ptr": "*fp32", "keys_ptr": "*i64",
-                   "N": "i32", "M": "i32", "D": "i32", "stride_x": "i32", "stride_y": "i32",
+                   "N": "i32", "M": "i32", "D": "i32", "k": "i32", "stride_x": "i32", "stride_y": "i32",
                    "stride_k": "i32", "EXCLUDE_SELF": "constexpr", "LOW_PRECISION_DOT": "constexpr",
                    "K": "constexpr", "BLOCK_N": "constexpr", "BLOCK_M": "constexpr", "BLOCK_D": "constexpr"},
         constexprs={"EXCLUDE_SELF": True, "LOW_PRECISION_DOT": dtype != "fp32", "K": k,
@@ -79,11 +104,11 @@ def _spec(dtype: str, k: int, block_n: int, block_m: int, block_d: int, num_warp
 
 
 def gpu_config(k_pow2: int, dtype: str) -> dict:
-    """Tile sizes used on the GPU for a given power-of-two K (shared with the compile specs)."""
-    block_m = max(64, k_pow2)
+    """Tile sizes used on the GPU for a given power-of-two K (shared with the compile specs).
+    The running list costs BLOCK_N * K int64 registers, so large K takes fewer rows."""
     block_n = 64 if k_pow2 <= 32 else 32
     block_d = 32 if dtype == "fp32" else 64
-    return dict(BLOCK_N=block_n, BLOCK_M=block_m, BLOCK_D=block_d, num_warps=4 if k_pow2 <= 32 else 8)
+    return dict(BLOCK_N=block_n, BLOCK_M=128, BLOCK_D=block_d, num_warps=4 if k_pow2 <= 32 else 8)
 
 
 def _specs():
