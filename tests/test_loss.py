@@ -216,6 +216,30 @@ def test_all_ignored_gives_zero_loss_and_zero_grads(backend, normalize):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_no_tokens_at_all(backend):
+    hidden = torch.randn(0, 16, requires_grad=True)
+    weight = torch.randn(50, 16, requires_grad=True)
+    labels = torch.zeros(0, dtype=torch.long)
+    for reduction, normalize in (("mean", "token"), ("mean", "sequence"), ("sum", "token"), ("none", "token")):
+        out = linear_cross_entropy(hidden, weight, labels, backend=backend, reduction=reduction, normalize=normalize)
+        assert out.shape == (() if reduction != "none" else (0,))
+        assert torch.all(out == 0)
+        out.sum().backward()
+    assert torch.all(weight.grad == 0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_strided_hidden_and_int32_labels(backend):
+    hidden = torch.randn(16, 30)[:, :20].T  # [20, 16], not contiguous
+    weight = torch.randn(50, 16)
+    labels = torch.randint(0, 50, (20,), dtype=torch.int32)
+    labels[3] = IGNORE
+    got = linear_cross_entropy(hidden, weight, labels, backend=backend)
+    ref = linear_cross_entropy_reference(hidden.double(), weight.double(), labels)
+    torch.testing.assert_close(got.double(), ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_num_items_makes_micro_batches_exact(backend):
     hidden, weight, labels, _, cu = make_case(40, 16, 130, torch.float32, segments=6)
     full, full_grads = run(linear_cross_entropy, hidden, weight, labels, None, backend=backend)
