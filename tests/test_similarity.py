@@ -4,6 +4,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings, strategies as st
 
 from s1kernels.ops import similarity as S
 
@@ -263,3 +264,28 @@ def test_greedy_graph_replay_matches_plain_loop():
     rel = torch.rand(5000, generator=torch.Generator().manual_seed(4)).cuda()
     assert torch.equal(S.k_center(x, 200, use_graph=True), S.k_center(x, 200, use_graph=False))
     assert torch.equal(S.mmr(x, rel, 200, 0.6, use_graph=True), S.mmr(x, rel, 200, 0.6, use_graph=False))
+
+
+# ----------------------------------------------------------------------------- properties
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 30), m=st.integers(2, 40), d=st.integers(1, 9), kfrac=st.floats(0, 1),
+       self_mode=st.booleans(), block_m=st.integers(1, 50), seed=st.integers(0, 10_000), ints=st.booleans())
+def test_topk_torch_property(n, m, d, kfrac, self_mode, block_m, seed, ints):
+    g = torch.Generator().manual_seed(seed)
+    make = (lambda r: torch.randint(-2, 3, (r, d), generator=g).float()) if ints else (
+        lambda r: torch.randn(r, d, generator=g))
+    x = make(m if self_mode else n)
+    y = None if self_mode else make(m)
+    x = x[x.norm(dim=1) > 0] if ints else x
+    if y is not None and ints:
+        y = y[y.norm(dim=1) > 0]
+    pool = (x.shape[0] - 1) if self_mode else (0 if y is None else y.shape[0])
+    if x.shape[0] == 0 or pool < 1:
+        return
+    k = 1 + int(kfrac * (pool - 1))
+    got = S.topk_similarity(x, y, k, backend="torch", block_m=block_m)
+    ref = S.topk_similarity_reference(x, y, k)
+    assert_topk_matches(got, ref)
+    if ints:  # exact arithmetic: ties must resolve identically
+        assert torch.equal(got[1], ref[1])
