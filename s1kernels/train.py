@@ -198,11 +198,18 @@ def _publish_final(output: str, state: dict, model_config, tok, dtype) -> None:
     ckpt.fsync_dir(output)
 
 
-def _read_log(path: str, upto_step: int) -> list[dict]:
+def read_log(path: str, upto_step: int) -> list[dict]:
+    """Records of a train_log.jsonl up to `upto_step` (a line cut short by a kill is skipped)."""
     if not os.path.isfile(path):
         return []
+    records = []
     with open(path) as f:
-        return [r for r in (json.loads(line) for line in f if line.strip()) if r["step"] <= upto_step]
+        for line in f:
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut short by a kill
+                continue
+    return [r for r in records if r["step"] <= upto_step]
 
 
 def train(cfg: TrainConfig) -> dict:
@@ -243,7 +250,7 @@ def train(cfg: TrainConfig) -> dict:
             raise FileNotFoundError(f"--resume: no complete checkpoint under {ckpt_dir!r}")
         state = ckpt.load_checkpoint(path, model, optimizer, scheduler)
         start_step = state["step"]
-        log = _read_log(log_path, start_step)
+        log = read_log(log_path, start_step)
         if main:
             print(f"resumed from {path} at step {start_step}", file=sys.stderr)
     if main:
