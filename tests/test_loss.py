@@ -25,7 +25,8 @@ def make_case(n, h, v, dtype, *, vocab_size=None, ignore_frac=0.3, bias=False, s
     b = torch.randn(v, generator=g, dtype=torch.float64) if bias else None
     cu = None
     if segments is not None:
-        cuts = torch.randperm(max(n - 1, 1), generator=g)[:segments - 1] + 1 if n > 1 else torch.zeros(0, dtype=torch.long)
+        cuts = torch.randperm(max(n - 1, 1), generator=g)[:segments - 1] + 1
+        cuts = cuts if n > 1 else torch.zeros(0, dtype=torch.long)
         cu = torch.cat([torch.tensor([0]), cuts.sort().values.clamp(max=n), torch.tensor([n])]).to(torch.int32)
     return hidden.to(dtype), weight.to(dtype), labels, (b.to(dtype) if bias else None), cu
 
@@ -112,7 +113,8 @@ def test_reference_sequence_normalisation_by_hand():
     expected = torch.stack(means).mean()
     got = linear_cross_entropy_reference(hidden, weight, labels, cu_seqlens=cu, normalize="sequence")
     assert torch.allclose(got, expected)
-    got_sum = linear_cross_entropy_reference(hidden, weight, labels, cu_seqlens=cu, normalize="sequence", reduction="sum")
+    got_sum = linear_cross_entropy_reference(hidden, weight, labels, cu_seqlens=cu, normalize="sequence",
+                                             reduction="sum")
     assert torch.allclose(got_sum, torch.stack(means).sum())
 
 

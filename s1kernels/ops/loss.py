@@ -103,7 +103,8 @@ def _check_inputs(hidden, weight, labels, bias, cu_seqlens, num_items, ignore_in
         if reduction != "mean":
             raise ValueError(f"num_items: only applies to reduction='mean', got reduction={reduction!r}")
         if not isinstance(num_items, Tensor):
-            raise TypeError(f"num_items: expected a tensor with one element (kept on device), got {type(num_items).__name__}")
+            raise TypeError("num_items: expected a tensor with one element (kept on device), "
+                            f"got {type(num_items).__name__}")
         if num_items.numel() != 1:
             raise ValueError(f"num_items: expected one element, got shape {tuple(num_items.shape)}")
         if num_items.device != hidden.device:
@@ -373,8 +374,9 @@ def _lce_backward_op(grad: Tensor, hidden: Tensor, weight: Tensor, labels: Tenso
 def _(grad, hidden, weight, labels, bias, lse, ignore_index, z_loss, softcap, vocab_size, backend, chunk_tokens,
       need_hidden, need_weight):
     gb = torch.empty_like(bias) if bias is not None and need_weight else hidden.new_empty(0)
-    return (torch.empty_like(hidden) if need_hidden else hidden.new_empty(0), torch.empty_like(weight) if need_weight else hidden.new_empty(0),
-            gb)
+    gh = torch.empty_like(hidden) if need_hidden else hidden.new_empty(0)
+    gw = torch.empty_like(weight) if need_weight else hidden.new_empty(0)
+    return gh, gw, gb
 
 
 def _setup_context(ctx, inputs, output):
