@@ -181,9 +181,10 @@ def test_triton_half(dtype, opt):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_triton_several_vocab_chunks(monkeypatch, dtype):
     # A tiny workspace forces many vocab chunks: the dH accumulator's first/middle/last steps.
+    # N=100 (about 70 trained) also gives the grouped tile order a full and a partial group.
     monkeypatch.setattr(K, "WORKSPACE_BYTES", 1)
     fwd_tol, grad_tol = TOL[dtype]
-    check_against_reference(29, 32, 200, dtype, "triton", fwd_tol=fwd_tol, grad_tol=grad_tol, **options("all", 200))
+    check_against_reference(100, 32, 200, dtype, "triton", fwd_tol=fwd_tol, grad_tol=grad_tol, **options("all", 200))
 
 
 def test_compaction_lists_trained_rows_first():
