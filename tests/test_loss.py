@@ -355,7 +355,7 @@ def test_torch_compile_fullgraph():
     hidden, weight, labels, _, cu = make_case(24, 16, 130, torch.float32, segments=3)
 
     def step(h, w, y, cu):
-        return linear_cross_entropy(h, w, y, cu_seqlens=cu, normalize="sequence", z_loss=1e-3, backend="chunked",
+        return linear_cross_entropy(h, w, y, cu_seqlens=cu, normalize="sequence", z_loss=1e-3, backend="auto",
                                     validate=False)
 
     # aot_eager: dynamo + AOTAutograd trace the op (fake impl, registered backward) without
