@@ -302,6 +302,18 @@ def test_module_wraps_the_function():
     torch.testing.assert_close(mod(hidden, weight, labels, cu_seqlens=cu), expected)
 
 
+def test_autocast_casts_fp32_operands_like_linear():
+    hidden, weight, labels, _, _ = make_case(19, 16, 130, torch.float32)
+    h = hidden.clone().requires_grad_()
+    w = weight.clone().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = linear_cross_entropy(h, w, labels)
+    loss.backward()
+    expected = linear_cross_entropy(hidden.bfloat16(), weight.bfloat16(), labels)
+    torch.testing.assert_close(loss, expected)
+    assert h.grad.dtype == torch.float32 and w.grad.dtype == torch.float32
+
+
 def test_auto_backend_on_cpu_is_chunked():
     assert L.resolve_backend("auto", torch.device("cpu")) == "chunked"
 

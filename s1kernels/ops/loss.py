@@ -19,6 +19,7 @@ Structure (one file, like Liger-Kernel: kernels next to their autograd wiring):
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Optional
 
@@ -341,13 +342,19 @@ def _impl_backward(grad, hidden, weight, labels, bias, lse, ignore_index, z_loss
                            max(chunk, 1), need_hidden, need_weight)
 
 
+def _no_autocast(t):
+    return torch.autocast(t.device.type, enabled=False) if t.device.type in ("cuda", "cpu") \
+        else contextlib.nullcontext()
+
+
 @torch.library.custom_op("s1kernels::linear_cross_entropy", mutates_args=())
 def _lce_op(hidden: Tensor, weight: Tensor, labels: Tensor, bias: Optional[Tensor], ignore_index: int,
             z_loss: float, softcap: float, vocab_size: int, backend: str,
             chunk_tokens: int) -> tuple[Tensor, Tensor, Tensor]:
     """Per-token loss (0 where ignored), logsumexp (0 where ignored) and argmax (-1 where ignored)."""
-    return _impl_forward(hidden, weight, labels, bias, ignore_index, z_loss, softcap or None, vocab_size,
-                         backend, chunk_tokens or None)
+    with _no_autocast(hidden):  # the fp32 math inside must stay fp32
+        return _impl_forward(hidden, weight, labels, bias, ignore_index, z_loss, softcap or None, vocab_size,
+                             backend, chunk_tokens or None)
 
 
 @_lce_op.register_fake
@@ -366,8 +373,9 @@ def _lce_backward_op(grad: Tensor, hidden: Tensor, weight: Tensor, labels: Tenso
 
     `need_weight` covers weight and bias; a gradient not needed (or no bias) comes back as [0].
     """
-    return _impl_backward(grad.contiguous(), hidden, weight, labels, bias, lse, ignore_index, z_loss,
-                          softcap or None, vocab_size, backend, chunk_tokens or None, need_hidden, need_weight)
+    with _no_autocast(hidden):
+        return _impl_backward(grad.contiguous(), hidden, weight, labels, bias, lse, ignore_index, z_loss,
+                              softcap or None, vocab_size, backend, chunk_tokens or None, need_hidden, need_weight)
 
 
 @_lce_backward_op.register_fake
@@ -403,6 +411,21 @@ _lce_op.register_autograd(_backward, setup_context=_setup_context)
 # ----------------------------------------------------------------------------------------
 # Public API
 # ----------------------------------------------------------------------------------------
+
+def _autocast(hidden, weight, bias):
+    """Under torch.autocast, cast like F.linear does: fp32 operands to the autocast dtype."""
+    if not isinstance(hidden, Tensor) or not isinstance(weight, Tensor):
+        return hidden, weight, bias
+    dev = hidden.device.type
+    if dev not in ("cuda", "cpu") or not torch.is_autocast_enabled(dev):
+        return hidden, weight, bias
+    dt = torch.get_autocast_dtype(dev)
+
+    def cast(t):
+        return t.to(dt) if isinstance(t, Tensor) and t.dtype == torch.float32 else t
+
+    return cast(hidden), cast(weight), cast(bias)
+
 
 def resolve_backend(backend: str, device: torch.device) -> str:
     """auto -> "triton" on CUDA, "chunked" on CPU; checks that an explicit choice can run."""
@@ -444,11 +467,15 @@ def linear_cross_entropy(hidden: Tensor, weight: Tensor, labels: Tensor, *, cu_s
             GPU). Default: True on CPU, False on CUDA.
         chunk_tokens: tokens per chunk of the chunked path (default: about 64M logits).
 
+    Under `torch.autocast`, fp32 hidden/weight/bias are cast to the autocast dtype first (as
+    `F.linear` would be); the loss itself is always computed in fp32.
+
     Returns:
         The loss (fp32), or `(loss, stats)` with `return_stats=True`.
     """
     if validate is None:
         validate = hidden.device.type == "cpu" if isinstance(hidden, Tensor) else True
+    hidden, weight, bias = _autocast(hidden, weight, bias)
     vocab_size = _check_inputs(hidden, weight, labels, bias, cu_seqlens, num_items, ignore_index, reduction,
                                normalize, z_loss, softcap, vocab_size, backend, validate)
     impl = resolve_backend(backend, hidden.device)
