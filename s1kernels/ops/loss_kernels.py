@@ -5,7 +5,7 @@ fixed-shape scatter on device, no host sync) and stores their count in a device 
 every kernel reads that count and its token blocks past it exit at once (the dW kernel loops
 over exactly that many tokens).
 
-Forward (`_lce_fwd_kernel`, grid = token blocks x vocab splits): each program walks its share
+Forward (`_lce_fwd_kernel`, grid = vocab splits x token blocks): each program walks its share
 of the vocab tiles; for a tile it computes the [BLOCK_N, BLOCK_V] logits with `tl.dot` over
 BLOCK_H slices of H (input dtype operands, fp32 accumulator), applies bias and softcap, and
 folds the tile into a running max / sum-of-exp (online logsumexp), the target logit and the
@@ -14,7 +14,9 @@ running argmax. The splits' partial results ([splits, N] fp32) are combined in t
 Backward walks the vocabulary in chunks of `cw` columns, with one bounded workspace
 `ws` [N, CHUNK] in the input dtype (default budget WORKSPACE_BYTES):
   1. `_lce_dlogits_kernel` recomputes the logits tile by tile and writes
-     dlogits = g_t * (softmax * (1 + 2 z_loss lse) - onehot) * softcap' into `ws`.
+     dlogits = g_t * (softmax * (1 + 2 z_loss lse) - onehot) * softcap' into `ws`, divided
+     by max|g| (multiplied back in the fp32 epilogues of 2 and 3) so that fp16 does not
+     underflow when g is as small as 1/num_items.
   2. `_lce_dh_kernel`: dH += ws @ W[chunk] (fp32 accumulator [N, H] across chunks, written
      once in the input dtype after the last chunk, scattered back to the token's row).
   3. `_lce_dw_kernel`: dW[chunk] = ws^T @ H over all trained tokens in one pass, so each
@@ -177,7 +179,7 @@ def _lce_dlogits_kernel(h_ptr, w_ptr, b_ptr, rows_ptr, lab_ptr, count_ptr, lse_p
 
 
 @triton.jit
-def _lce_dh_kernel(ws_ptr, w_ptr, rows_ptr, count_ptr, acc_ptr, gh_ptr,
+def _lce_dh_kernel(ws_ptr, w_ptr, rows_ptr, count_ptr, scale_ptr, acc_ptr, gh_ptr,
                    N, H, v0, cw, stride_ws, stride_w, stride_gh,
                    FIRST: tl.constexpr, LAST: tl.constexpr, DOT_F32: tl.constexpr,
                    BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
@@ -214,6 +216,7 @@ def _lce_dh_kernel(ws_ptr, w_ptr, rows_ptr, count_ptr, acc_ptr, gh_ptr,
         if not FIRST:
             acc += tl.load(acc_ptr + acc_offs, mask=mask, other=0.0).to(tl.float32)
         if LAST:
+            acc = acc * tl.load(scale_ptr)
             rows = tl.load(rows_ptr + offs_n, mask=mask_n, other=0).to(tl.int64)
             tl.store(gh_ptr + rows[:, None] * stride_gh + offs_h[None, :], acc.to(gh_ptr.dtype.element_ty), mask=mask)
         else:
@@ -221,7 +224,7 @@ def _lce_dh_kernel(ws_ptr, w_ptr, rows_ptr, count_ptr, acc_ptr, gh_ptr,
 
 
 @triton.jit
-def _lce_dw_kernel(ws_ptr, h_ptr, rows_ptr, count_ptr, gw_ptr, gb_ptr,
+def _lce_dw_kernel(ws_ptr, h_ptr, rows_ptr, count_ptr, scale_ptr, gw_ptr, gb_ptr,
                    H, v0, cw, stride_ws, stride_h, stride_gw,
                    HAS_BIAS: tl.constexpr, DOT_F32: tl.constexpr,
                    BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
@@ -255,12 +258,14 @@ def _lce_dw_kernel(ws_ptr, h_ptr, rows_ptr, count_ptr, gw_ptr, gb_ptr,
             a = a.to(tl.float32)
             b = b.to(tl.float32)
         acc = tl.dot(tl.trans(a), b, acc)
+    scale = tl.load(scale_ptr)
+    acc = acc * scale
     gw_rows = (v0 + offs_c).to(tl.int64)
     tl.store(gw_ptr + gw_rows[:, None] * stride_gw + offs_h[None, :], acc.to(gw_ptr.dtype.element_ty),
              mask=mask_c[:, None] & mask_h[None, :])
     if HAS_BIAS:
         if pid_h == 0:
-            tl.store(gb_ptr + v0 + offs_c, dbias.to(gb_ptr.dtype.element_ty), mask=mask_c)
+            tl.store(gb_ptr + v0 + offs_c, (dbias * scale).to(gb_ptr.dtype.element_ty), mask=mask_c)
 
 
 def _spec(kernel, sig, constexprs, cfg):
@@ -284,13 +289,15 @@ def _dlogits_sig(dt):
 
 
 def _dh_sig(dt):
-    return {"ws_ptr": f"*{dt}", "w_ptr": f"*{dt}", "rows_ptr": "*i32", "count_ptr": "*i32", "acc_ptr": "*fp32",
+    return {"ws_ptr": f"*{dt}", "w_ptr": f"*{dt}", "rows_ptr": "*i32", "count_ptr": "*i32", "scale_ptr": "*fp32",
+            "acc_ptr": "*fp32",
             "gh_ptr": f"*{dt}", "N": "i32", "H": "i32", "v0": "i32", "cw": "i32", "stride_ws": "i32", "stride_w": "i32",
             "stride_gh": "i32"}
 
 
 def _dw_sig(dt):
-    return {"ws_ptr": f"*{dt}", "h_ptr": f"*{dt}", "rows_ptr": "*i32", "count_ptr": "*i32", "gw_ptr": f"*{dt}",
+    return {"ws_ptr": f"*{dt}", "h_ptr": f"*{dt}", "rows_ptr": "*i32", "count_ptr": "*i32", "scale_ptr": "*fp32",
+            "gw_ptr": f"*{dt}",
             "gb_ptr": f"*{dt}", "H": "i32", "v0": "i32", "cw": "i32", "stride_ws": "i32", "stride_h": "i32",
             "stride_gw": "i32"}
 
@@ -424,7 +431,13 @@ def backward(grad, hidden, weight, labels, bias, lse, ignore_index, z_loss, soft
     cfgs = _config(dev, hidden.dtype)
     dot_f32 = _dot_f32(dev, hidden.dtype)
     rows, lab, count, _, _ = _compact(labels, ignore_index)
-    g_c = grad.to(torch.float32).gather(0, rows.long())
+    # dlogits go to the workspace divided by the largest per-token gradient and the dH / dW
+    # epilogues multiply it back: with a 1/num_items of 1e-6, g * softmax would underflow in
+    # an fp16 workspace.
+    g = grad.to(torch.float32)
+    g_max = g.abs().amax() if n > 0 else g.new_ones(())
+    scale = torch.where(g_max > 0, g_max, torch.ones_like(g_max)).reshape(1)
+    g_c = g.gather(0, rows.long()) / scale
     lse_c = lse.to(torch.float32).gather(0, rows.long())
     grad_hidden = torch.zeros_like(hidden) if need_hidden else hidden.new_empty(0)
     # Rows past vocab_size get no kernel write: zero them up front.
@@ -452,12 +465,12 @@ def backward(grad, hidden, weight, labels, bias, lse, ignore_index, z_loss, soft
             **_blocks(c1), **_launch_opts(c1))
         if need_hidden:
             _lce_dh_kernel[(triton.cdiv(n, c2["BLOCK_N"]) * triton.cdiv(h, c2["BLOCK_H"]),)](
-                ws, weight, rows, count, acc, grad_hidden, n, h, v0, cw, ws.stride(0), weight.stride(0),
+                ws, weight, rows, count, scale, acc, grad_hidden, n, h, v0, cw, ws.stride(0), weight.stride(0),
                 grad_hidden.stride(0), FIRST=c == 0, LAST=c == n_chunks - 1, DOT_F32=dot_f32,
                 **_blocks(c2), **_launch_opts(c2))
         if need_weight:
             _lce_dw_kernel[(triton.cdiv(cw, c3["BLOCK_V"]) * triton.cdiv(h, c3["BLOCK_H"]),)](
-                ws, hidden, rows, count, grad_weight, gb_arg, h, v0, cw, ws.stride(0), hidden.stride(0),
+                ws, hidden, rows, count, scale, grad_weight, gb_arg, h, v0, cw, ws.stride(0), hidden.stride(0),
                 grad_weight.stride(0), HAS_BIAS=bias is not None, DOT_F32=dot_f32,
                 **_blocks(c3), **_launch_opts(c3))
     return grad_hidden, grad_weight, grad_bias
