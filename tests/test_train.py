@@ -109,11 +109,11 @@ def test_fsdp_two_ranks_match_single_process(tmp_path):
 
 
 def test_sigkill_then_resume_gives_the_same_loss_curve(tmp_path):
-    steps, every = 120, 10
-    _, reference = _run_inprocess(tmp_path, "ref", max_steps=steps, save_every=every, synthetic_rows=200)
+    steps, every = 60, 5
+    _, reference = _run_inprocess(tmp_path, "ref", max_steps=steps, save_every=every, synthetic_rows=100)
     out = str(tmp_path / "killed")
     cmd = [sys.executable, "-m", "s1kernels.train", "--output", out, "--max-steps", str(steps),
-           "--save-every", str(every), *TINY_FLAGS, "--synthetic-rows", "200"]
+           "--save-every", str(every), *TINY_FLAGS, "--synthetic-rows", "100"]
     proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     ckdir = os.path.join(out, "checkpoints")
     deadline = time.time() + 180
