@@ -46,7 +46,7 @@ def test_save_and_from_folder(tok, tmp_path):
     cfg = json.loads((tmp_path / "tokenizer_config.json").read_text())
     assert cfg["chat_template"]
     tok2 = S1Tokenizer.from_folder(tmp_path)
-    text = prompt_text("Start 1\nA + 2\nResult mod 10 ?", tok)
+    text = prompt_text("Start 1\nA + 2 = ?\nResult mod 10 ?", tok)
     assert tok2.encode(text) == tok.encode(text)
     assert (tok2.vocab_size, tok2.pad_id, tok2.eos_ids) == (tok.vocab_size, tok.pad_id, tok.eos_ids)
     with pytest.raises(ValueError, match="tokenizer.json"):
@@ -89,7 +89,7 @@ def test_hf_folder_with_chat_template(tok, tmp_path):
 
 
 def test_render_sample_mask_and_text(tok):
-    q, thinking, ans = "Start 4\nA + 5\nResult mod 10 ?", ["Start 4", "A + 5 = 9"], "9"
+    q, thinking, ans = "Start 4\nA + 5 = ?\nResult mod 10 ?", ["Start 4", "A + 5 = 9"], "9"
     ids, mask = render_sample(tok, q, thinking, ans)
     assert len(ids) == len(mask)
     prompt = prompt_text(q, tok)
@@ -115,22 +115,23 @@ def test_synthetic_rows_are_consistent():
         assert set(r) >= {"question", "thinking_trajectories", "attempt", "answer"}
         trace = r["thinking_trajectories"]
         q_lines = r["question"].split("\n")
-        assert 4 <= len(trace) - 1 <= 8 and trace[0] == q_lines[0]
+        assert len(trace) - 1 == 6 and trace[0] == q_lines[0]
         assert synthetic.solve(r["question"]) == r["answer"] == r["attempt"]
         value = int(trace[0].split()[1])
         for q_line, line in zip(q_lines[1:], trace[1:]):
             # a trace line restates its question line, then gives the running result mod 10
             label, op, x, eq, result = line.split()
-            assert f"{label} {op} {x}" == q_line and eq == "="
+            assert f"{label} {op} {x} = ?" == q_line and eq == "="
             value = (value + int(x)) % 10 if op == "+" else (value - int(x)) % 10
             assert result == str(value)
         assert str(value) == r["answer"]
         counts[r["answer"]] = counts.get(r["answer"], 0) + 1
     # answers are spread over the 10 digits: a guess is right ~10% of the time
     assert len(counts) == 10 and max(counts.values()) < 0.2 * len(rows)
-    mixed = make_rows(50, seed=1, ops="+-")
+    mixed = make_rows(50, seed=1, ops="+-", min_steps=4, max_steps=8)
     assert all(synthetic.solve(r["question"]) == r["answer"] for r in mixed)
     assert any(" - " in r["question"] for r in mixed)
+    assert {len(r["thinking_trajectories"]) - 1 for r in mixed} == {4, 5, 6, 7, 8}
     with pytest.raises(ValueError, match="ops"):
         make_rows(1, ops="/")
     with pytest.raises(ValueError, match="min_steps"):
@@ -142,7 +143,7 @@ def test_synthetic_rows_are_consistent():
 def test_sequences_are_short(tok):
     lens = [len(render_sample(tok, r["question"], r["thinking_trajectories"], r["attempt"])[0])
             for r in make_rows(200, seed=0)]
-    assert max(lens) <= 110 and sum(lens) / len(lens) < 95
+    assert set(lens) == {101}  # 6 steps: every trace line sits at the same distance from its question line
 
 
 def test_check_answer():
@@ -190,3 +191,20 @@ def test_matches_transformers_chat_rendering(tok, tmp_path):
         ids, _ = render_sample(ours, row["question"], row["thinking_trajectories"], row["attempt"], system=system)
         assert ids == hf(prompt + reply, add_special_tokens=False)["input_ids"]
         assert ours.decode(ids) == hf.decode(ids)
+
+
+def test_trace_lines_copy_their_question_line_at_one_distance(tok):
+    # The property that makes the task quick to learn: with a fixed step count, every trace
+    # token except the results equals the token one fixed distance earlier in the question.
+    distances = set()
+    for r in make_rows(30, seed=2):
+        ids, mask = render_sample(tok, r["question"], r["thinking_trajectories"], r["attempt"])
+        start = tok.token_to_id("Start")
+        q0, t0 = [i for i, t in enumerate(ids) if t == start]
+        d = t0 - q0
+        distances.add(d)
+        n_trace = sum(len(tok.encode(line + "\n")) for line in r["thinking_trajectories"])
+        for t in range(t0, t0 + n_trace):
+            if tok.id_to_token(ids[t - 1]) != "Ġ=":  # result tokens are computed, not copied
+                assert ids[t] == ids[t - d]
+    assert len(distances) == 1

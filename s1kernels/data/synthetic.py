@@ -1,23 +1,27 @@
 """The built-in reasoning task: a chain of single-digit steps mod 10.
 
-A question gives a start digit and 4-8 labelled steps, one per line; the thinking trace
-restates the start and then works one step per line, giving the running result mod 10:
+A question gives a start digit and labelled steps, one per line; the thinking trace
+restates the start, then fills in each step line with the running result mod 10:
 
     question          thinking
     Start 3           Start 3
-    A + 7             A + 7 = 0
-    B + 2             B + 2 = 2
-    C + 9             C + 9 = 1
-    D + 5             D + 5 = 6      answer: 6
+    A + 7 = ?         A + 7 = 0
+    B + 2 = ?         B + 2 = 2
+    C + 9 = ?         C + 9 = 1
+    D + 5 = ?         D + 5 = 6
+    E + 4 = ?         E + 4 = 0
+    F + 8 = ?         F + 8 = 8      answer: 8
     Result mod 10 ?
 
-The layout is chosen so every token of the trace is easy for a tiny decoder: a line's
-operation follows its label exactly as in the question (a plain induction copy), and the
-result depends only on tokens at fixed distances (the operation and operand just before it,
-the previous result one line up). The answer is a uniformly distributed digit that depends
-on every step, so a model whose thinking is cut short guesses (~10%), and accuracy rises
-with how much of the trace it may write: what budget forcing needs. A sample is 69-109
-tokens with the default tokenizer.
+The layout is chosen so every token of the trace is easy for a tiny decoder. With the
+same number of steps in every question (the default, 6), each trace line sits at one fixed
+distance after its question line, so restating it is a plain fixed-offset copy, and the
+result depends only on tokens at fixed distances (the operand just before it, the previous
+result one line up). The answer is a uniformly distributed digit that depends on every
+step, so a model whose thinking is cut short guesses (~10%), and accuracy rises with the
+thinking budget: what budget forcing needs. A sample is 93 tokens with the default
+tokenizer (6 steps; each step adds 10). Mixed step counts (min_steps < max_steps) make a
+smoother accuracy-vs-budget curve but a harder task, since the copy distance then varies.
 """
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ STEP_LABELS = "ABCDEFGHIJKLMNOP"
 _OPS = {"+": lambda a, b: (a + b) % 10, "-": lambda a, b: (a - b) % 10, "*": lambda a, b: (a * b) % 10}
 
 
-def make_row(rng: random.Random, min_steps: int = 4, max_steps: int = 8, ops: str = "+") -> dict:
+def make_row(rng: random.Random, min_steps: int = 6, max_steps: int = 6, ops: str = "+") -> dict:
     """One task row from `rng` (see `make_rows`)."""
     n = rng.randint(min_steps, max_steps)
     value = rng.randrange(10)
@@ -38,7 +42,7 @@ def make_row(rng: random.Random, min_steps: int = 4, max_steps: int = 8, ops: st
         op = rng.choice(ops)
         x = rng.randrange(10)
         label = STEP_LABELS[k]
-        q_lines.append(f"{label} {op} {x}")
+        q_lines.append(f"{label} {op} {x} = ?")
         new = _OPS[op](value, x)
         trace.append(f"{label} {op} {x} = {new}")
         value = new
@@ -47,7 +51,7 @@ def make_row(rng: random.Random, min_steps: int = 4, max_steps: int = 8, ops: st
     return {"question": "\n".join(q_lines), "thinking_trajectories": trace, "attempt": answer, "answer": answer}
 
 
-def make_rows(n: int, seed: int = 0, min_steps: int = 4, max_steps: int = 8, ops: str = "+") -> list[dict]:
+def make_rows(n: int, seed: int = 0, min_steps: int = 6, max_steps: int = 6, ops: str = "+") -> list[dict]:
     """`n` rows of the built-in task, deterministic in `seed`.
 
     Each row has `question`, `thinking_trajectories` (the start line, then one line per
@@ -91,7 +95,7 @@ def solve(question: str) -> str:
         raise ValueError(f"question: expected a first line 'Start <digit>', got {lines[0]!r}")
     value = int(m.group(1))
     for line in lines[1:]:
-        s = re.fullmatch(r"[A-Z] ([-+*]) (\d)", line)
+        s = re.fullmatch(r"[A-Z] ([-+*]) (\d) = \?", line)
         if s:
             value = _OPS[s.group(1)](value, int(s.group(2)))
     return str(value)
