@@ -211,3 +211,11 @@ def test_errors_are_clear(tmp_path):
     rows.write_text(json.dumps({"question": "q", "thinking": "t", "answer": "1"}) + "\n")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         train(TrainConfig(**{**TINY, "data": str(tmp_path / "nope.jsonl"), "output": str(tmp_path / "o")}))
+
+
+def test_resume_refuses_a_different_global_batch(tmp_path):
+    _run_inprocess(tmp_path, "r", max_steps=2, save_every=1)
+    with pytest.raises(ValueError, match="rows per step"):
+        _run_inprocess(tmp_path, "r", max_steps=4, save_every=1, grad_accum=2, resume="latest")
+    with pytest.raises(FileNotFoundError, match="no complete checkpoint"):
+        _run_inprocess(tmp_path, "fresh", max_steps=2, resume="latest")
