@@ -35,6 +35,7 @@ from s1kernels.generate import (
     delimiters_from_args,
     generate,
     load_model_and_tokenizer,
+    set_cpu_threads,
 )
 
 __all__ = ["EVAL_SEED", "load_eval_rows", "evaluate", "scaling_metrics", "plot_scaling", "main"]
@@ -211,6 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not rows:
         p.error("no rows to evaluate")
     model, tokenizer = load_model_and_tokenizer(args.model, args.device, args.dtype)
+    set_cpu_threads(model, args.threads)
     _, sampling = budget_sampling_from_args(args, max(args.budgets))
     report = evaluate(model, tokenizer, rows, args.budgets, min_thinking_tokens=args.min_thinking_tokens,
                       num_waits=args.num_waits, max_answer_tokens=args.max_answer_tokens, mode=args.mode,

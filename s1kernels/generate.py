@@ -586,6 +586,22 @@ def add_budget_sampling_args(p: argparse.ArgumentParser) -> None:
     r.add_argument("--backend", default="auto", choices=("auto", "cuda", "cpp", "torch"),
                    help="decode step backend")
     r.add_argument("--no-cuda-graph", action="store_true", help="run the decode step eagerly on CUDA")
+    r.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: 1 for models under 20M parameters on CPU, whose ops "
+                        "are too small to split, else torch's default)")
+
+
+def set_cpu_threads(model, threads: int | None) -> None:
+    """Applies --threads: small CPU models run fastest on one thread (and do not stall when
+    other processes share the cores)."""
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"--threads: expected >= 1, got {threads}")
+        torch.set_num_threads(threads)
+        return
+    params = sum(p.numel() for p in model.parameters())
+    if next(model.parameters()).device.type == "cpu" and params < 20_000_000:
+        torch.set_num_threads(1)
 
 
 def _unescape(text: str) -> str:
@@ -643,6 +659,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not prompts:
         p.error("give --prompt or --prompts-file")
     model, tokenizer = load_model_and_tokenizer(args.model, args.device, args.dtype)
+    set_cpu_threads(model, args.threads)
     budget, sampling = budget_sampling_from_args(args, args.max_thinking_tokens)
     stream = len(prompts) == 1 and not args.no_stream and args.output is None
     delims = delimiters_from_args(args)
