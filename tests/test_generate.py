@@ -59,7 +59,8 @@ def forcing(tok):
 
 @pytest.fixture(scope="module")
 def prompts():
-    return [r["question"] for r in make_rows(5, seed=11)]
+    # ragged on purpose: row i keeps its first 3 + i lines, so every prompt length differs
+    return ["\n".join(r["question"].split("\n")[: 3 + i]) for i, r in enumerate(make_rows(5, seed=11))]
 
 
 # ----------------------------------------------------------------------------- the oracle
