@@ -208,3 +208,13 @@ def test_trace_lines_copy_their_question_line_at_one_distance(tok):
             if tok.id_to_token(ids[t - 1]) != "Ġ=":  # result tokens are computed, not copied
                 assert ids[t] == ids[t - d]
     assert len(distances) == 1
+
+
+def test_operand_range():
+    rows = make_rows(200, seed=3)
+    xs = {int(line.split()[2]) for r in rows for line in r["thinking_trajectories"][1:]}
+    assert xs == {1, 2, 3}
+    wide = make_rows(200, seed=3, max_operand=9)
+    assert {int(line.split()[2]) for r in wide for line in r["thinking_trajectories"][1:]} == set(range(1, 10))
+    with pytest.raises(ValueError, match="max_operand"):
+        make_rows(1, max_operand=10)

@@ -4,24 +4,28 @@ A question gives a start digit and labelled steps, one per line; the thinking tr
 restates the start, then fills in each step line with the running result mod 10:
 
     question          thinking
-    Start 3           Start 3
-    A + 7 = ?         A + 7 = 0
-    B + 2 = ?         B + 2 = 2
-    C + 9 = ?         C + 9 = 1
-    D + 5 = ?         D + 5 = 6
-    E + 4 = ?         E + 4 = 0
-    F + 8 = ?         F + 8 = 8      answer: 8
+    Start 8           Start 8
+    A + 3 = ?         A + 3 = 1
+    B + 2 = ?         B + 2 = 3
+    C + 3 = ?         C + 3 = 6
+    D + 1 = ?         D + 1 = 7
+    E + 3 = ?         E + 3 = 0
+    F + 2 = ?         F + 2 = 2      answer: 2
     Result mod 10 ?
 
 The layout is chosen so every token of the trace is easy for a tiny decoder. With the
 same number of steps in every question (the default, 6), each trace line sits at one fixed
 distance after its question line, so restating it is a plain fixed-offset copy, and the
 result depends only on tokens at fixed distances (the operand just before it, the previous
-result one line up). The answer is a uniformly distributed digit that depends on every
-step, so a model whose thinking is cut short guesses (~10%), and accuracy rises with the
-thinking budget: what budget forcing needs. A sample is 93 tokens with the default
-tokenizer (6 steps; each step adds 10). Mixed step counts (min_steps < max_steps) make a
-smoother accuracy-vs-budget curve but a harder task, since the copy distance then varies.
+result one line up). Operands are small (1-3 by default) so the previous result alone
+already narrows the next one to three digits: each input gives a learning signal on its
+own, whereas with operands 0-9 neither input alone says anything about the sum mod 10 and
+a tiny model stalls on that step (as on parity). The answer is uniform over the 10 digits
+(the start is) and depends on every step, so a model whose thinking is cut short must
+guess, and accuracy rises with the thinking budget: what budget forcing needs. A sample
+is 101 tokens with the default tokenizer (6 steps, 39 thinking tokens; each step adds 10).
+Mixed step counts (min_steps < max_steps) make a smoother accuracy-vs-budget curve but a
+harder task, since the copy distance then varies.
 """
 from __future__ import annotations
 
@@ -32,7 +36,8 @@ STEP_LABELS = "ABCDEFGHIJKLMNOP"
 _OPS = {"+": lambda a, b: (a + b) % 10, "-": lambda a, b: (a - b) % 10, "*": lambda a, b: (a * b) % 10}
 
 
-def make_row(rng: random.Random, min_steps: int = 6, max_steps: int = 6, ops: str = "+") -> dict:
+def make_row(rng: random.Random, min_steps: int = 6, max_steps: int = 6, ops: str = "+",
+             max_operand: int = 3) -> dict:
     """One task row from `rng` (see `make_rows`)."""
     n = rng.randint(min_steps, max_steps)
     value = rng.randrange(10)
@@ -40,7 +45,7 @@ def make_row(rng: random.Random, min_steps: int = 6, max_steps: int = 6, ops: st
     trace = [f"Start {value}"]
     for k in range(n):
         op = rng.choice(ops)
-        x = rng.randrange(10)
+        x = rng.randint(1, max_operand)
         label = STEP_LABELS[k]
         q_lines.append(f"{label} {op} {x} = ?")
         new = _OPS[op](value, x)
@@ -51,13 +56,15 @@ def make_row(rng: random.Random, min_steps: int = 6, max_steps: int = 6, ops: st
     return {"question": "\n".join(q_lines), "thinking_trajectories": trace, "attempt": answer, "answer": answer}
 
 
-def make_rows(n: int, seed: int = 0, min_steps: int = 6, max_steps: int = 6, ops: str = "+") -> list[dict]:
+def make_rows(n: int, seed: int = 0, min_steps: int = 6, max_steps: int = 6, ops: str = "+",
+              max_operand: int = 3) -> list[dict]:
     """`n` rows of the built-in task, deterministic in `seed`.
 
     Each row has `question`, `thinking_trajectories` (the start line, then one line per
     step), `attempt` (the answer text trained after "Answer: ") and `answer` (the canonical
     answer, one digit). `ops` picks the step operations among "+", "-", "*" (mod 10);
     the default, addition only, is the quickest to learn ("*" makes 0 and 5 likelier answers).
+    Operands are drawn from 1..`max_operand`.
     """
     if not isinstance(n, int) or n < 0:
         raise ValueError(f"n: expected an int >= 0, got {n!r}")
@@ -68,8 +75,10 @@ def make_rows(n: int, seed: int = 0, min_steps: int = 6, max_steps: int = 6, ops
         )
     if not ops or any(o not in _OPS for o in ops):
         raise ValueError(f"ops: expected a non-empty string of '+', '-', '*', got {ops!r}")
+    if not isinstance(max_operand, int) or not 1 <= max_operand <= 9:
+        raise ValueError(f"max_operand: expected an int in 1..9, got {max_operand!r}")
     rng = random.Random(seed)
-    return [make_row(rng, min_steps, max_steps, ops) for _ in range(n)]
+    return [make_row(rng, min_steps, max_steps, ops, max_operand) for _ in range(n)]
 
 
 _ANSWER_RE = re.compile(r"Answer\s*:\s*(-?\d+)")
