@@ -169,11 +169,15 @@ def plot_scaling(report: dict, path: str, title: str | None = None) -> None:
     fig, ax = plt.subplots(figsize=(5.0, 3.6), dpi=150)
     xs, ys = [p[0] for p in pts], [p[1] for p in pts]
     ax.plot(xs, ys, "-o", color="#2a6fdb", lw=1.8, ms=5)
-    for x, y, b in pts:
-        ax.annotate(f"{b}", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7, color="#555")
+    labels: dict[tuple[float, float], list[str]] = {}
+    for x, y, b in pts:  # budgets that land on the same point share one label
+        labels.setdefault((round(x, 6), round(y, 6)), []).append(str(b))
+    for (x, y), bs in labels.items():
+        ax.annotate("max " + ", ".join(bs), (x, y), textcoords="offset points", xytext=(3, 5), fontsize=7,
+                    color="#555")
     ax.set_xlabel("average thinking time (tokens)")
     ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(0, 100)
+    ax.set_ylim(0, 105)
     ax.grid(alpha=0.3)
     ax.set_title(title or f"budget forcing: accuracy vs thinking tokens ({report['rows']} rows)", fontsize=9)
     fig.tight_layout()
