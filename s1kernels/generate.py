@@ -1,6 +1,6 @@
 """Batched generation with budget forcing: prefill, then one fused decode step per token.
 
-    python -m s1kernels.generate --model runs/default --prompt "Start at 3 ..." --max-thinking-tokens 64
+    python -m s1kernels.generate --model runs/default --prompt $'Start 8\\nA + 7 = ?\\nResult mod 10 ?'
 
 How a batch is decoded:
 
