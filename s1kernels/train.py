@@ -66,6 +66,7 @@ class TrainConfig:
     eval_rows: int = 0  # built-in task only: greedy accuracy on held-out rows at the end
     progress: bool = True
     loss_backend: str = "auto"
+    threads: int | None = None  # CPU threads for torch (None: torch's default)
     # tiny model (used only without --model)
     hidden_size: int = 128
     num_hidden_layers: int = 4
@@ -118,6 +119,7 @@ def parse_args(argv=None) -> TrainConfig:
     p.add_argument("--eval-rows", type=int, help="built-in task: greedy accuracy on N held-out rows at the end")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, help="tqdm progress bar")
     p.add_argument("--loss-backend", help="linear_cross_entropy backend (auto, triton, chunked, torch)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (1 is fastest on a busy machine)")
     for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "intermediate_size"):
         p.add_argument("--" + name.replace("_", "-"), type=int, help="tiny model (without --model)")
     args = vars(p.parse_args(argv))
@@ -218,6 +220,8 @@ def read_log(path: str, upto_step: int) -> list[dict]:
 
 def train(cfg: TrainConfig) -> dict:
     """Runs training as configured; returns a summary dict (on every rank)."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     device, rank, world_size = dist_utils.init()
     main = rank == 0
     bf16 = cfg.bf16 if cfg.bf16 is not None else device.type == "cuda"

@@ -22,8 +22,7 @@ def build_optimizer(model: torch.nn.Module, lr: float, betas, weight_decay: floa
         if p.requires_grad:
             (no_decay if p.dim() < 2 else decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    # foreach=False: the plain loop also works with FSDP2 DTensors on CPU (gloo)
-    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, foreach=None)
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps)
 
 
 def build_scheduler(optimizer, total_steps: int, warmup_steps: int, min_lr_ratio: float = 0.0):
