@@ -208,8 +208,10 @@ class Transformer(nn.Module):
         if cu_seqlens.dim() != 1 or cu_seqlens.numel() < 2:
             raise ValueError(f"cu_seqlens: expected a 1-D tensor [S+1] with S >= 1, got shape {tuple(cu_seqlens.shape)}")
         x = self.embed_tokens(input_ids)
-        cos, sin = rope_cos_sin(position_ids, self.inv_freq, x.dtype if not torch.is_autocast_enabled()
-                                else torch.get_autocast_dtype(x.device.type))
+        dev = x.device.type
+        # under autocast q/k come out of the projections in the autocast dtype: rotate them in it
+        rope_dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
+        cos, sin = rope_cos_sin(position_ids, self.inv_freq, rope_dtype)
         for layer in self.layers:
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
                 x = checkpoint(layer, x, cos, sin, cu_seqlens, max_seqlen, use_reentrant=False)
