@@ -1,6 +1,7 @@
 """Trainer: exact normalisation over accumulation and ranks, FSDP2 on gloo, SIGKILL + resume,
 the CLI's output folder, and clear errors."""
 import json
+import math
 import os
 import signal
 import subprocess
@@ -219,3 +220,30 @@ def test_resume_refuses_a_different_global_batch(tmp_path):
         _run_inprocess(tmp_path, "r", max_steps=4, save_every=1, grad_accum=2, resume="latest")
     with pytest.raises(FileNotFoundError, match="no complete checkpoint"):
         _run_inprocess(tmp_path, "fresh", max_steps=2, resume="latest")
+
+
+def test_trains_from_jsonl_rows_and_packed_shards(tmp_path):
+    from s1kernels.data import make_rows
+    from s1kernels.training.data import pack_samples
+
+    rows = make_rows(30, seed=5)
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    summary, log = _run_inprocess(tmp_path, "jsonl", data=str(path), max_steps=2)
+    assert len(log) == 2 and summary["data"]["samples"] == 30
+    tok = build_default_tokenizer()
+    shards = tmp_path / "packed"
+    packed = pack_samples(rows_to_samples(tok, rows), 512, tok.pad_id)
+    packed.select(slice(0, 2)).save(shards / "shard-00000.safetensors")
+    packed.select(slice(2, None)).save(shards / "shard-00001.safetensors")
+    summary, log = _run_inprocess(tmp_path, "shards", data=str(shards), max_steps=2)
+    assert summary["data"]["block_size"] == 512 and len(log) == 2
+    assert sum(r["items"] for r in log) <= int((packed.labels != -100).sum())
+
+
+def test_bf16_autocast_and_gradient_checkpointing_train(tmp_path):
+    _, log = _run_inprocess(tmp_path, "bf16", max_steps=3, bf16=True, gradient_checkpointing=True)
+    assert all(math.isfinite(r["loss"]) for r in log) and log[-1]["loss"] < log[0]["loss"]
+    cfg = json.load(open(tmp_path / "bf16" / "config.json"))
+    assert cfg["torch_dtype"] == "bfloat16"
+    assert load_model(str(tmp_path / "bf16")).embed_tokens.weight.dtype == torch.float32
