@@ -5,7 +5,9 @@
 
 Data: a JSONL (or Parquet) benchmark with a question (``problem`` or ``question``) and a
 final ``answer`` per row (MATH500 rows; AIME-style integer answers work too), or by default
-held-out rows of the built-in synthetic task (generated with a seed training never uses).
+held-out rows of the built-in synthetic task: generated with a seed training never uses,
+unique, and without the questions the model was trained on (read from the checkpoint's
+train_config.json).
 For every max budget the whole set is generated with budget forcing (``generate``), the
 final answer is extracted from the answer span (``\\boxed{}``, ``Final Answer:``,
 ``Answer:``) and checked against the reference (normalised strings and numbers, math-verify
@@ -38,24 +40,57 @@ from s1kernels.generate import (
     set_cpu_threads,
 )
 
-__all__ = ["EVAL_SEED", "load_eval_rows", "evaluate", "scaling_metrics", "plot_scaling", "main"]
+__all__ = ["EVAL_SEED", "load_eval_rows", "training_questions", "evaluate", "scaling_metrics", "plot_scaling", "main"]
 
 # Held-out rows of the built-in task come from this seed; training draws its rows from
 # other seeds, so the evaluation questions are not the training questions.
 EVAL_SEED = 20_250_131
 
 
-def load_eval_rows(path: str | None = None, limit: int | None = None, num_synthetic: int = 200) -> list[dict]:
+def training_questions(model_dir: str) -> set[str]:
+    """Questions the model in ``model_dir`` was trained on, when it was trained on the built-in
+    task (read from the trainer's train_config.json); empty otherwise."""
+    path = os.path.join(model_dir, "train_config.json")
+    if not os.path.isfile(path):
+        return set()
+    with open(path, encoding="utf-8") as f:
+        cfg = json.load(f)
+    data = cfg.get("data")
+    source = data.get("source", "") if isinstance(data, dict) else ""
+    if not source.startswith("built-in task") or "synthetic_rows" not in cfg or "seed" not in cfg:
+        return set()
+    from s1kernels.data.synthetic import make_rows
+
+    return {r["question"] for r in make_rows(int(cfg["synthetic_rows"]), seed=int(cfg["seed"]))}
+
+
+def load_eval_rows(path: str | None = None, limit: int | None = None, num_synthetic: int = 200,
+                   exclude_questions: set[str] | frozenset = frozenset()) -> list[dict]:
     """Rows ``{"question", "answer"}`` from a benchmark file, or held-out built-in task rows.
 
     A file row needs a question (``problem``, ``question`` or ``prompt``) and an ``answer``
-    (string or number; AIME answers are integers). Other fields are kept.
+    (string or number; AIME answers are integers). Other fields are kept. Built-in rows come
+    from ``EVAL_SEED``, skipping repeated questions and those in ``exclude_questions`` (the
+    training questions: the task's question space is small enough for a training set to
+    cover part of it).
     """
     if path is None:
         from s1kernels.data.synthetic import make_rows
 
-        rows = [{"question": r["question"], "answer": r["answer"]}
-                for r in make_rows(num_synthetic if limit is None else min(limit, num_synthetic), seed=EVAL_SEED)]
+        want = num_synthetic if limit is None else min(limit, num_synthetic)
+        rows, seen, n = [], set(exclude_questions), max(4 * want, 64)
+        for attempt in range(4):
+            for r in make_rows(n, seed=EVAL_SEED + attempt):
+                if len(rows) == want:
+                    break
+                if r["question"] not in seen:
+                    seen.add(r["question"])
+                    rows.append({"question": r["question"], "answer": r["answer"]})
+            if len(rows) == want:
+                break
+        if len(rows) < want:
+            raise ValueError(f"--num-synthetic: found only {len(rows)} built-in questions unseen in training, "
+                             f"asked for {want}")
         return rows
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--data: no file at {path!r}")
@@ -212,7 +247,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--save-rows", action="store_true", help="keep every row's prediction and text in the report")
     args = p.parse_args(argv)
 
-    rows = load_eval_rows(args.data, args.limit, args.num_synthetic)
+    exclude = training_questions(args.model) if args.data is None else set()
+    rows = load_eval_rows(args.data, args.limit, args.num_synthetic, exclude)
     if not rows:
         p.error("no rows to evaluate")
     model, tokenizer = load_model_and_tokenizer(args.model, args.device, args.dtype)
@@ -223,7 +259,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                       sampling=sampling, use_math_verify=not args.no_math_verify, keep_rows=args.save_rows,
                       max_new_tokens=args.max_new_tokens, **delimiters_from_args(args), batch_size=args.batch_size, cuda_graph=not args.no_cuda_graph, backend=args.backend)
     report["model"] = os.path.abspath(args.model)
-    report["data"] = args.data or f"built-in task, seed {EVAL_SEED}"
+    report["data"] = args.data or (f"built-in task, seed {EVAL_SEED}, unique questions"
+                                   + (f", {len(exclude)} training questions excluded" if exclude else ""))
     _print_table(report)
     if args.output:
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)

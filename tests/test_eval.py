@@ -43,12 +43,19 @@ def model_dir(tmp_path_factory, model, tok):
     return str(folder)
 
 
-def test_default_rows_are_held_out_built_in_task():
+def test_default_rows_are_held_out_built_in_task(tmp_path):
     rows = s1eval.load_eval_rows(None, num_synthetic=20)
     assert len(rows) == 20 and all(set(r) == {"question", "answer"} for r in rows)
-    train_questions = {r["question"] for r in make_rows(2000, seed=42)}  # the trainer's default seed
-    assert sum(r["question"] in train_questions for r in rows) <= 1
+    assert len({r["question"] for r in rows}) == 20
     assert s1eval.load_eval_rows(None, limit=5)[:5] == rows[:5]
+    # the training questions of a checkpoint trained on the built-in task are left out
+    (tmp_path / "train_config.json").write_text(json.dumps(
+        {"model": None, "seed": 42, "synthetic_rows": 500, "data": {"source": "built-in task (500 rows, seed 42)"}}))
+    train_qs = s1eval.training_questions(str(tmp_path))
+    assert train_qs == {r["question"] for r in make_rows(500, seed=42)}
+    held_out = s1eval.load_eval_rows(None, num_synthetic=50, exclude_questions=train_qs)
+    assert len(held_out) == 50 and not {r["question"] for r in held_out} & train_qs
+    assert s1eval.training_questions(str(tmp_path / "elsewhere")) == set()
 
 
 def test_rows_from_math500_and_aime_style_files(tmp_path):
