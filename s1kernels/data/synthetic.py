@@ -25,7 +25,8 @@ a tiny model stalls on that step (as on parity). The answer is uniform over the 
 guess, and accuracy rises with the thinking budget: what budget forcing needs. A sample
 is 101 tokens with the default tokenizer (6 steps, 39 thinking tokens; each step adds 10).
 Mixed step counts (min_steps < max_steps) make a smoother accuracy-vs-budget curve but a
-harder task, since the copy distance then varies.
+harder task, since the copy distance then varies. The default question space is small
+(10 starts x 3^6 operand lists = 7,290 questions): evaluate on questions left out of training.
 """
 from __future__ import annotations
 
