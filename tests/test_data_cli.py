@@ -65,3 +65,14 @@ def test_help_runs_as_module(monkeypatch, capsys):
         runpy.run_module("s1kernels.data", run_name="__main__")
     out = capsys.readouterr().out
     assert e.value.code == 0 and "--block-size" in out and "--make-synthetic" in out and "--policy" in out
+
+
+def test_make_synthetic_options(tmp_path, capsys):
+    out = tmp_path / "mixed.jsonl"
+    assert main(["--make-synthetic", "40", "--output", str(out), "--min-steps", "4", "--max-steps", "8",
+                 "--max-operand", "9", "--ops", "+-"]) == 0
+    rows, _ = read_rows(out)
+    assert {len(r["thinking"]) - 1 for r in rows} <= set(range(4, 9)) and len(rows) == 40
+    with pytest.raises(SystemExit):
+        main(["--make-synthetic", "4", "--output", str(out), "--ops", "/"])
+    assert "ops" in capsys.readouterr().err

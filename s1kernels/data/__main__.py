@@ -43,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--make-synthetic", type=int, metavar="N",
                    help="write N rows of the built-in synthetic task to --output (JSONL) and exit")
     p.add_argument("--seed", type=int, default=0, help="seed for --make-synthetic (default: %(default)s)")
+    p.add_argument("--min-steps", type=int, default=6, help="--make-synthetic: fewest steps per question (default: %(default)s)")
+    p.add_argument("--max-steps", type=int, default=6, help="--make-synthetic: most steps per question (default: %(default)s)")
+    p.add_argument("--max-operand", type=int, default=3, help="--make-synthetic: operands are 1..N (default: %(default)s)")
+    p.add_argument("--ops", default="+", help="--make-synthetic: step operations among + - * (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -89,7 +93,12 @@ def main(argv=None) -> int:
     if args.make_synthetic is not None:
         if args.make_synthetic < 0:
             parser.error(f"--make-synthetic: expected N >= 0, got {args.make_synthetic}")
-        write_jsonl(make_rows(args.make_synthetic, seed=args.seed), args.output)
+        try:
+            rows = make_rows(args.make_synthetic, seed=args.seed, min_steps=args.min_steps,
+                             max_steps=args.max_steps, ops=args.ops, max_operand=args.max_operand)
+        except ValueError as e:
+            parser.error(str(e))
+        write_jsonl(rows, args.output)
         print(f"wrote {args.make_synthetic} synthetic rows to {args.output}")
         return 0
     if not args.input:
