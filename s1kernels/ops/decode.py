@@ -596,7 +596,12 @@ def _native_step(fn_name, logits, state_tensors, budget_tensors, sampling_tensor
     tokens = torch.empty(B, dtype=torch.int64, device=logits.device)
     logprobs = torch.empty(B, dtype=torch.float32, device=logits.device)
     ptrs = lambda ts: [t.data_ptr() for t in ts]  # noqa: E731
-    code = getattr(mod, fn_name)(logits.data_ptr(), _DTYPE_CODE[logits.dtype], B, V, logits.stride(0), vocab_size,
+    # a single row's stride(0) is arbitrary (e.g. a transposed [V, 1]) and never used; the native
+    # step takes non-overlapping rows, so an expanded tensor (stride 0) is copied as the reference accepts it
+    if B > 1 and logits.stride(0) < vocab_size:
+        logits = logits.contiguous()
+    row_stride = logits.stride(0) if B > 1 else V
+    code = getattr(mod, fn_name)(logits.data_ptr(), _DTYPE_CODE[logits.dtype], B, V, row_stride, vocab_size,
                                  ptrs(state_tensors), ptrs(budget_tensors), ptrs(sampling_tensors),
                                  table.data_ptr(), list(lengths), pad_id, tokens.data_ptr(), logprobs.data_ptr(),
                                  stream)
