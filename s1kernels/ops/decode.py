@@ -632,9 +632,11 @@ def _decode_step_op(logits: torch.Tensor, phase: torch.Tensor, thinking_tokens: 
         return _reference_step(logits, DecodeState(*state_t), BudgetTensors(*budget_t), SamplingTensors(*sampling_t),
                                forcing_table, forcing_lengths, pad_id, vocab_size)
     if backend == "cuda":
-        stream = torch.cuda.current_stream(logits.device).cuda_stream
-        return _native_step("decode_step_cuda", logits, state_t, budget_t, sampling_t, forcing_table,
-                            forcing_lengths, pad_id, vocab_size, stream)
+        # the kernel launches on the current device, which must be the one owning the stream
+        with torch.cuda.device(logits.device):
+            stream = torch.cuda.current_stream(logits.device).cuda_stream
+            return _native_step("decode_step_cuda", logits, state_t, budget_t, sampling_t, forcing_table,
+                                forcing_lengths, pad_id, vocab_size, stream)
     if backend == "cpp":
         return _native_step("decode_step_cpu", logits, state_t, budget_t, sampling_t, forcing_table,
                             forcing_lengths, pad_id, vocab_size, 0)
