@@ -152,16 +152,18 @@ def _topk_triton(x, y, rx, ry, k, exclude_self, block_m):
     dt = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[x.dtype]
     cfg = K.gpu_config(k2, dt)
     if x.device.type == "cpu":  # the interpreter: small tiles keep it fast enough for tests
-        cfg = dict(BLOCK_N=16, BLOCK_M=32, BLOCK_D=16, num_warps=4)
+        cfg = dict(BLOCK_N=16, BLOCK_M=32, BLOCK_D=16, num_warps=4, num_stages=2)
     if block_m is not None:
-        cfg["BLOCK_M"] = max(16, 1 << (block_m - 1).bit_length())  # tl.arange needs a power of two
+        # tl.arange needs a power of two; block_m only narrows the tile: a wider one is a
+        # register/shared-memory tile (the torch path's 8192-column chunks would not fit on chip)
+        cfg["BLOCK_M"] = min(cfg["BLOCK_M"], max(16, 1 << (block_m - 1).bit_length()))
     keys = torch.empty(n, k2, dtype=torch.int64, device=x.device)
     grid = (triton_cdiv(n, cfg["BLOCK_N"]),)
     K._topk_sim_kernel[grid](
         x, y, rx, ry, keys, n, m, d, k, x.stride(0), y.stride(0), keys.stride(0),
         EXCLUDE_SELF=exclude_self, LOW_PRECISION_DOT=(x.dtype != torch.float32 and x.device.type == "cuda"),
         K=k2, BLOCK_N=cfg["BLOCK_N"], BLOCK_M=cfg["BLOCK_M"], BLOCK_D=cfg["BLOCK_D"],
-        num_warps=cfg["num_warps"])
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     return keys[:, k2 - k:]  # sorted descending: the k2 - k unused slots come first
 
 
@@ -178,7 +180,7 @@ def topk_similarity(x: torch.Tensor, y: torch.Tensor | None = None, k: int = 10,
     first, then lower index. With y=None and exclude_self=True a row never lists itself
     (exclude_self is ignored when y is given). Cosine similarity when normalize=True, inner
     product otherwise. backend: "auto" | "triton" | "torch"; block_m sets the streamed tile
-    width (columns of y per step).
+    width (columns of y per step; the Triton kernel only narrows its tile to it, never widens).
     """
     x = _check_matrix("x", x)
     self_mode = y is None

@@ -90,7 +90,7 @@ def _topk_sim_kernel(x_ptr, y_ptr, rx_ptr, ry_ptr, keys_ptr,
     tl.store(keys_ptr + rows64[:, None] * stride_k + kk[None, :], best, mask=row_ok[:, None])
 
 
-def _spec(dtype: str, k: int, block_n: int, block_m: int, block_d: int, num_warps: int):
+def _spec(dtype: str, k: int, block_n: int, block_m: int, block_d: int, num_warps: int, num_stages: int):
     ptr = "*" + dtype
     return dict(
         kernel="_topk_sim_kernel",
@@ -100,7 +100,7 @@ def _spec(dtype: str, k: int, block_n: int, block_m: int, block_d: int, num_warp
                    "K": "constexpr", "BLOCK_N": "constexpr", "BLOCK_M": "constexpr", "BLOCK_D": "constexpr"},
         constexprs={"EXCLUDE_SELF": True, "LOW_PRECISION_DOT": dtype != "fp32", "K": k,
                     "BLOCK_N": block_n, "BLOCK_M": block_m, "BLOCK_D": block_d},
-        num_warps=num_warps, num_stages=2)
+        num_warps=num_warps, num_stages=num_stages)
 
 
 def gpu_config(k_pow2: int, dtype: str) -> dict:
@@ -108,7 +108,7 @@ def gpu_config(k_pow2: int, dtype: str) -> dict:
     The running list costs BLOCK_N * K int64 registers, so large K takes fewer rows."""
     block_n = 64 if k_pow2 <= 32 else 32
     block_d = 32 if dtype == "fp32" else 64
-    return dict(BLOCK_N=block_n, BLOCK_M=128, BLOCK_D=block_d, num_warps=4 if k_pow2 <= 32 else 8)
+    return dict(BLOCK_N=block_n, BLOCK_M=128, BLOCK_D=block_d, num_warps=4 if k_pow2 <= 32 else 8, num_stages=2)
 
 
 def _specs():
@@ -116,7 +116,7 @@ def _specs():
     out = []
     for dtype, k in (("bf16", 1), ("bf16", 16), ("bf16", 128), ("fp16", 16), ("fp32", 16)):
         c = gpu_config(k, dtype)
-        out.append(_spec(dtype, k, c["BLOCK_N"], c["BLOCK_M"], c["BLOCK_D"], c["num_warps"]))
+        out.append(_spec(dtype, k, c["BLOCK_N"], c["BLOCK_M"], c["BLOCK_D"], c["num_warps"], c["num_stages"]))
     return out
 
 
