@@ -460,7 +460,7 @@ def linear_cross_entropy(hidden: Tensor, weight: Tensor, labels: Tensor, *, cu_s
         softcap: logits become softcap * tanh(logits / softcap) before the softmax.
         vocab_size: rows of `weight` past this index are excluded from the softmax (padded vocab).
         bias: optional [V] lm_head bias.
-        backend: "auto" (Triton on CUDA, chunked on CPU), "triton", "chunked" or "torch".
+        backend: "auto" (Triton on CUDA, chunked on CPU and for fp64), "triton", "chunked" or "torch".
         return_stats: also return a dict with per-token `token_loss`, `logsumexp`, `correct`
             and the token `accuracy` (all detached).
         validate: check label range and cu_seqlens contents (reads device memory, a sync on
@@ -479,6 +479,12 @@ def linear_cross_entropy(hidden: Tensor, weight: Tensor, labels: Tensor, *, cu_s
     vocab_size = _check_inputs(hidden, weight, labels, bias, cu_seqlens, num_items, ignore_index, reduction,
                                normalize, z_loss, softcap, vocab_size, backend, validate)
     impl = resolve_backend(backend, hidden.device)
+    if impl == "triton" and hidden.dtype == torch.float64:
+        # The kernels keep fp32 statistics, so fp64 would come back as fp32 (and not as the
+        # fake impl declares); fp64 is the oracle's precision and goes through torch.
+        if backend != "auto":
+            raise TypeError("backend='triton': float64 inputs are not supported; use 'chunked' or 'torch'")
+        impl = "chunked"
     token_loss, lse, pred = _lce_op(hidden.contiguous(), weight.contiguous(), labels.contiguous(),
                                     bias.contiguous() if bias is not None else None, ignore_index,
                                     float(z_loss), float(softcap or 0.0), vocab_size, impl, int(chunk_tokens or 0))
