@@ -403,7 +403,9 @@ def forward(hidden, weight, labels, bias, ignore_index, z_loss, softcap, vocab_s
             **_blocks(cfg), **_launch_opts(cfg))
     big = mx.max(0).values
     lse_c = big + torch.log((sm * torch.exp(mx - big)).sum(0))
-    pred_c = arg.gather(0, mx.argmax(0, keepdim=True))[0]
+    # Splits interleave the vocab tiles, so the first split holding the max is not the one
+    # with the lowest index: ties go to the lowest index, as in torch.argmax.
+    pred_c = torch.where(mx == big, arg, torch.full_like(arg, torch.iinfo(torch.int32).max)).amin(0)
     loss_c = lse_c - tgt.sum(0) + z_loss * lse_c * lse_c
     zero = torch.zeros((), dtype=torch.float32, device=dev)
     token_loss = torch.where(valid, loss_c[pos], zero)
