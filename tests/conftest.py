@@ -32,3 +32,13 @@ def pytest_collection_modifyitems(config, items):
 def seed():
     torch.manual_seed(1234)
     return 1234
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """The suite's models and kernels run at tiny shapes, where waking a thread pool costs
+    more than the op, and CI runs two test workers on two cores: one thread each."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

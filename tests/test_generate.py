@@ -17,15 +17,6 @@ from s1kernels.model import ModelConfig, Transformer
 from s1kernels.ops.decode import Budget, ForcingTokens, Sampling
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # The model is tiny: one op per thread pool wake-up costs more than the op, and CI runs
-    # two test workers on two cores.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def tok():

@@ -20,14 +20,6 @@ LLAMA = dict(model_type="llama", vocab_size=101, hidden_size=64, intermediate_si
                                original_max_position_embeddings=16))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny shapes: one thread is faster and avoids oversubscribing cores shared by xdist workers."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _randomize(module, seed):
     g = torch.Generator().manual_seed(seed)

@@ -25,14 +25,6 @@ TINY_FLAGS = ["--hidden-size", "32", "--num-hidden-layers", "2", "--intermediate
 ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny shapes: one thread is faster and avoids oversubscribing cores shared by xdist workers."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _log(folder):
     from s1kernels.train import read_log
