@@ -312,7 +312,7 @@ def _compile_specs():
     for dt in ("bf16", "fp16", "fp32"):
         c = CUDA_CONFIG_FP32 if dt == "fp32" else CUDA_CONFIG
         full = dt == "bf16"
-        for bias, cap in ((False, False), (True, True)) if full else ((True, True),):
+        for bias, cap in ((False, False), (True, False), (False, True), (True, True)) if full else ((True, True),):
             flags = dict(HAS_BIAS=bias, HAS_SOFTCAP=cap, DOT_F32=False)
             specs.append(_spec("_lce_fwd_kernel", _fwd_sig(dt), {**flags, **_blocks(c["fwd"])}, c["fwd"]))
             specs.append(_spec("_lce_dlogits_kernel", _dlogits_sig(dt), {**flags, **_blocks(c["dlogits"])},
