@@ -64,7 +64,10 @@ class BuildExt(build_ext):
                 libdirs = [os.path.join(cuda_home, d) for d in ("lib64", "lib", "targets/x86_64-linux/lib")]
                 ext.library_dirs = list(ext.library_dirs or []) + [d for d in libdirs if os.path.isdir(d)]
                 ext.libraries = list(ext.libraries or []) + ["cudart_static", "rt", "pthread", "dl"]
-                ext.define_macros = list(ext.define_macros or []) + [("S1K_WITH_CUDA", "1")]
+                # The arch list goes into the module so the runtime can refuse a GPU that has
+                # no kernel image (the build embeds SASS only, no PTX).
+                ext.define_macros = list(ext.define_macros or []) + [
+                    ("S1K_WITH_CUDA", "1"), ("S1K_CUDA_ARCHS", '"%s"' % ",".join(cuda_archs()))]
         super().build_extensions()
 
     def compile_cuda(self, nvcc, sources, ext):

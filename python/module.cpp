@@ -2,6 +2,8 @@
 // Each family registers its functions from its own bindings file (python/<family>.cpp).
 #include <pybind11/pybind11.h>
 
+#include <string>
+
 #include "s1k/common.h"
 
 namespace py = pybind11;
@@ -17,6 +19,7 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "s1kernels native kernels (CPU twins always; CUDA when built with nvcc)";
 #ifdef S1K_WITH_CUDA
   m.attr("cuda_compiled") = true;
+  m.attr("cuda_archs") = std::string(S1K_CUDA_ARCHS);
   m.def("cuda_device_count", []() {
     int n = 0;
     s1k_cuda_device_count(&n);
@@ -25,6 +28,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("cuda_last_error", []() { return std::string(s1k_cuda_last_error_string()); });
 #else
   m.attr("cuda_compiled") = false;
+  m.attr("cuda_archs") = std::string();
   m.def("cuda_device_count", []() { return 0; });
   m.def("cuda_last_error", []() { return std::string("s1kernels was built without CUDA"); });
 #endif

@@ -55,9 +55,24 @@ def triton_usable(device: torch.device) -> bool:
     return device.type == "cpu" and triton_interpret()
 
 
+def arch_supported(capability: tuple[int, int], archs: str) -> bool:
+    """Whether a build for `archs` ("90a", "80,90a") has a kernel image for a GPU of this
+    compute capability: an "a" arch runs only on its exact capability, a plain one on the
+    same major version at that minor or later (no PTX is embedded to JIT elsewhere)."""
+    major, minor = capability
+    for arch in filter(None, (a.strip() for a in archs.split(","))):
+        exact = arch.endswith("a")
+        a_major, a_minor = int(arch.rstrip("a")[:-1]), int(arch.rstrip("a")[-1])
+        if a_major == major and (a_minor == minor if exact else a_minor <= minor):
+            return True
+    return False
+
+
 def cuda_usable(device: torch.device) -> bool:
     mod = native()
-    return device.type == "cuda" and mod is not None and bool(mod.cuda_compiled)
+    if device.type != "cuda" or mod is None or not mod.cuda_compiled:
+        return False
+    return arch_supported(torch.cuda.get_device_capability(device), mod.cuda_archs)
 
 
 def cpp_usable(device: torch.device) -> bool:
@@ -101,6 +116,10 @@ def why_not(backend: str) -> str:
             return "extension built without CUDA (no nvcc at build time, or S1K_CUDA=0)"
         if not torch.cuda.is_available():
             return "no CUDA device visible to torch"
+        cap = torch.cuda.get_device_capability()
+        if not arch_supported(cap, native().cuda_archs):
+            return (f"the extension was built for sm_{native().cuda_archs} but this GPU is sm_{cap[0]}{cap[1]}: "
+                    f"rebuild with S1K_CUDA_ARCHS={cap[0]}{cap[1]}")
         return "available"
     if backend == "triton":
         if triton_version() is None:
