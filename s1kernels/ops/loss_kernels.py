@@ -269,8 +269,11 @@ def _lce_dw_kernel(ws_ptr, h_ptr, rows_ptr, count_ptr, scale_ptr, gw_ptr, gb_ptr
 
 
 def _spec(kernel, sig, constexprs, cfg):
+    # At real sizes (H = 3584/5120, V = 152,064, contiguous rows) the JIT specialises the
+    # strides, H and V as multiples of 16: compile that, the pipelined variant that runs.
+    div16 = [name for name in sig if name.startswith("stride") or name in ("H", "V")]
     return dict(kernel=kernel, signature={**sig, **{k: "constexpr" for k in constexprs}}, constexprs=constexprs,
-                num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+                num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], divisible_by_16=div16)
 
 
 def _fwd_sig(dt):

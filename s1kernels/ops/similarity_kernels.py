@@ -100,6 +100,8 @@ def _spec(dtype: str, k: int, block_n: int, block_m: int, block_d: int, num_warp
                    "K": "constexpr", "BLOCK_N": "constexpr", "BLOCK_M": "constexpr", "BLOCK_D": "constexpr"},
         constexprs={"EXCLUDE_SELF": True, "LOW_PRECISION_DOT": dtype != "fp32", "K": k,
                     "BLOCK_N": block_n, "BLOCK_M": block_m, "BLOCK_D": block_d},
+        # D = 384/1024 with contiguous rows: the JIT specialises these as multiples of 16.
+        divisible_by_16=["D", "stride_x", "stride_y"],
         num_warps=num_warps, num_stages=num_stages)
 
 
