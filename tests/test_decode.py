@@ -475,3 +475,15 @@ def test_torch_compile_fullgraph_traces_the_step():
         assert torch.equal(t_c, t_e) and torch.equal(l_c, l_e)
     for a, b in zip(s_eager.tensors(), s_comp.tensors()):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_hand_written_cursor_past_its_sequence_reads_inside_the_table(backend):
+    # inject_pos is state this machine writes; one set by hand past the wait sequence (or
+    # negative) is clamped to the token table, the same way in every backend.
+    s = DecodeState.new(3)
+    s.inject_kind.fill_(D.INJECT_WAIT)
+    s.inject_pos.copy_(torch.tensor([0, 50, -3], dtype=torch.int32))
+    tok, _ = decode_step(torch.randn(3, 20), s, Budget().tensors(3, "cpu"), Sampling().tensors(3, "cpu"),
+                         FORCING, backend=backend)
+    assert tok.tolist() == [6, 2, 3]  # first wait id; last table id (an EOS id); first table id

@@ -80,7 +80,12 @@ S1K_HD StepPlan plan_step(RowState& s, const RowBudget& b, const ForcingTable& f
     s.phase = kAnswer;
   }
   if (s.inject_kind != kInjectNone) {
-    p.token = f.ids[f.kind_offset(s.inject_kind) + s.inject_pos];
+    // A state written by hand (not by this machine) may hold a cursor past its sequence:
+    // clamp the read to the table, as the torch reference does, rather than read past it.
+    int32_t at = f.kind_offset(s.inject_kind) + s.inject_pos;
+    const int32_t last = f.off_eos() + f.n_eos - 1;
+    at = at < 0 ? 0 : (at > last ? last : at);
+    p.token = f.ids[at];
     s.event = s.inject_kind == kInjectWait ? kEventWait : s.inject_kind == kInjectDelimiter ? kEventDelimiter : kEventExit;
     if (s.phase == kThinking) s.thinking_tokens += 1;  // only WAIT tokens are injected while thinking
     s.inject_pos += 1;
