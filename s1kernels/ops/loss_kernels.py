@@ -64,6 +64,32 @@ INTERPRETER_CONFIG = dict(
 
 
 @triton.jit
+def _logits_tile(h_ptr, w_ptr, b_ptr, rows, mask_n, offs_v, mask_v, H, stride_h, stride_w, softcap,
+                 HAS_BIAS: tl.constexpr, HAS_SOFTCAP: tl.constexpr, DOT_F32: tl.constexpr,
+                 BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr):
+    """The fp32 [BLOCK_N, BLOCK_V] logits of the given token rows and vocab columns (bias and
+    softcap applied): the forward and the backward recompute the same tile."""
+    acc = tl.zeros([BLOCK_N, BLOCK_V], tl.float32)
+    for k in range(0, H, BLOCK_H):
+        offs_k = k + tl.arange(0, BLOCK_H)
+        mask_k = offs_k < H
+        a = tl.load(h_ptr + rows[:, None] * stride_h + offs_k[None, :],
+                    mask=mask_n[:, None] & mask_k[None, :], other=0.0)
+        b = tl.load(w_ptr + offs_v[:, None].to(tl.int64) * stride_w + offs_k[None, :],
+                    mask=mask_v[:, None] & mask_k[None, :], other=0.0)
+        if DOT_F32:
+            a = a.to(tl.float32)
+            b = b.to(tl.float32)
+        acc = tl.dot(a, tl.trans(b), acc)
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + offs_v, mask=mask_v, other=0.0).to(tl.float32)[None, :]
+    if HAS_SOFTCAP:
+        # softcap * tanh(x / softcap), tanh via exp (no libdevice); saturates to +-1
+        acc = softcap * (1.0 - 2.0 / (tl.exp(2.0 * acc / softcap) + 1.0))
+    return acc
+
+
+@triton.jit
 def _lce_fwd_kernel(h_ptr, w_ptr, b_ptr, rows_ptr, lab_ptr, count_ptr,
                     max_ptr, sum_ptr, tgt_ptr, arg_ptr,
                     N, H, V, stride_h, stride_w, n_split, softcap,
@@ -89,23 +115,8 @@ def _lce_fwd_kernel(h_ptr, w_ptr, b_ptr, rows_ptr, lab_ptr, count_ptr,
         for vt in range(pid_s, n_vt, n_split):
             offs_v = vt * BLOCK_V + tl.arange(0, BLOCK_V)
             mask_v = offs_v < V
-            acc = tl.zeros([BLOCK_N, BLOCK_V], tl.float32)
-            for k in range(0, H, BLOCK_H):
-                offs_k = k + tl.arange(0, BLOCK_H)
-                mask_k = offs_k < H
-                a = tl.load(h_ptr + rows[:, None] * stride_h + offs_k[None, :],
-                            mask=mask_n[:, None] & mask_k[None, :], other=0.0)
-                b = tl.load(w_ptr + offs_v[:, None].to(tl.int64) * stride_w + offs_k[None, :],
-                            mask=mask_v[:, None] & mask_k[None, :], other=0.0)
-                if DOT_F32:
-                    a = a.to(tl.float32)
-                    b = b.to(tl.float32)
-                acc = tl.dot(a, tl.trans(b), acc)
-            if HAS_BIAS:
-                acc += tl.load(b_ptr + offs_v, mask=mask_v, other=0.0).to(tl.float32)[None, :]
-            if HAS_SOFTCAP:
-                # softcap * tanh(x / softcap), tanh via exp (no libdevice); saturates to +-1
-                acc = softcap * (1.0 - 2.0 / (tl.exp(2.0 * acc / softcap) + 1.0))
+            acc = _logits_tile(h_ptr, w_ptr, b_ptr, rows, mask_n, offs_v, mask_v, H, stride_h, stride_w, softcap,
+                               HAS_BIAS, HAS_SOFTCAP, DOT_F32, BLOCK_N, BLOCK_V, BLOCK_H)
             z = tl.where(mask_v[None, :], acc, float("-inf"))
             tile_max = tl.max(z, axis=1)
             new_m = tl.maximum(m, tile_max)
@@ -151,22 +162,8 @@ def _lce_dlogits_kernel(h_ptr, w_ptr, b_ptr, rows_ptr, lab_ptr, count_ptr, lse_p
         offs_v = v0 + offs_c
         mask_c = offs_c < cw
         mask_v = mask_c & (offs_v < V)
-        acc = tl.zeros([BLOCK_N, BLOCK_V], tl.float32)
-        for k in range(0, H, BLOCK_H):
-            offs_k = k + tl.arange(0, BLOCK_H)
-            mask_k = offs_k < H
-            a = tl.load(h_ptr + rows[:, None] * stride_h + offs_k[None, :],
-                        mask=mask_n[:, None] & mask_k[None, :], other=0.0)
-            b = tl.load(w_ptr + offs_v[:, None].to(tl.int64) * stride_w + offs_k[None, :],
-                        mask=mask_v[:, None] & mask_k[None, :], other=0.0)
-            if DOT_F32:
-                a = a.to(tl.float32)
-                b = b.to(tl.float32)
-            acc = tl.dot(a, tl.trans(b), acc)
-        if HAS_BIAS:
-            acc += tl.load(b_ptr + offs_v, mask=mask_v, other=0.0).to(tl.float32)[None, :]
-        if HAS_SOFTCAP:
-            acc = softcap * (1.0 - 2.0 / (tl.exp(2.0 * acc / softcap) + 1.0))
+        acc = _logits_tile(h_ptr, w_ptr, b_ptr, rows, mask_n, offs_v, mask_v, H, stride_h, stride_w, softcap,
+                           HAS_BIAS, HAS_SOFTCAP, DOT_F32, BLOCK_N, BLOCK_V, BLOCK_H)
         p = tl.exp(acc - lse[:, None])
         d = p * (1.0 + 2.0 * z_loss * lse)[:, None] - tl.where(offs_v[None, :] == lab[:, None], 1.0, 0.0)
         d = d * g[:, None]

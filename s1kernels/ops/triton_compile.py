@@ -1,6 +1,8 @@
 """Compile every Triton kernel of s1kernels.ops for an H100 with no GPU present.
 
-Each ops module that defines Triton kernels lists how to compile them in
+A kernel is a module-level `@triton.jit` function whose name ends in `_kernel`; other jit
+functions are device helpers, compiled inside the kernels that call them. Each ops module
+that defines Triton kernels lists how to compile them in
 `TRITON_COMPILE_SPECS`: dicts with `kernel` (the attribute name), `signature` (argument name
 -> Triton type string such as "*bf16", "i32", "fp32", "constexpr"), `constexprs` (name ->
 value) and optionally `num_warps` / `num_stages` and `divisible_by_16` (names of integer
@@ -43,7 +45,8 @@ def compile_all(target=("cuda", 90, 32)) -> list[dict]:
 
     results = []
     for mod in _modules():
-        kernels = {name for name, obj in vars(mod).items() if isinstance(obj, triton.runtime.jit.JITFunction)}
+        kernels = {name for name, obj in vars(mod).items()
+                   if isinstance(obj, triton.runtime.jit.JITFunction) and name.endswith("_kernel")}
         specs = getattr(mod, "TRITON_COMPILE_SPECS", [])
         covered = {s["kernel"] for s in specs}
         for name in sorted(kernels - covered):
