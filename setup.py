@@ -33,6 +33,25 @@ def find_nvcc():
     return None
 
 
+def cudart_dir(nvcc):
+    """The folder holding libcudart_static.a for this nvcc. nvcc on PATH may be a wrapper
+    script (so its realpath says nothing), hence nvcc's own report of its install (TOP)."""
+    homes = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH")]
+    try:
+        out = subprocess.run([nvcc, "--dryrun", "-c", "probe.cu", "-o", "probe.o"], capture_output=True, text=True).stderr
+        homes += [line.split("=", 1)[1].strip() for line in out.splitlines() if line.startswith("#$ TOP=")]
+    except OSError:
+        pass
+    homes += [os.path.dirname(os.path.dirname(os.path.realpath(nvcc))), "/usr/local/cuda"]
+    for home in filter(None, homes):
+        for sub in ("lib64", "lib", os.path.join("targets", "x86_64-linux", "lib"),
+                    os.path.join("targets", "sbsa-linux", "lib")):
+            if os.path.exists(os.path.join(home, sub, "libcudart_static.a")):
+                return os.path.normpath(os.path.join(home, sub))
+    sys.exit(f"nvcc found at {nvcc} but libcudart_static.a was not found under {[h for h in homes if h]}; "
+             "set CUDA_HOME to the CUDA toolkit, or S1K_CUDA=0 to build without CUDA")
+
+
 def cuda_wanted():
     mode = os.environ.get("S1K_CUDA", "auto").lower()
     if mode not in ("auto", "0", "1"):
@@ -60,9 +79,7 @@ class BuildExt(build_ext):
             if use_cuda and cu_sources:
                 objects = self.compile_cuda(nvcc, cu_sources, ext)
                 ext.extra_objects = list(ext.extra_objects or []) + objects
-                cuda_home = os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))
-                libdirs = [os.path.join(cuda_home, d) for d in ("lib64", "lib", "targets/x86_64-linux/lib")]
-                ext.library_dirs = list(ext.library_dirs or []) + [d for d in libdirs if os.path.isdir(d)]
+                ext.library_dirs = list(ext.library_dirs or []) + [cudart_dir(nvcc)]
                 ext.libraries = list(ext.libraries or []) + ["cudart_static", "rt", "pthread", "dl"]
                 # The arch list goes into the module so the runtime can refuse a GPU that has
                 # no kernel image (the build embeds SASS only, no PTX).
