@@ -64,6 +64,17 @@ INTERPRETER_CONFIG = dict(
 
 
 @triton.jit
+def _grouped_tile(num_m, num_n, GROUP_M: tl.constexpr):
+    """(row tile, column tile) of this program in grouped order: GROUP_M row tiles share the
+    column tiles in flight, so the operands they load are reused from L2."""
+    pid = tl.program_id(0)
+    width = GROUP_M * num_n
+    first_m = (pid // width) * GROUP_M
+    group = tl.minimum(num_m - first_m, GROUP_M)
+    return first_m + (pid % width) % group, (pid % width) // group
+
+
+@triton.jit
 def _logits_tile(h_ptr, w_ptr, b_ptr, rows, mask_n, offs_v, mask_v, H, stride_h, stride_w, softcap,
                  HAS_BIAS: tl.constexpr, HAS_SOFTCAP: tl.constexpr, DOT_F32: tl.constexpr,
                  BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr):
@@ -140,15 +151,7 @@ def _lce_dlogits_kernel(h_ptr, w_ptr, b_ptr, rows_ptr, lab_ptr, count_ptr, lse_p
                         HAS_BIAS: tl.constexpr, HAS_SOFTCAP: tl.constexpr, DOT_F32: tl.constexpr,
                         BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr,
                         GROUP_M: tl.constexpr):
-    # Grouped tile order (GROUP_M row blocks share the column tiles in flight) for L2 reuse.
-    pid = tl.program_id(0)
-    num_m = tl.cdiv(N, BLOCK_N)
-    num_n = tl.cdiv(cw, BLOCK_V)
-    width = GROUP_M * num_n
-    first_m = (pid // width) * GROUP_M
-    group = tl.minimum(num_m - first_m, GROUP_M)
-    pid_n = first_m + (pid % width) % group
-    pid_v = (pid % width) // group
+    pid_n, pid_v = _grouped_tile(tl.cdiv(N, BLOCK_N), tl.cdiv(cw, BLOCK_V), GROUP_M)
     n_valid = tl.load(count_ptr)
     start = pid_n * BLOCK_N
     if start < n_valid:
@@ -180,15 +183,7 @@ def _lce_dh_kernel(ws_ptr, w_ptr, rows_ptr, count_ptr, scale_ptr, acc_ptr, gh_pt
                    N, H, v0, cw, stride_ws, stride_w, stride_gh,
                    FIRST: tl.constexpr, LAST: tl.constexpr, DOT_F32: tl.constexpr,
                    BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
-    # Grouped tile order (GROUP_M row blocks share the column tiles in flight) for L2 reuse.
-    pid = tl.program_id(0)
-    num_m = tl.cdiv(N, BLOCK_N)
-    num_n = tl.cdiv(H, BLOCK_H)
-    width = GROUP_M * num_n
-    first_m = (pid // width) * GROUP_M
-    group = tl.minimum(num_m - first_m, GROUP_M)
-    pid_n = first_m + (pid % width) % group
-    pid_h = (pid % width) // group
+    pid_n, pid_h = _grouped_tile(tl.cdiv(N, BLOCK_N), tl.cdiv(H, BLOCK_H), GROUP_M)
     n_valid = tl.load(count_ptr)
     start = pid_n * BLOCK_N
     if start < n_valid:
@@ -225,15 +220,7 @@ def _lce_dw_kernel(ws_ptr, h_ptr, rows_ptr, count_ptr, scale_ptr, gw_ptr, gb_ptr
                    H, v0, cw, stride_ws, stride_h, stride_gw,
                    HAS_BIAS: tl.constexpr, DOT_F32: tl.constexpr,
                    BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
-    # Grouped tile order (GROUP_M row blocks share the column tiles in flight) for L2 reuse.
-    pid = tl.program_id(0)
-    num_m = tl.cdiv(cw, BLOCK_V)
-    num_n = tl.cdiv(H, BLOCK_H)
-    width = GROUP_M * num_n
-    first_m = (pid // width) * GROUP_M
-    group = tl.minimum(num_m - first_m, GROUP_M)
-    pid_v = first_m + (pid % width) % group
-    pid_h = (pid % width) // group
+    pid_v, pid_h = _grouped_tile(tl.cdiv(cw, BLOCK_V), tl.cdiv(H, BLOCK_H), GROUP_M)
     n_valid = tl.load(count_ptr)
     offs_c = pid_v * BLOCK_V + tl.arange(0, BLOCK_V)
     mask_c = offs_c < cw
