@@ -7,6 +7,7 @@ import os
 import random
 import zlib
 
+import numpy as np
 import pytest
 
 try:
@@ -30,12 +31,6 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-@pytest.fixture
-def seed():
-    torch.manual_seed(1234)
-    return 1234
-
-
 @pytest.fixture(autouse=True, scope="session")
 def _one_torch_thread():
     """The suite's models and kernels run at tiny shapes, where waking a thread pool costs
@@ -53,9 +48,4 @@ def _seed_per_test(request):
     s = zlib.crc32(request.node.nodeid.encode())
     random.seed(s)
     torch.manual_seed(s)
-    try:
-        import numpy as np
-
-        np.random.seed(s)
-    except ImportError:  # pragma: no cover
-        pass
+    np.random.seed(s)
