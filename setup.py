@@ -9,6 +9,7 @@ Environment:
   CUDA_HOME       where to find nvcc (else PATH, else /usr/local/cuda)
 """
 import glob
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -19,6 +20,14 @@ from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def source_digest():
+    """The fingerprint s1kernels/native_sources.py computes (loaded by path: no torch import)."""
+    spec = importlib.util.spec_from_file_location("_s1k_sources", os.path.join(ROOT, "s1kernels", "native_sources.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.source_digest(ROOT)
 
 
 def find_nvcc():
@@ -113,6 +122,7 @@ setup(
             "s1kernels._C",
             sources,
             include_dirs=[os.path.join(ROOT, "csrc", "include")],
+            define_macros=[("S1K_SOURCE_DIGEST", '"%s"' % source_digest())],
             cxx_std=17,
             extra_compile_args=["-O3"],
         )

@@ -17,6 +17,7 @@ void s1k_bind_decode(py::module_& m);
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "s1kernels native kernels (CPU twins always; CUDA when built with nvcc)";
+  m.attr("source_digest") = std::string(S1K_SOURCE_DIGEST);
 #ifdef S1K_WITH_CUDA
   m.attr("cuda_compiled") = true;
   m.attr("cuda_archs") = std::string(S1K_CUDA_ARCHS);

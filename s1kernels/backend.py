@@ -15,22 +15,66 @@ import torch
 BACKENDS = ("auto", "cuda", "triton", "cpp", "torch")
 
 
+def _installed_build_for_checkout() -> str:
+    """Loads the installed s1kernels._C for a source checkout that has none; '' on success,
+    else why not.
+
+    `pip install .` then `python -m s1kernels.<cli>` from the repository root imports the
+    checkout (the current folder comes first on sys.path), which holds no compiled module;
+    the installed one next door is used when it was built from the very same native sources.
+    """
+    import importlib.metadata
+    import importlib.util
+    import sys
+
+    from s1kernels.native_sources import source_digest
+
+    package_dir = os.path.dirname(os.path.abspath(__file__))
+    checkout = os.path.dirname(package_dir)
+    digest = source_digest(checkout)
+    if digest is None:
+        return "not a source checkout"
+    # Every s1kernels on sys.path: the checkout's own build metadata (s1kernels.egg-info) may
+    # come first and lists no compiled file.
+    built = [f for dist in importlib.metadata.distributions(name="s1kernels") for f in dist.files or []
+             if f.parts[:1] == ("s1kernels",) and f.name.startswith("_C.") and f.name.endswith((".so", ".pyd"))]
+    if not built:
+        return "the installed s1kernels has no compiled extension"
+    path = os.path.abspath(built[0].locate())
+    if os.path.dirname(path) == package_dir:
+        return "the extension in this checkout failed to import"
+    spec = importlib.util.spec_from_file_location("s1kernels._C", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if getattr(module, "source_digest", None) != digest:
+        return (f"the installed extension {path} was built from other sources than this checkout "
+                f"({checkout}); rebuild with pip install -e .")
+    sys.modules["s1kernels._C"] = module
+    return ""
+
+
 @functools.lru_cache(maxsize=None)
+def _load_native() -> tuple[object, str]:
+    try:
+        return importlib.import_module("s1kernels._C"), ""
+    except ImportError as e:
+        first = str(e)
+    try:
+        why = _installed_build_for_checkout()
+    except (ImportError, OSError) as e:
+        why = f"{type(e).__name__}: {e}"
+    if not why:
+        return importlib.import_module("s1kernels._C"), ""
+    return None, f"{first} ({why})"
+
+
 def native():
     """The compiled extension module, or None when it could not be imported."""
-    try:
-        return importlib.import_module("s1kernels._C")
-    except ImportError:
-        return None
+    return _load_native()[0]
 
 
-@functools.lru_cache(maxsize=None)
 def _native_error() -> str:
-    try:
-        importlib.import_module("s1kernels._C")
-        return ""
-    except ImportError as e:  # the reason goes into info()
-        return str(e)
+    return _load_native()[1]
 
 
 def triton_interpret() -> bool:
