@@ -187,6 +187,17 @@ def test_triton_several_vocab_chunks(monkeypatch, dtype):
     check_against_reference(100, 32, 200, dtype, "triton", fwd_tol=fwd_tol, grad_tol=grad_tol, **options("all", 200))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_triton_with_the_h100_block_sizes(monkeypatch, dtype):
+    # The GPU launches use 128-256 wide tiles that the small interpreter config never shows:
+    # run those exact configs here, on sizes that leave a partial tile in every dimension.
+    cfg = K.CUDA_CONFIG_FP32 if dtype == torch.float32 else K.CUDA_CONFIG
+    monkeypatch.setattr(K, "_config", lambda device, dt: cfg)
+    fwd_tol, grad_tol = TOL[dtype]
+    check_against_reference(300, 200, 300, dtype, "triton", fwd_tol=fwd_tol, grad_tol=grad_tol,
+                            **options("all", 300))
+
+
 def test_triton_fp16_small_gradients_do_not_underflow():
     # 1/num_items = 1e-6: g * softmax would underflow in an fp16 dlogits workspace; the error
     # must stay at the level of rounding the fp16 gradients themselves.
