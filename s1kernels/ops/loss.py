@@ -245,11 +245,12 @@ def _chunk_rows(n_rows: int, vocab: int, chunk_tokens: int | None) -> int:
 
 
 def _capped_logits(h, w, b, softcap):
+    # In place: a chunk of logits is the largest tensor of the torch paths, so no copies of it.
     z = h @ w.T
     if b is not None:
-        z = z + b
+        z.add_(b)
     if softcap:
-        z = softcap * torch.tanh(z / softcap)
+        z.div_(softcap).tanh_().mul_(softcap)
     return z
 
 
@@ -298,14 +299,16 @@ def _torch_backward(grad, hidden, weight, labels, bias, lse, ignore_index, z_los
         h = hidden[r].to(ct)
         z = _capped_logits(h, w, b, softcap)
         l = lse[r].to(ct)
-        # d loss_t / d z_tj = softmax_tj * (1 + 2 z_loss lse_t) - [j == label_t]
-        d = torch.exp(z - l[:, None]) * (1.0 + 2.0 * z_loss * l)[:, None]
+        g = grad[r].to(ct)
+        # d loss_t / d z_tj = g_t * (softmax_tj * (1 + 2 z_loss lse_t) - [j == label_t]),
+        # written over the logits chunk so that at most two chunk-sized tensors exist
+        cap = (z / softcap).square_().neg_().add_(1.0) if softcap else None  # d(c tanh(u/c))/du = 1 - tanh^2
+        d = z.sub_(l[:, None]).exp_().mul_(((1.0 + 2.0 * z_loss * l) * g)[:, None])
         y = labels[r].long()
         inside = ((y >= 0) & (y < vocab_size)).to(ct)
-        d[torch.arange(r.shape[0], device=d.device), y.clamp(0, vocab_size - 1)] -= inside
-        d = d * grad[r].to(ct)[:, None]
+        d[torch.arange(r.shape[0], device=d.device), y.clamp(0, vocab_size - 1)] -= inside * g
         if softcap:
-            d = d * (1.0 - (z / softcap) ** 2)  # d(c tanh(u/c))/du = 1 - tanh^2
+            d.mul_(cap)
         if need_hidden:
             grad_hidden[r] = d @ w
         if need_weight:
