@@ -14,16 +14,21 @@ sample through cu_seqlens), loss only on the assistant turn by the fused linear
 cross-entropy, normalised over the exact number of trained tokens (or samples) of the whole
 accumulation window across all ranks. The output folder is an HF-format checkpoint with
 the tokenizer (loads with s1kernels.model.load_model and in transformers).
+
+Under torchrun the model is FSDP2-sharded: built on the meta device, sharded, and each rank
+reads only its rows of every tensor from --model, so no rank ever holds the full model.
+bf16 there means bf16 all-gathers and compute with fp32 reduce-scatters and fp32 master
+weights (FSDP2 MixedPrecisionPolicy); in one process it means bf16 autocast. Checkpoints
+under <output>/checkpoints are sharded torch.distributed.checkpoint folders (see
+s1kernels.training.checkpoint); the final model is gathered one parameter at a time.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import math
 import os
-import shutil
 import sys
 import time
 
@@ -105,7 +110,8 @@ def parse_args(argv=None) -> TrainConfig:
     p.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step (per rank)")
     p.add_argument("--normalize", choices=("token", "sequence"), help="loss mean over trained tokens or samples")
     p.add_argument("--max-grad-norm", type=float, help="gradient clipping (0: off)")
-    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, help="bf16 autocast")
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction,
+                   help="bf16 compute (FSDP: bf16 params, fp32 grads and master weights; one process: autocast)")
     p.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction)
     p.add_argument("--overlong", choices=OVERLONG_POLICIES,
                    help="a sample longer than --block-size: truncate (default), drop, or error")
@@ -157,13 +163,21 @@ def tiny_model_config(cfg: TrainConfig, tok) -> ModelConfig:
                        eos_token_id=tok.eos_ids[0] if tok.eos_ids else None, pad_token_id=tok.pad_id)
 
 
-def load_tokenizer_and_model(cfg: TrainConfig, device):
+def load_tokenizer_and_model(cfg: TrainConfig, device, world_size: int = 1, mp_policy=None):
+    """The tokenizer and the fp32 model on `device`; with world_size > 1 the model is FSDP2-sharded.
+
+    From --model under FSDP the model is built on the meta device, sharded, materialised with
+    only this rank's shard on `device`, and each rank reads only its rows of every tensor.
+    """
     from s1kernels.data import S1Tokenizer, build_default_tokenizer
 
+    shard = (lambda m: dist_utils.shard(m, device, mp_policy)) if world_size > 1 else None
     if cfg.model is None:
         tok = build_default_tokenizer()
         torch.manual_seed(cfg.seed)
-        model = Transformer(tiny_model_config(cfg, tok)).init_weights(seed=cfg.seed)
+        model = Transformer(tiny_model_config(cfg, tok)).init_weights(seed=cfg.seed).to(device)
+        if shard is not None:
+            shard(model)
     else:
         if not os.path.isdir(cfg.model):
             raise FileNotFoundError(f"--model: folder {cfg.model!r} does not exist")
@@ -171,37 +185,12 @@ def load_tokenizer_and_model(cfg: TrainConfig, device):
             raise FileNotFoundError(f"--model: {cfg.model!r} has no tokenizer.json (the checkpoint folder must "
                                     f"hold the tokenizer files)")
         tok = S1Tokenizer.from_folder(cfg.model)
-        model = load_model(cfg.model, dtype=torch.float32, device="cpu")
-        if tok.vocab_size > model.config.vocab_size:
-            raise ValueError(f"--model: tokenizer has {tok.vocab_size} ids but the model's vocab_size is "
-                             f"{model.config.vocab_size}")
+        vocab = ModelConfig.from_json(cfg.model).vocab_size
+        if tok.vocab_size > vocab:
+            raise ValueError(f"--model: tokenizer has {tok.vocab_size} ids but the model's vocab_size is {vocab}")
+        model = load_model(cfg.model, dtype=torch.float32, device=device, shard=shard)
     check_chat_tokenizer(tok)
-    return tok, model.to(device)
-
-
-def write_model_folder(folder: str, state: dict, model_config: ModelConfig, tok, dtype) -> None:
-    """config.json + model.safetensors + tokenizer + generation_config.json into `folder`."""
-    os.makedirs(folder, exist_ok=True)
-    ckpt.write_hf_weights(state, folder, dtype=dtype)
-    hf = model_config.to_hf_dict()
-    hf["torch_dtype"] = str(dtype or torch.float32).replace("torch.", "")
-    with open(os.path.join(folder, "config.json"), "w") as f:
-        json.dump(hf, f, indent=2)
-    tok.save(folder)
-    with open(os.path.join(folder, "generation_config.json"), "w") as f:
-        json.dump({"eos_token_id": tok.eos_ids, "pad_token_id": tok.pad_id, "bos_token_id": None}, f, indent=2)
-
-
-def _publish_final(output: str, state: dict, model_config, tok, dtype) -> None:
-    """Writes the final model into a temp folder, then moves each file into `output`."""
-    tmp = os.path.join(output, ".tmp-final")
-    shutil.rmtree(tmp, ignore_errors=True)
-    write_model_folder(tmp, state, model_config, tok, dtype)
-    ckpt.fsync_tree(tmp)
-    for name in os.listdir(tmp):
-        os.replace(os.path.join(tmp, name), os.path.join(output, name))
-    os.rmdir(tmp)
-    ckpt.fsync_dir(output)
+    return tok, model
 
 
 def read_log(path: str, upto_step: int) -> list[dict]:
@@ -231,7 +220,8 @@ def train(cfg: TrainConfig) -> dict:
         if getattr(cfg, name) < 1:
             raise ValueError(f"{name}: expected >= 1, got {getattr(cfg, name)}")
 
-    tok, model = load_tokenizer_and_model(cfg, device)
+    mp_policy, amp = dist_utils.precision(bf16, device, world_size)
+    tok, model = load_tokenizer_and_model(cfg, device, world_size, mp_policy)
     packed, data_info = build_dataset(tok, cfg.data, cfg.block_size, cfg.overlong, cfg.synthetic_rows, cfg.seed,
                                       cfg.max_samples)
     if main and (data_info.get("truncated") or data_info.get("dropped")):
@@ -243,8 +233,6 @@ def train(cfg: TrainConfig) -> dict:
 
     model.gradient_checkpointing = cfg.gradient_checkpointing
     model.train()
-    if world_size > 1:
-        dist_utils.shard(model, device)
     optimizer = build_optimizer(model, cfg.lr, cfg.betas, cfg.weight_decay)
     scheduler = build_scheduler(optimizer, total_steps, warmup, cfg.min_lr_ratio)
 
@@ -256,11 +244,12 @@ def train(cfg: TrainConfig) -> dict:
         path = ckpt.latest_checkpoint(ckpt_dir) if cfg.resume == "latest" else cfg.resume
         if path is None:
             raise FileNotFoundError(f"--resume: no complete checkpoint under {ckpt_dir!r}")
-        state = ckpt.load_checkpoint(path, model, optimizer, scheduler)
+        state = ckpt.read_trainer_state(path)
         if state.get("rows_per_step", sched.rows_per_step) != sched.rows_per_step:
             # the data position is the step; it only maps to the same rows with the same global batch
             raise ValueError(f"--resume: {path} was written with {state['rows_per_step']} rows per step "
                              f"(world size x grad accum x micro batch), this run has {sched.rows_per_step}")
+        ckpt.load_checkpoint(path, model, optimizer, scheduler)
         start_step = state["step"]
         log = read_log(log_path, start_step)
         if main:
@@ -275,7 +264,6 @@ def train(cfg: TrainConfig) -> dict:
 
     from s1kernels.ops.loss import linear_cross_entropy
 
-    amp = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     log_file = open(log_path, "a") if main else None
     bar = None
     if main and cfg.progress:
@@ -287,12 +275,11 @@ def train(cfg: TrainConfig) -> dict:
     window_t0 = time.perf_counter()
 
     def save(step_done: int):
-        extra = (lambda folder: (tok.save(folder), model_cfg.save(folder))) if main else None
+        extra = (lambda folder: (tok.save(folder), model.config.save(folder))) if main else None
         ckpt.save_checkpoint(ckpt_dir, step_done, model, optimizer, scheduler,
                              {"total_steps": total_steps, "rows_per_step": sched.rows_per_step,
                               "world_size": world_size, "seed": cfg.seed}, extra, cfg.keep_checkpoints)
 
-    model_cfg = model.config
     for step in range(start_step, total_steps):
         batches = [micro_batch(packed, rows, tok.pad_id, device) for rows in sched.step_rows(step, rank)]
         num_items = dist_utils.all_reduce_sum(sum(count_items(b, cfg.normalize) for b in batches).float())
@@ -339,13 +326,12 @@ def train(cfg: TrainConfig) -> dict:
         log_file.close()
     if cfg.save_every:
         save(total_steps)
-    state = ckpt.full_model_state(model)
+    ckpt.publish_final(cfg.output, model, tok, torch.bfloat16 if bf16 else None)
     summary = {"steps": total_steps, "params": n_params, "seconds": time.perf_counter() - t_start,
                "output": cfg.output, "data": data_info}
     if main:
-        _publish_final(cfg.output, state, model_cfg, tok, torch.bfloat16 if bf16 else None)
         if cfg.eval_rows and cfg.data is None:
-            summary.update(_eval_builtin(cfg, tok, model_cfg, state, device))
+            summary.update(_eval_builtin(cfg, tok, device))
         with open(log_path) as f:
             losses = [json.loads(line)["loss"] for line in f if line.strip()]
         if losses:
@@ -354,15 +340,14 @@ def train(cfg: TrainConfig) -> dict:
     return summary
 
 
-def _eval_builtin(cfg, tok, model_cfg, state, device) -> dict:
-    """Greedy accuracy of the trained model on held-out rows of the built-in task."""
+def _eval_builtin(cfg, tok, device) -> dict:
+    """Greedy accuracy of the saved model on held-out rows of the built-in task."""
     from s1kernels.data import make_rows
     from s1kernels.training.evaluate import task_accuracy
 
-    model = Transformer(model_cfg)
-    model.load_state_dict(state, strict=False)
+    model = load_model(cfg.output, device=device)
     rows = make_rows(cfg.eval_rows, seed=cfg.seed + 7919)  # a seed the training rows never use
-    acc, texts = task_accuracy(model.to(device).eval(), tok, rows)
+    acc, texts = task_accuracy(model, tok, rows)
     return {"eval_accuracy": acc, "eval_rows": len(rows), "eval_example": texts[0] if texts else ""}
 
 
@@ -371,7 +356,9 @@ def main(argv=None) -> int:
     try:
         summary = train(cfg)
     except (ValueError, FileNotFoundError) as e:
+        # the checks that raise these run on every rank alike, so every rank stops here
         print(f"error: {e}", file=sys.stderr)
+        dist_utils.cleanup()
         return 2
     if dist_utils.world()[0] == 0:
         parts = [f"trained {summary['steps']} steps of a {summary['params'] / 1e6:.2f}M-parameter model in "

@@ -1,8 +1,10 @@
-"""Trainer: exact normalisation over accumulation and ranks, FSDP2 on gloo, SIGKILL + resume,
-the CLI's output folder, and clear errors."""
+"""Trainer: exact normalisation over accumulation and ranks, FSDP2 on gloo (sharded loading,
+bf16 policy, sharded DCP checkpoints, per-parameter export), SIGKILL + resume, the CLI's
+output folder, and clear errors."""
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -36,6 +38,13 @@ def _run_inprocess(tmp_path, name, **kw):
     cfg = TrainConfig(**{**TINY, "output": str(tmp_path / name), **kw})
     summary = train(cfg)
     return summary, _log(cfg.output)
+
+
+def _torchrun(*args, timeout=240):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *map(str, args)]
+    proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return proc
 
 
 def test_lr_schedule_warmup_then_cosine():
@@ -84,10 +93,7 @@ def test_grad_accum_equals_one_big_micro_batch(tmp_path, normalize):
 def test_fsdp_two_ranks_match_single_process(tmp_path):
     """torchrun, gloo, 2 ranks x 1 micro-batch == 1 process x 2 accumulated micro-batches."""
     out = str(tmp_path / "fsdp")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "s1kernels.train", "--output", out, "--max-steps", "3", "--grad-accum", "1", *TINY_FLAGS]
-    proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    _torchrun("-m", "s1kernels.train", "--output", out, "--max-steps", "3", "--grad-accum", "1", *TINY_FLAGS)
     _, single = _run_inprocess(tmp_path, "single", max_steps=3, micro_batch=1, grad_accum=2)
     dist_log = _log(out)
     assert len(dist_log) == 3
@@ -239,3 +245,195 @@ def test_bf16_autocast_and_gradient_checkpointing_train(tmp_path):
     cfg = json.load(open(tmp_path / "bf16" / "config.json"))
     assert cfg["torch_dtype"] == "bfloat16"
     assert load_model(str(tmp_path / "bf16")).embed_tokens.weight.dtype == torch.float32
+
+
+def _base_model(tmp_path, name="base", intermediate_size=67, max_shard_bytes=30_000):
+    """A --model folder: bf16 weights in several safetensors files with an index; intermediate
+    size and vocabulary (125) odd, so two ranks hold unequal numbers of rows."""
+    from s1kernels.model import ModelConfig, Transformer, save_model
+
+    tok = build_default_tokenizer()
+    cfg = ModelConfig(model_type="qwen2", vocab_size=tok.vocab_size, hidden_size=32,
+                      intermediate_size=intermediate_size, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, rope_theta=10000.0, tie_word_embeddings=False,
+                      max_position_embeddings=256, eos_token_id=tok.eos_ids[0], pad_token_id=tok.pad_id)
+    folder = str(tmp_path / name)
+    save_model(Transformer(cfg).init_weights(seed=11), folder, max_shard_bytes=max_shard_bytes, dtype=torch.bfloat16)
+    tok.save(folder)
+    return folder
+
+
+# Run by torchrun on 2 gloo ranks: every bad folder raises ValueError on every rank; the good
+# folder is loaded sharded (reads recorded), each rank's shard is compared with the rows of
+# the full file tensor, the bf16 policy is checked in a forward/backward, and the model is
+# exported from both ranks. Results go to <out>/rank<r>.json for the test to assert on.
+_SHARDED_LOAD_SCRIPT = r'''
+import json, os, sys
+import torch
+from safetensors import safe_open
+import s1kernels.model.checkpoint as mc
+from s1kernels.train import TrainConfig, load_tokenizer_and_model
+from s1kernels.model.transformer import rope_inv_freq
+from s1kernels.training import checkpoint as ckpt, distributed as dist_utils
+
+good, out, bad = sys.argv[1], sys.argv[2], sys.argv[3:]
+device, rank, world = dist_utils.init()
+res = {"errors": []}
+for folder in bad:
+    try:
+        load_tokenizer_and_model(TrainConfig(model=folder), device, world)
+        res["errors"].append(None)
+    except ValueError as e:
+        res["errors"].append(str(e))
+
+reads, real_open = {}, mc.safe_open
+class Slice:
+    def __init__(self, name, s): self.name, self.s = name, s
+    def get_shape(self): return self.s.get_shape()
+    def __getitem__(self, idx):
+        t = self.s[idx]
+        reads[self.name] = reads.get(self.name, 0) + t.shape[0]
+        return t
+class Recording:
+    def __init__(self, *a, **k): self.f = real_open(*a, **k)
+    def __enter__(self): return self
+    def __exit__(self, *a): return False
+    def keys(self): return self.f.keys()
+    def get_slice(self, name): return Slice(name, self.f.get_slice(name))
+    def get_tensor(self, name): raise AssertionError(f"rank {rank} read all of {name}")
+mc.safe_open = Recording
+mp_policy, _ = dist_utils.precision(True, device, world)
+tok, model = load_tokenizer_and_model(TrainConfig(model=good), device, world, mp_policy)
+mc.safe_open = real_open
+
+files = mc._weight_files(good)
+res["params"] = {}
+for name, p in model.named_parameters():
+    hf = mc.hf_name(name)
+    with safe_open(files[hf], "pt") as f:
+        full = f.get_tensor(hf)
+    start, end = mc.shard_rows(full.shape[0], rank, world)
+    local = p.to_local()
+    res["params"][hf] = {"rows": full.shape[0], "start": start, "end": end, "local_rows": local.shape[0],
+                         "read_rows": reads.get(hf, 0), "dtype": str(p.dtype),
+                         "equal": torch.equal(local, full[start:end].to(local.dtype))}
+res["inv_freq_ok"] = torch.equal(model.inv_freq, rope_inv_freq(model.config))
+
+seen = {}
+def loss_fn(hidden, weight):
+    seen["hidden"], seen["weight"] = hidden.detach(), weight.detach()
+    return (hidden @ weight.T).float().square().mean()
+inputs = (torch.arange(1, 20) % model.config.vocab_size, torch.arange(19), torch.tensor([0, 19], dtype=torch.int32))
+model(*inputs, loss_fn=loss_fn).backward()
+with torch.no_grad():
+    ref = mc.load_model(good, dtype=torch.bfloat16)(*inputs).float()
+res["compute_dtypes"] = [str(seen["hidden"].dtype), str(seen["weight"].dtype)]
+res["hidden_max_err"] = float((seen["hidden"].float() - ref).abs().max() / ref.abs().max())
+res["grad_dtypes"] = sorted({str(p.grad.dtype) for p in model.parameters()})
+res["param_dtypes"] = sorted({str(p.dtype) for p in model.parameters()})
+
+ckpt.export_model(model, os.path.join(out, "two"), tok, None, max_shard_bytes=40_000)
+with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
+    json.dump(res, f)
+dist_utils.cleanup()
+'''
+
+
+@pytest.mark.parametrize("rows", [1, 2, 5, 125, 128])
+@pytest.mark.parametrize("world", [1, 2, 3, 8])
+def test_shard_rows_match_torch_chunk(rows, world):
+    from s1kernels.model.checkpoint import shard_rows
+
+    chunks = torch.arange(rows).chunk(world)
+    for rank in range(world):
+        start, end = shard_rows(rows, rank, world)
+        expected = chunks[rank].tolist() if rank < len(chunks) else []
+        assert list(range(start, end)) == expected
+
+
+def test_fsdp_reads_only_each_ranks_rows_and_exports_like_one_process(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from s1kernels.model import ModelConfig
+    from s1kernels.training.checkpoint import export_model
+
+    base = _base_model(tmp_path)
+    # bad inputs: a tensor missing, and tensors of another shape than config.json implies
+    missing = _base_model(tmp_path, "missing", max_shard_bytes=None)
+    tensors = load_file(os.path.join(missing, "model.safetensors"))
+    del tensors["model.layers.1.mlp.up_proj.weight"]
+    save_file(tensors, os.path.join(missing, "model.safetensors"))
+    reshaped = _base_model(tmp_path, "reshaped", intermediate_size=66, max_shard_bytes=None)
+    ModelConfig.from_json(base).save(reshaped)
+
+    out = tmp_path / "out"
+    out.mkdir()
+    script = tmp_path / "load.py"
+    script.write_text(_SHARDED_LOAD_SCRIPT)
+    _torchrun(script, base, out, missing, reshaped, timeout=180)
+    results = [json.load(open(out / f"rank{r}.json")) for r in range(2)]
+
+    for res in results:
+        assert len(res["errors"]) == 2
+        assert "missing" in res["errors"][0] and "model.layers.1.mlp.up_proj.weight" in res["errors"][0]
+        assert re.search(r"has shape \(\d+, \d+\) in .*config.json implies", res["errors"][1])
+        assert "66" in res["errors"][1]
+        assert res["inv_freq_ok"]
+        # the bf16 policy: bf16 compute close to a bf16 model, fp32 gradients of fp32 master shards
+        assert res["compute_dtypes"] == ["torch.bfloat16", "torch.bfloat16"] and res["hidden_max_err"] < 2e-2
+        assert res["grad_dtypes"] == res["param_dtypes"] == ["torch.float32"]
+    for name in results[0]["params"]:
+        per_rank = [res["params"][name] for res in results]
+        rows = per_rank[0]["rows"]
+        # torch.chunk's split: rank 0 holds ceil(rows / 2), rank 1 the rest
+        assert [(p["start"], p["end"]) for p in per_rank] == [(0, (rows + 1) // 2), ((rows + 1) // 2, rows)]
+        for p in per_rank:
+            assert p["equal"] and p["dtype"] == "torch.float32", name
+            assert p["local_rows"] == p["read_rows"] == p["end"] - p["start"], name
+    assert results[0]["params"]["model.embed_tokens.weight"]["rows"] == 125  # uneven: 63 + 62
+
+    # one process exports the same files, byte for byte
+    tok = build_default_tokenizer()
+    export_model(load_model(base), str(tmp_path / "one"), tok, None, max_shard_bytes=40_000)
+    two, one = sorted(os.listdir(out / "two")), sorted(os.listdir(tmp_path / "one"))
+    assert two == one and "model.safetensors.index.json" in one
+    assert len([n for n in one if n.startswith("model-")]) > 1
+    for name in one:
+        assert (out / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes(), name
+    for (n, a), (_, b) in zip(load_model(str(out / "two")).named_parameters(), load_model(base).named_parameters()):
+        torch.testing.assert_close(a, b, atol=0, rtol=0, msg=n)
+
+
+def test_fsdp_sharded_checkpoint_resumes_and_exports(tmp_path):
+    from s1kernels.training.checkpoint import export_checkpoint
+
+    base = _base_model(tmp_path)
+    flags = ["--model", base, "--block-size", "256", "--synthetic-rows", "40", "--lr", "1e-3", "--warmup-ratio", "0.2",
+             "--max-steps", "4", "--save-every", "2", "--keep-checkpoints", "2", "--no-progress"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    _torchrun("-m", "s1kernels.train", "--output", a, *flags)
+    step2 = a / "checkpoints" / "step-2"
+    # each rank wrote its own shard; no file holds the whole model
+    assert {".metadata", "__0_0.distcp", "__1_0.distcp", "rng-0.pt", "rng-1.pt", "scheduler.pt",
+            "trainer_state.json", "config.json", "tokenizer.json"} <= set(os.listdir(step2))
+    assert not any(n.endswith(".safetensors") for n in os.listdir(step2))
+    # two ranks resume from step 2 into a fresh folder: steps 3 and 4 as in the first run
+    _torchrun("-m", "s1kernels.train", "--output", b, *flags, "--resume", step2)
+    log_a, log_b = _log(a), _log(b)
+    assert [r["step"] for r in log_b] == [3, 4]
+    for ra, rb in zip(log_a[2:], log_b):
+        assert rb["loss"] == pytest.approx(ra["loss"], rel=1e-6)
+        assert rb["grad_norm"] == pytest.approx(ra["grad_norm"], rel=1e-5)
+        assert rb["lr"] == pytest.approx(ra["lr"], rel=1e-9)
+    assert (a / "model.safetensors").read_bytes() == (b / "model.safetensors").read_bytes()
+    # one process (2 accumulated micro-batches) resumes the 2-rank checkpoint: DCP reshards
+    cfg = TrainConfig(model=base, output=str(tmp_path / "c"), block_size=256, synthetic_rows=40, lr=1e-3,
+                      warmup_ratio=0.2, max_steps=4, grad_accum=2, progress=False, resume=str(step2))
+    train(cfg)
+    for ra, rc in zip(log_a[2:], _log(cfg.output)):
+        assert rc["loss"] == pytest.approx(ra["loss"], rel=1e-5)
+    # the last checkpoint exports to the same model as the run's final export
+    export_checkpoint(str(a / "checkpoints" / "step-4"), str(tmp_path / "exported"), dtype=None)
+    for (n, x), (_, y) in zip(load_model(str(tmp_path / "exported")).named_parameters(),
+                              load_model(str(a)).named_parameters()):
+        torch.testing.assert_close(x, y, atol=0, rtol=0, msg=n)

@@ -1,12 +1,16 @@
 """Hugging Face-format checkpoints: config.json + model.safetensors (or sharded with an index).
 
 Tensors are read one at a time through `safe_open` straight into the parameters of a model
-built on the meta device, so loading never holds a second full copy of the weights.
+built on the meta device, so loading never holds a second full copy of the weights. A model
+sharded before it is materialised (FSDP2 `fully_shard` on the meta model, see `load_model`'s
+`shard`) reads only its own rows of each tensor. Writing is streamed the same way: at most
+one output file's tensors are held at a time.
 """
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Iterable
 
 import torch
 from safetensors import safe_open
@@ -55,55 +59,145 @@ def _weight_files(folder: str) -> dict[str, str]:
     raise FileNotFoundError(f"folder: {folder!r} has neither {SINGLE_FILE} nor {INDEX_FILE} (found {present[:10]})")
 
 
-def load_model(folder: str, dtype: torch.dtype = torch.float32, device="cpu", strict: bool = True) -> Transformer:
+def load_model(folder: str, dtype: torch.dtype = torch.float32, device="cpu", strict: bool = True,
+               shard: Callable[[Transformer], object] | None = None) -> Transformer:
     """Builds the model described by `folder`/config.json and loads its safetensors weights.
 
+    `shard(model)` is called on the meta-device model before it is materialised, e.g. FSDP2
+    `fully_shard`: each parameter then is a DTensor sharded on dim 0, and only this rank's
+    rows are read from the files (host memory: one slice at a time).
+
     Raises FileNotFoundError for a missing folder/config/weights, ValueError for a malformed
-    config, unsupported architecture, missing or mis-shaped tensors.
+    config, unsupported architecture, missing or mis-shaped tensors. Every check reads only
+    file headers and runs before `shard`, so under torchrun every rank raises the same error.
     """
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"folder: model folder {folder!r} does not exist")
     config = ModelConfig.from_json(folder)
-    files = _weight_files(folder)
     with torch.device("meta"):
-        model = Transformer(config)
-    model = model.to(dtype).to_empty(device=device)  # allocates once, in the target dtype
+        model = Transformer(config).to(dtype)
+    plan = _match_weights(folder, model, strict)
+    if shard is not None:
+        shard(model)
+    model.to_empty(device=device)  # allocates once (only the local shard when sharded), in the target dtype
+    model.reset_rope()  # a non-persistent buffer: to_empty leaves it uninitialised
     params = dict(model.named_parameters())
-    loaded = set()
+    with torch.no_grad():
+        for path, names in plan.items():
+            with safe_open(path, framework="pt", device="cpu") as f:
+                for hf, ours in names:
+                    _read_into(f, hf, params[ours])
+    return model.eval()
+
+
+def _match_weights(folder: str, model: Transformer, strict: bool) -> dict[str, list[tuple[str, str]]]:
+    """file -> [(HF name, our name)] to read; checks names and shapes from the file headers."""
+    files = _weight_files(folder)
+    params = dict(model.named_parameters())
+    plan: dict[str, list[tuple[str, str]]] = {}
     by_file: dict[str, list[str]] = {}
     for name, path in files.items():
         by_file.setdefault(path, []).append(name)
-    unexpected = []
-    with torch.no_grad():
-        for path, names in by_file.items():
-            with safe_open(path, framework="pt", device="cpu") as f:
-                for hf in names:
-                    ours = our_name(hf)
-                    if ours == "lm_head.weight" and config.tie_word_embeddings:
-                        continue  # tied: the embedding is the output projection
-                    if ours not in params:
-                        if not hf.endswith("rotary_emb.inv_freq"):
-                            unexpected.append(hf)
-                        continue
-                    t = f.get_tensor(hf)
-                    p = params[ours]
-                    if tuple(t.shape) != tuple(p.shape):
-                        raise ValueError(f"weights: {hf} has shape {tuple(t.shape)} in {path!r}, "
-                                         f"config.json implies {tuple(p.shape)}")
-                    p.copy_(t)
-                    loaded.add(ours)
+    unexpected, loaded = [], set()
+    for path, names in by_file.items():
+        with safe_open(path, framework="pt", device="cpu") as f:
+            present = set(f.keys())
+            absent = [hf for hf in names if hf not in present]
+            if absent:
+                raise ValueError(f"weights: {INDEX_FILE} places {absent[:8]} in {path!r}, which does not hold them")
+            for hf in names:
+                ours = our_name(hf)
+                if ours == "lm_head.weight" and model.config.tie_word_embeddings:
+                    continue  # tied: the embedding is the output projection
+                if ours not in params:
+                    if not hf.endswith("rotary_emb.inv_freq"):
+                        unexpected.append(hf)
+                    continue
+                shape = tuple(f.get_slice(hf).get_shape())
+                if shape != tuple(params[ours].shape):
+                    raise ValueError(f"weights: {hf} has shape {shape} in {path!r}, "
+                                     f"config.json implies {tuple(params[ours].shape)}")
+                plan.setdefault(path, []).append((hf, ours))
+                loaded.add(ours)
     missing = sorted(set(params) - loaded)
     if strict and (missing or unexpected):
         raise ValueError(f"weights: {folder!r} does not match its config.json: missing "
                          f"{[hf_name(m) for m in missing][:8]}, unexpected {unexpected[:8]}")
-    return model.eval()
+    return plan
 
 
-def _to_save(model: Transformer) -> dict[str, torch.Tensor]:
-    tensors = {}
-    for name, p in model.named_parameters():
-        tensors[hf_name(name)] = p.detach().to("cpu").contiguous()
-    return tensors
+def shard_rows(rows: int, rank: int, world_size: int) -> tuple[int, int]:
+    """[start, end) of dim 0 held by `rank` under DTensor Shard(0): torch.chunk's split, where
+    every chunk has ceil(rows / world_size) rows, the last ones fewer or none."""
+    size = -(-rows // world_size)
+    start = min(rank * size, rows)
+    return start, min(start + size, rows)
+
+
+def _read_into(f, hf: str, p: torch.Tensor) -> None:
+    """Copies tensor `hf` of the open file into `p`; a dim-0 sharded DTensor reads only its rows."""
+    from torch.distributed.tensor import DTensor, Shard
+
+    if not isinstance(p, DTensor):
+        p.copy_(f.get_tensor(hf))
+        return
+    if p.device_mesh.ndim != 1 or tuple(p.placements) != (Shard(0),):
+        raise ValueError(f"shard: {hf} is placed as {p.placements} on a {p.device_mesh.ndim}-D mesh; "
+                         f"loading supports Shard(0) on a 1-D mesh (FSDP2 fully_shard)")
+    local = p.to_local()
+    start, end = shard_rows(p.shape[0], p.device_mesh.get_local_rank(), p.device_mesh.size())
+    if local.shape[0] != end - start or local.shape[1:] != p.shape[1:]:
+        raise RuntimeError(f"shard: {hf} local shape {tuple(local.shape)} is not rows [{start}, {end}) "
+                           f"of {tuple(p.shape)}")
+    if end > start:
+        local.copy_(f.get_slice(hf)[start:end])
+
+
+def _plan_files(sizes: dict[str, int], max_shard_bytes: int | None) -> list[list[str]]:
+    """Tensor names grouped into output files, in order, each group under `max_shard_bytes`."""
+    if max_shard_bytes is None or sum(sizes.values()) <= max_shard_bytes:
+        return [list(sizes)]
+    groups, cur, size = [], [], 0
+    for name, nbytes in sizes.items():
+        if cur and size + nbytes > max_shard_bytes:
+            groups.append(cur)
+            cur, size = [], 0
+        cur.append(name)
+        size += nbytes
+    groups.append(cur)
+    return groups
+
+
+def write_weights(folder: str, sizes: dict[str, int], tensors: Iterable[torch.Tensor],
+                  max_shard_bytes: int | None = None) -> None:
+    """Writes safetensors weights with HF names into `folder`.
+
+    `sizes` maps each HF name to its size in bytes, in writing order; `tensors` yields the
+    tensors in that order and is consumed one output file at a time, so at most one file's
+    tensors are held. One model.safetensors, or model-0000i-of-0000n.safetensors plus the
+    index when the total exceeds `max_shard_bytes`.
+    """
+    os.makedirs(folder, exist_ok=True)
+    for stale in [n for n in os.listdir(folder) if n in (INDEX_FILE, SINGLE_FILE)
+                  or (n.startswith("model-") and n.endswith(".safetensors"))]:
+        os.remove(os.path.join(folder, stale))
+    groups = _plan_files(sizes, max_shard_bytes)
+    meta = {"format": "pt"}
+    it = iter(tensors)
+    weight_map = {}
+    for i, names in enumerate(groups):
+        fname = SINGLE_FILE if len(groups) == 1 else f"model-{i + 1:05d}-of-{len(groups):05d}.safetensors"
+        chunk = {}
+        for name in names:
+            t = next(it)
+            if t.numel() * t.element_size() != sizes[name]:
+                raise ValueError(f"tensors: {name} has {t.numel() * t.element_size()} bytes, sizes says {sizes[name]}")
+            chunk[name] = t.contiguous()
+        save_file(chunk, os.path.join(folder, fname), metadata=meta)
+        weight_map.update({name: fname for name in names})
+    if len(groups) > 1:
+        with open(os.path.join(folder, INDEX_FILE), "w") as f:
+            json.dump({"metadata": {"total_size": sum(sizes.values())}, "weight_map": weight_map}, f, indent=2)
 
 
 def save_model(model: Transformer, folder: str, max_shard_bytes: int | None = None,
@@ -113,35 +207,14 @@ def save_model(model: Transformer, folder: str, max_shard_bytes: int | None = No
     One model.safetensors, or shards model-0000i-of-0000n.safetensors plus the index when
     the weights exceed `max_shard_bytes`. `dtype` casts floating tensors before writing.
     """
-    os.makedirs(folder, exist_ok=True)
-    tensors = _to_save(model)
-    if dtype is not None:
-        tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
-    total = sum(t.numel() * t.element_size() for t in tensors.values())
+    def out_dtype(p):
+        return dtype if dtype is not None and p.is_floating_point() else p.dtype
+
+    params = [(hf_name(n), p) for n, p in model.named_parameters()]
     cfg = model.config.to_hf_dict()
-    first = next(iter(tensors.values()))
-    cfg["torch_dtype"] = str(first.dtype).replace("torch.", "")
+    cfg["torch_dtype"] = str(out_dtype(params[0][1])).replace("torch.", "")
+    os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, "config.json"), "w") as f:
         json.dump(cfg, f, indent=2)
-    meta = {"format": "pt"}
-    for stale in [n for n in os.listdir(folder) if n == INDEX_FILE or (n.startswith("model-") and n.endswith(".safetensors"))]:
-        os.remove(os.path.join(folder, stale))
-    if max_shard_bytes is None or total <= max_shard_bytes:
-        save_file(tensors, os.path.join(folder, SINGLE_FILE), metadata=meta)
-        return
-    shards, cur, size = [], {}, 0
-    for name, t in tensors.items():
-        nbytes = t.numel() * t.element_size()
-        if cur and size + nbytes > max_shard_bytes:
-            shards.append(cur)
-            cur, size = {}, 0
-        cur[name] = t
-        size += nbytes
-    shards.append(cur)
-    weight_map = {}
-    for i, shard in enumerate(shards):
-        fname = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
-        save_file(shard, os.path.join(folder, fname), metadata=meta)
-        weight_map.update({name: fname for name in shard})
-    with open(os.path.join(folder, INDEX_FILE), "w") as f:
-        json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
+    sizes = {name: p.numel() * out_dtype(p).itemsize for name, p in params}
+    write_weights(folder, sizes, (p.detach().to("cpu", out_dtype(p)) for _, p in params), max_shard_bytes)

@@ -1,31 +1,45 @@
-"""Atomic training checkpoints: model (HF safetensors), optimizer, scheduler, data position, RNG.
+"""Atomic sharded training checkpoints (torch.distributed.checkpoint) and the HF-format export.
 
-A checkpoint is written into `<dir>/.tmp-step-N`, every file is fsynced, and the folder is
-renamed to `<dir>/step-N` (rename is atomic), then the parent folder is fsynced. A kill at any
-moment leaves either the previous complete checkpoint or the new one; `latest_checkpoint`
-ignores leftovers of an interrupted write. Older checkpoints beyond `keep` are removed only
-after the new one is in place.
+A training checkpoint `<dir>/step-N` holds:
 
-With FSDP the full (unsharded) state is gathered to rank 0, which alone writes; on resume
-every rank reads the full state and keeps its shard.
+    .metadata, __<rank>_0.distcp   DCP: model and optimizer state; each rank writes its own shards
+    rng-<rank>.pt                  Python, NumPy, torch (and CUDA) RNG state of each rank
+    scheduler.pt                   learning-rate scheduler state
+    trainer_state.json             step, total_steps, rows_per_step, world_size, seed
+    config.json, tokenizer files   what `export_checkpoint` needs to write an HF model folder
+
+It is written into `<dir>/.tmp-step-N`; every file is fsynced (DCP syncs the files it writes,
+each rank its own), all ranks meet at a barrier, then rank 0 renames the folder to `step-N`
+(rename is atomic) and fsyncs the parent. A kill at any moment leaves either the previous
+complete checkpoint or the new one; `latest_checkpoint` ignores leftovers of an interrupted
+write. Older checkpoints beyond `keep` are removed only after the new one is in place.
+On resume each rank reads only the rows it holds; DCP reshards when the world size differs.
+One process uses the same format (DCP needs no process group).
+
+The final model is exported as an HF folder by gathering one parameter at a time
+(`export_model`), so no rank ever holds the whole model; `export_checkpoint` (also
+`python -m s1kernels.training.checkpoint STEP_DIR OUT`) turns a training checkpoint into one.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import random
 import re
 import shutil
+import warnings
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from safetensors import safe_open
-from safetensors.torch import save_file
 
-from s1kernels.model.checkpoint import hf_name, our_name
+from s1kernels.model import ModelConfig, Transformer
+from s1kernels.model.checkpoint import hf_name, write_weights
 
 _STEP_RE = re.compile(r"^step-(\d+)$")
+# the size cap of one output safetensors file (what transformers' save_pretrained uses)
+EXPORT_SHARD_BYTES = 5 * 10**9
 
 
 def fsync_dir(path: str) -> None:
@@ -44,26 +58,25 @@ def fsync_tree(path: str) -> None:
         fsync_dir(root)
 
 
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
 def _rank() -> int:
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    return dist.get_rank() if _distributed() else 0
 
 
 def _barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
+    if _distributed():
         dist.barrier()
 
 
-def full_model_state(model) -> dict[str, torch.Tensor]:
-    """Full, CPU state dict of the model (gathered from all ranks under FSDP; rank 0 holds it)."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-
-
-def full_optim_state(model, optimizer) -> dict:
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
-
-    return get_optimizer_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+def _dcp(fn, state: dict, path: str, no_dist: bool | None = None) -> None:
+    """dcp.save / dcp.load of `state` at `path`, collective when a process group is up."""
+    with warnings.catch_warnings():
+        # one process is a supported use here, not the mistake DCP warns about
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        fn(state, checkpoint_id=path, no_dist=not _distributed() if no_dist is None else no_dist)
 
 
 def rng_state() -> dict:
@@ -81,43 +94,40 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def write_hf_weights(state: dict[str, torch.Tensor], folder: str, dtype: torch.dtype | None = None) -> None:
-    """model.safetensors with HF names from one of our full state dicts."""
-    tensors = {}
-    for k, v in state.items():
-        if k == "inv_freq":
-            continue
-        t = v.detach().to("cpu")
-        tensors[hf_name(k)] = (t.to(dtype) if dtype is not None and t.is_floating_point() else t).contiguous()
-    save_file(tensors, os.path.join(folder, "model.safetensors"), metadata={"format": "pt"})
-
-
-def read_hf_weights(folder: str) -> dict[str, torch.Tensor]:
-    with safe_open(os.path.join(folder, "model.safetensors"), framework="pt") as f:
-        return {our_name(k): f.get_tensor(k) for k in f.keys()}
+def _save_synced(obj, path: str) -> None:
+    with open(path, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def save_checkpoint(ckpt_dir: str, step: int, model, optimizer, scheduler, trainer_state: dict,
                     write_extra=None, keep: int = 1) -> str | None:
-    """Writes step-`step` atomically (rank 0 writes; all ranks must call). Returns its path on rank 0.
+    """Writes step-`step` atomically (every rank must call). Returns its path on rank 0.
 
-    `write_extra(folder)` adds files (config.json, tokenizer) into the folder before the rename.
+    `write_extra(folder)` (rank 0) adds files (config.json, tokenizer) before the rename.
     """
-    model_state = full_model_state(model)
-    optim_state = full_optim_state(model, optimizer)
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    rank = _rank()
     final = os.path.join(ckpt_dir, f"step-{step}")
-    if _rank() == 0:
-        os.makedirs(ckpt_dir, exist_ok=True)
-        tmp = os.path.join(ckpt_dir, f".tmp-step-{step}")
+    tmp = os.path.join(ckpt_dir, f".tmp-step-{step}")
+    if rank == 0:
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp)
-        write_hf_weights(model_state, tmp)
-        torch.save({"optimizer": optim_state, "scheduler": scheduler.state_dict(), "rng": rng_state()},
-                   os.path.join(tmp, "training_state.pt"))
+    _barrier()
+    model_state, optim_state = get_state_dict(model, optimizer)  # sharded: each rank's own DTensor shards
+    _dcp(dcp.save, {"model": model_state, "optim": optim_state}, tmp)
+    _save_synced(rng_state(), os.path.join(tmp, f"rng-{rank}.pt"))
+    if rank == 0:
+        _save_synced(scheduler.state_dict(), os.path.join(tmp, "scheduler.pt"))
         with open(os.path.join(tmp, "trainer_state.json"), "w") as f:
             json.dump(dict(trainer_state, step=step), f, indent=1)
         if write_extra is not None:
             write_extra(tmp)
+    _barrier()  # every rank's files are on disk
+    if rank == 0:
         fsync_tree(tmp)
         if os.path.exists(final):  # a re-run that reaches the same step replaces it
             shutil.rmtree(final)
@@ -126,7 +136,7 @@ def save_checkpoint(ckpt_dir: str, step: int, model, optimizer, scheduler, train
         for old in list_checkpoints(ckpt_dir)[:-keep] if keep > 0 else []:
             shutil.rmtree(old, ignore_errors=True)
     _barrier()
-    return final if _rank() == 0 else None
+    return final if rank == 0 else None
 
 
 def list_checkpoints(ckpt_dir: str) -> list[str]:
@@ -147,16 +157,142 @@ def latest_checkpoint(ckpt_dir: str) -> str | None:
     return found[-1] if found else None
 
 
-def load_checkpoint(path: str, model, optimizer, scheduler) -> dict:
-    """Restores model, optimizer, scheduler and RNG from `path`; returns the trainer state."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
-
-    opts = StateDictOptions(full_state_dict=True)
-    weights = read_hf_weights(path)
-    set_model_state_dict(model, weights, options=opts)
-    extra = torch.load(os.path.join(path, "training_state.pt"), map_location="cpu", weights_only=False)
-    set_optimizer_state_dict(model, optimizer, extra["optimizer"], options=opts)
-    scheduler.load_state_dict(extra["scheduler"])
-    set_rng_state(extra["rng"])
+def read_trainer_state(path: str) -> dict:
+    """trainer_state.json of a checkpoint; ValueError when `path` is not a complete DCP checkpoint."""
+    for name in ("trainer_state.json", ".metadata"):
+        if not os.path.isfile(os.path.join(path, name)):
+            raise ValueError(f"checkpoint: {path!r} has no {name} (expected a step-N folder written by "
+                             f"s1kernels.train)")
     with open(os.path.join(path, "trainer_state.json")) as f:
         return json.load(f)
+
+
+def load_checkpoint(path: str, model, optimizer, scheduler) -> dict:
+    """Restores model, optimizer, scheduler and this rank's RNG from `path`; returns the trainer state.
+
+    A checkpoint from another world size loads too (DCP reshards); the RNG state of a rank the
+    writing run did not have is left as it is.
+    """
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    trainer_state = read_trainer_state(path)
+    model_state, optim_state = get_state_dict(model, optimizer)
+    state = {"model": model_state, "optim": optim_state}
+    _dcp(dcp.load, state, path)
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+    scheduler.load_state_dict(torch.load(os.path.join(path, "scheduler.pt"), weights_only=False))
+    rng = os.path.join(path, f"rng-{_rank()}.pt")
+    if os.path.isfile(rng):
+        set_rng_state(torch.load(rng, weights_only=False))
+    return trainer_state
+
+
+def _out_dtype(t: torch.Tensor, dtype: torch.dtype | None) -> torch.dtype:
+    return dtype if dtype is not None and t.is_floating_point() else t.dtype
+
+
+def _write_folder(folder: str, config: ModelConfig, tok, dtype, sizes: dict, tensors, max_shard_bytes) -> None:
+    """config.json + safetensors weights + tokenizer + generation_config.json into `folder`."""
+    os.makedirs(folder, exist_ok=True)
+    write_weights(folder, sizes, tensors, max_shard_bytes)
+    hf = config.to_hf_dict()
+    hf["torch_dtype"] = str(dtype or torch.float32).replace("torch.", "")
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        json.dump(hf, f, indent=2)
+    tok.save(folder)
+    with open(os.path.join(folder, "generation_config.json"), "w") as f:
+        json.dump({"eos_token_id": tok.eos_ids, "pad_token_id": tok.pad_id, "bos_token_id": None}, f, indent=2)
+
+
+def export_model(model, folder: str, tok, dtype: torch.dtype | None = None,
+                 max_shard_bytes: int | None = EXPORT_SHARD_BYTES) -> None:
+    """Writes the HF-format model folder (rank 0 writes; every rank must call).
+
+    Parameters are gathered one at a time (`DTensor.full_tensor()` on every rank, after the
+    cast to `dtype`); rank 0 keeps only the tensors of the output file it is filling.
+    """
+    from torch.distributed.tensor import DTensor
+
+    rank0 = _rank() == 0
+    params = [(hf_name(n), p) for n, p in model.named_parameters()]
+    sizes = {name: p.numel() * _out_dtype(p, dtype).itemsize for name, p in params}
+
+    def gathered():
+        for _, p in params:
+            t = p.detach().to(_out_dtype(p, dtype))
+            if isinstance(t, DTensor):
+                t = t.full_tensor()  # a collective: every rank takes part
+            yield t.to("cpu") if rank0 else None
+
+    if rank0:
+        _write_folder(folder, model.config, tok, dtype, sizes, gathered(), max_shard_bytes)
+    else:
+        for _ in gathered():
+            pass
+
+
+def publish_final(output: str, model, tok, dtype: torch.dtype | None = None,
+                  max_shard_bytes: int | None = EXPORT_SHARD_BYTES) -> None:
+    """Exports into `output`/.tmp-final, then moves each file into `output` (every rank must call)."""
+    tmp = os.path.join(output, ".tmp-final")
+    if _rank() == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+    export_model(model, tmp, tok, dtype, max_shard_bytes)
+    if _rank() == 0:
+        fsync_tree(tmp)
+        new = set(os.listdir(tmp))
+        # weight files of an earlier export that this one does not overwrite (an index next to
+        # a single file would win over it when loading)
+        for name in os.listdir(output):
+            if name not in new and (name.endswith(".safetensors") or name.endswith(".safetensors.index.json")):
+                os.remove(os.path.join(output, name))
+        for name in new:
+            os.replace(os.path.join(tmp, name), os.path.join(output, name))
+        os.rmdir(tmp)
+        fsync_dir(output)
+    _barrier()
+
+
+def export_checkpoint(path: str, output: str, dtype: torch.dtype | None = None,
+                      max_shard_bytes: int | None = EXPORT_SHARD_BYTES) -> None:
+    """HF-format model folder from training checkpoint `path` (one process, any world size wrote it).
+
+    Reads one parameter at a time from the DCP files, so memory stays at about one output file.
+    """
+    import torch.distributed.checkpoint as dcp
+
+    from s1kernels.data import S1Tokenizer
+
+    read_trainer_state(path)
+    config = ModelConfig.from_json(path)
+    tok = S1Tokenizer.from_folder(path)
+    with torch.device("meta"):
+        params = list(Transformer(config).named_parameters())
+    sizes = {hf_name(n): p.numel() * _out_dtype(p, dtype).itemsize for n, p in params}
+
+    def tensors():
+        for name, p in params:
+            t = torch.empty(p.shape, dtype=_out_dtype(p, dtype))
+            _dcp(dcp.load, {"model": {name: t}}, path, no_dist=True)  # casts while reading
+            yield t
+
+    _write_folder(output, config, tok, dtype, sizes, tensors(), max_shard_bytes)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m s1kernels.training.checkpoint",
+                                description="Write the HF-format model folder of a training checkpoint.")
+    p.add_argument("checkpoint", help="a step-N folder under <output>/checkpoints")
+    p.add_argument("output", help="folder for config.json, safetensors weights and the tokenizer")
+    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="bfloat16")
+    p.add_argument("--max-shard-gb", type=float, default=EXPORT_SHARD_BYTES / 1e9,
+                   help="size cap of one safetensors file")
+    args = p.parse_args(argv)
+    export_checkpoint(args.checkpoint, args.output, getattr(torch, args.dtype), int(args.max_shard_gb * 1e9))
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

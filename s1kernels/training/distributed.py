@@ -1,6 +1,7 @@
 """Process-group setup and FSDP2 sharding for `torchrun --nproc-per-node N -m s1kernels.train`."""
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -27,18 +28,35 @@ def init(device_kind: str | None = None) -> tuple[torch.device, int, int]:
     return device, rank, world_size
 
 
-def shard(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """FSDP2: `fully_shard` each decoder layer, then the root (embedding, final norm, lm_head)."""
-    from torch.distributed.device_mesh import init_device_mesh
+def precision(bf16: bool, device: torch.device, world_size: int):
+    """(FSDP2 MixedPrecisionPolicy or None, autocast context or nullcontext) for this run.
 
-    try:
-        from torch.distributed.fsdp import fully_shard
-    except ImportError:  # torch < 2.6
-        from torch.distributed._composable.fsdp import fully_shard
+    Under FSDP with bf16: parameters are all-gathered and used in bf16, gradients are
+    reduce-scattered in fp32 and the optimizer updates fp32 master shards; no autocast.
+    In one process: fp32 parameters with bf16 autocast. fp32 runs get neither.
+    """
+    if not bf16:
+        return None, contextlib.nullcontext()
+    if world_size > 1:
+        from torch.distributed.fsdp import MixedPrecisionPolicy
+
+        return MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32), contextlib.nullcontext()
+    return None, torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def shard(model: torch.nn.Module, device: torch.device, mp_policy=None) -> torch.nn.Module:
+    """FSDP2: `fully_shard` each decoder layer, then the root (embedding, final norm, lm_head).
+
+    Works on a model on the meta device too (then `to_empty` allocates only the local shards).
+    """
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
     mesh = init_device_mesh(device.type, (dist.get_world_size(),))
+    kw = dict(mesh=mesh, mp_policy=mp_policy or MixedPrecisionPolicy())
     for layer in model.layers:
-        fully_shard(layer, mesh=mesh)
-    fully_shard(model, mesh=mesh)
+        fully_shard(layer, **kw)
+    fully_shard(model, **kw)
     return model
 
 
