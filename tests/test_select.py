@@ -80,6 +80,17 @@ def test_s1_sampling_prefers_long_traces_and_is_deterministic():
     assert {p // 20 for p in picks} == {0, 1}
 
 
+def test_max_sim_to_earlier_matches_a_loop():
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(30, 8, generator=g)
+    picks = torch.randperm(30, generator=g)[:12]
+    got = stages.max_sim_to_earlier(x, picks, block=5)  # blocks of picks cut across the loop
+    xn = torch.nn.functional.normalize(x, dim=1)
+    assert got[0] == float("-inf")
+    want = torch.stack([(xn[picks[:t]] @ xn[picks[t]]).max() for t in range(1, 12)])
+    torch.testing.assert_close(got[1:], want, atol=1e-6, rtol=0)
+
+
 @pytest.mark.parametrize("method", ["kcenter", "mmr"])
 def test_greedy_methods_and_kmeans_domains(tmp_path, method):
     path, npy, _ = toy_pool(tmp_path)

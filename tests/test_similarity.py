@@ -61,6 +61,33 @@ def test_topk_exact_ties_lower_index_first():
     assert ri[0, :3].tolist() == [5, 10, 15]
 
 
+@pytest.mark.parametrize("k", [1, 2, 4, 7])
+def test_topk_boundary_ties_in_some_rows_only(k):
+    # Small integers: exact arithmetic, and 6 vectors appear 3 times. In one chunk some rows
+    # tie between their k-th and (k+1)-th neighbour and others do not; only the tied rows
+    # are keyed in full, and both kinds must come out exactly as in the reference.
+    g = torch.Generator().manual_seed(5)
+    x = torch.cat([torch.randint(-3, 4, (40, 8), generator=g),
+                   torch.randint(-3, 4, (6, 8), generator=g).repeat(3, 1)]).float()
+    x = x[x.norm(dim=1) > 0]
+    wide = S.topk_similarity_reference(x, k=k + 1)[0]
+    tied = wide[:, k - 1] == wide[:, k]
+    assert tied.any() and not tied.all()
+    ref = S.topk_similarity_reference(x, k=k)
+    for block_m in (None, 16):
+        got = S.topk_similarity(x, k=k, backend="torch", block_m=block_m)
+        assert torch.equal(got[1], ref[1])
+        assert torch.equal(got[0], ref[0])
+
+
+def test_finite_check_survives_an_overflowing_sum():
+    big = torch.full((3, 4), 3e38)  # every entry finite, their fp32 sum is not
+    assert S._check_matrix("x", big).shape == (3, 4)
+    bad = torch.cat([big, torch.tensor([[0.0, float("inf"), 0.0, 0.0]])])
+    with pytest.raises(ValueError, match="1 row\\(s\\) contain NaN or inf"):
+        S._check_matrix("x", bad)
+
+
 def test_topk_large_k_and_inner_product():
     x, y = rand(19, 12, seed=4), rand(300, 12, seed=5)
     ref = S.topk_similarity_reference(x, y, 257, normalize=False)
@@ -117,6 +144,8 @@ def test_topk_triton_matches_reference(dtype, k, self_mode, block_m):
     (lambda: S.threshold_dedup(torch.zeros(0, 3), 0.9), "empty"),
     (lambda: S.threshold_dedup(rand(4, 3), float("nan")), "threshold"),
     (lambda: S.threshold_dedup(rand(4, 3), 0.9, order=torch.tensor([0, 0, 1, 2])), "permutation"),
+    (lambda: S.threshold_dedup(rand(4, 3), 0.9, block=0), "block: expected a positive int"),
+    (lambda: S.threshold_dedup(rand(4, 3), 0.9, chunk=2.5), "chunk: expected a positive int"),
     (lambda: S.k_center(rand(4, 3), 5), "5 picks from a pool of 4"),
     (lambda: S.k_center(rand(4, 3), 2, start=4), "start"),
     (lambda: S.mmr(rand(4, 3), torch.rand(3), 2), "relevance"),
@@ -158,6 +187,17 @@ def test_dedup_matches_reference(threshold, block):
     for o in (None, order):
         got = S.threshold_dedup(x, threshold, order=o, block=block, chunk=37)
         ref = S.threshold_dedup_reference(x, threshold, order=o)
+        assert torch.equal(got.keep, ref.keep)
+        assert torch.equal(got.kept, ref.kept)
+
+
+def test_dedup_packs_kept_rows_across_many_blocks():
+    # 1,500 rows, about a third kept: later blocks compare with the packed kept rows only
+    x = near_duplicates(n_base=500, copies=3)
+    ref = S.threshold_dedup_reference(x, 0.9)
+    assert 400 < int(ref.keep.sum()) < 1000
+    for block, chunk in ((64, 100), (1024, 2048), (1500, 7)):
+        got = S.threshold_dedup(x, 0.9, block=block, chunk=chunk)
         assert torch.equal(got.keep, ref.keep)
         assert torch.equal(got.kept, ref.kept)
 

@@ -6,6 +6,7 @@ the pipeline in s1kernels.select can count what each stage removed.
 """
 from __future__ import annotations
 
+import math
 import re
 
 import numpy as np
@@ -170,22 +171,36 @@ def s1_sample(ids: list[int], domains: list[str], lens: np.ndarray, k: int,
     return picks, reasons
 
 
+def max_sim_to_earlier(x: torch.Tensor, picks: torch.Tensor, block: int = 1024) -> torch.Tensor:
+    """For each pick t, the highest cosine between x[picks[t]] and x[picks[:t]] (-inf for
+    the first pick): the explanation of a greedy pick, in row blocks of `block` picks."""
+    p = sim.normalized(x[picks])
+    out = torch.empty(len(picks))
+    for t0 in range(0, len(picks), block):
+        t1 = min(len(picks), t0 + block)
+        s = p[t0:t1] @ p[:t1].T
+        # entry (r, c) compares pick t0 + r with pick c: only c < t0 + r came earlier
+        s.masked_fill_(torch.ones_like(s, dtype=torch.bool).triu(t0), -math.inf)
+        out[t0:t1] = s.amax(dim=1).cpu()
+    return out
+
+
 def kcenter_select(emb: torch.Tensor, ids: list[int], lens: np.ndarray, k: int,
                    what: str = "trace length") -> tuple[list[int], dict]:
     """Farthest-point picks over the embeddings, starting at the longest row."""
     x = emb[ids]
     start = int(np.lexsort((np.arange(len(ids)), -lens))[0])
-    picks = sim.k_center(x, k, start=start).tolist()
-    xn = sim.normalized(x)
+    picks = sim.k_center(x, k, start=start)
+    nearest = max_sim_to_earlier(x, picks).tolist()
     out, reasons = [], {}
-    for t, p in enumerate(picks):
+    for t, p in enumerate(picks.tolist()):
         row = ids[p]
         out.append(row)
         if t == 0:
             reasons[row] = f"k-center start: the longest row ({what} {int(lens[p])})"
         else:
-            d = 1.0 - float((xn[picks[:t]] @ xn[p]).max())
-            reasons[row] = f"k-center pick {t + 1}: cosine distance {d:.3f} to the nearest earlier pick"
+            reasons[row] = (f"k-center pick {t + 1}: cosine distance {1.0 - nearest[t]:.3f} "
+                            f"to the nearest earlier pick")
     return out, reasons
 
 
@@ -194,13 +209,12 @@ def mmr_select(emb: torch.Tensor, ids: list[int], lens: np.ndarray, k: int,
     """MMR with relevance = trace length / longest trace (difficulty proxy)."""
     x = emb[ids]
     rel = torch.from_numpy(lens / max(1, lens.max())).float()
-    picks = sim.mmr(x, rel, k, lambda_).tolist()
-    xn = sim.normalized(x)
+    picks = sim.mmr(x, rel, k, lambda_)
+    nearest = max_sim_to_earlier(x, picks).tolist()
     out, reasons = [], {}
-    for t, p in enumerate(picks):
+    for t, p in enumerate(picks.tolist()):
         row = ids[p]
         out.append(row)
-        ms = float((xn[picks[:t]] @ xn[p]).max()) if t else float("nan")
         reasons[row] = (f"mmr pick {t + 1} (lambda {lambda_}): relevance {float(rel[p]):.3f}"
-                        + (f", max cosine to earlier picks {ms:.3f}" if t else ", the most relevant row"))
+                        + (f", max cosine to earlier picks {nearest[t]:.3f}" if t else ", the most relevant row"))
     return out, reasons
