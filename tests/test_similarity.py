@@ -128,6 +128,24 @@ def test_topk_triton_matches_reference(dtype, k, self_mode, block_m):
     assert_topk_matches(got, S.topk_similarity_reference(x, yy, k))
 
 
+@pytest.mark.parametrize("dtype,k,n,pools", [
+    (torch.float32, 16, 150, (None, 300)),
+    (torch.float16, 16, 150, (None, 300)),
+    (torch.bfloat16, 100, 40, (150,)),  # the large-K regime is slow in the interpreter: fewer rows
+])
+def test_topk_triton_with_the_h100_tile_sizes(monkeypatch, dtype, k, n, pools):
+    # The GPU launches use 32-64 x 128 x 32-64 tiles (both regimes of gpu_config) that the
+    # small interpreter tiles never show: run them here with a partial tile in every dimension.
+    from s1kernels.ops import similarity_kernels as SK
+
+    monkeypatch.setattr(S, "_tile_config", lambda k2, dt, device: SK.gpu_config(k2, dt))
+    x = rand(n, 100, dtype, 12)
+    for m in pools:
+        yy = None if m is None else rand(m, 100, dtype, 13)
+        got = S.topk_similarity(x, yy, k, backend="triton")
+        assert_topk_matches(got, S.topk_similarity_reference(x, yy, k))
+
+
 # ----------------------------------------------------------------------------- bad input
 
 @pytest.mark.parametrize("make,match", [

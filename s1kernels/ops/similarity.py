@@ -152,15 +152,21 @@ def _chunk_topk_keys(s, j0, k):
     return keys
 
 
+def _tile_config(k_pow2: int, dtype: str, device: torch.device) -> dict:
+    from s1kernels.ops import similarity_kernels as K
+
+    if device.type == "cpu":  # the interpreter: small tiles keep it fast enough for tests
+        return dict(BLOCK_N=16, BLOCK_M=32, BLOCK_D=16, num_warps=4, num_stages=2)
+    return K.gpu_config(k_pow2, dtype)
+
+
 def _topk_triton(x, y, rx, ry, k, exclude_self, block_m):
     from s1kernels.ops import similarity_kernels as K
 
     n, m, d = x.shape[0], y.shape[0], x.shape[1]
     k2 = max(1, 1 << (k - 1).bit_length())
     dt = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[x.dtype]
-    cfg = K.gpu_config(k2, dt)
-    if x.device.type == "cpu":  # the interpreter: small tiles keep it fast enough for tests
-        cfg = dict(BLOCK_N=16, BLOCK_M=32, BLOCK_D=16, num_warps=4, num_stages=2)
+    cfg = _tile_config(k2, dt, x.device)
     if block_m is not None:
         # tl.arange needs a power of two; block_m only narrows the tile: a wider one is a
         # register/shared-memory tile (the torch path's 8192-column chunks would not fit on chip)
