@@ -36,7 +36,10 @@ def _installed_build_for_checkout() -> str:
         return "not a source checkout"
     # Every s1kernels on sys.path: the checkout's own build metadata (s1kernels.egg-info) may
     # come first and lists no compiled file.
-    built = [f for dist in importlib.metadata.distributions(name="s1kernels") for f in dist.files or []
+    dists = list(importlib.metadata.distributions(name="s1kernels"))
+    if not dists:
+        return "s1kernels is not installed: build it with pip install -e . (or pip install .)"
+    built = [f for dist in dists for f in dist.files or []
              if f.parts[:1] == ("s1kernels",) and f.name.startswith("_C.") and f.name.endswith((".so", ".pyd"))]
     if not built:
         return "the installed s1kernels has no compiled extension"
