@@ -552,7 +552,8 @@ __global__ void __launch_bounds__(kThreads, 2) decode_step_kernel(DecodeArgs a) 
     float logprob = 0.f;
     bool use_logprob = false;
     const int64_t emitted = s1k::finish_step(s, b, f, plan, token, error, &use_logprob);
-    if (use_logprob) logprob = Logits<DT>::one(row, token) - (st.m_raw + logf(st.s_raw));
+    // (x - m) first: it is exact for x near m, where m + log(s) would round at the scale of m
+    if (use_logprob) logprob = (Logits<DT>::one(row, token) - st.m_raw) - logf(st.s_raw);
     a.tokens[r] = emitted;
     a.logprobs[r] = logprob;
     s1k::store_row_state(a, r, s);

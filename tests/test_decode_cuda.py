@@ -128,3 +128,193 @@ def test_cuda_graph_capture_and_replay():
     assert torch.equal(_cpu(state.step), torch.full((B,), 20, dtype=torch.int64))
     keep = ~diverged
     assert torch.equal(_cpu(state.phase)[keep], ref_state.phase[keep])
+
+
+# ----------------------------------------------------------------------------- edge layouts and rows
+
+def _on_gpu(x: torch.Tensor, layout: str) -> torch.Tensor:
+    """x on the GPU as contiguous rows ("aligned"), rows offset by one element in a buffer of
+    stride V + 2 ("unaligned": most rows miss the 16-byte alignment and take scalar loads), or
+    rows padded with NaN past V ("padded": the columns past V must never be read)."""
+    B, V = x.shape
+    if layout == "aligned":
+        return x.cuda()
+    if layout == "unaligned":
+        buf = torch.full((B, V + 2), float("nan"), dtype=x.dtype, device="cuda")
+        out = buf[:, 1:V + 1]
+    else:
+        buf = torch.full((B, V + 11), float("nan"), dtype=x.dtype, device="cuda")
+        out = buf[:, :V]
+    out.copy_(x)
+    return out
+
+
+def _twin_and_gpu(x, sampling, layout, budget=None, start_phase="answer", state_fn=None, vocab_size=None):
+    """One step of the twin and the kernel on the same logits and per-row configuration."""
+    B = x.shape[0]
+    budget = budget or Budget()
+    s_c, s_g = DecodeState.new(B, start_phase=start_phase), DecodeState.new(B, "cuda", start_phase=start_phase)
+    if state_fn is not None:
+        state_fn(s_c)
+        state_fn(s_g)
+    t_c, l_c = decode_step(x, s_c, budget.tensors(B, "cpu"), sampling.tensors(B, "cpu"), FORCING,
+                           vocab_size=vocab_size, backend="cpp")
+    t_g, l_g = decode_step(_on_gpu(x, layout), s_g, budget.tensors(B, "cuda"), sampling.tensors(B, "cuda"), FORCING,
+                           vocab_size=vocab_size, backend="cuda")
+    return t_c, l_c, s_c, _cpu(t_g), _cpu(l_g), s_g
+
+
+# Per-row configurations; the first five leave no choice (greedy, or a kept set of maxima only).
+_EDGE_CONFIGS = [dict(temperature=0.0), dict(temperature=1.0, top_k=1), dict(temperature=0.8, top_p=1e-7),
+                 dict(temperature=1.0, min_p=1.0), dict(temperature=1e-30),
+                 dict(temperature=1.0), dict(temperature=1.0, top_k=10**6), dict(temperature=0.7, top_k=3, top_p=0.5),
+                 dict(temperature=1.3, top_p=0.999999), dict(temperature=1.0, min_p=0.3, top_k=2)]
+_N_FORCED = 5
+
+
+def _edge_sampling(B, seed=0):
+    rows = [_EDGE_CONFIGS[r % len(_EDGE_CONFIGS)] for r in range(B)]
+    get = lambda key, default: [c.get(key, default) for c in rows]  # noqa: E731
+    return Sampling(temperature=get("temperature", 0.0), top_k=get("top_k", 0), top_p=get("top_p", 1.0),
+                    min_p=get("min_p", 0.0), seed=[seed * 1000 + r for r in range(B)])
+
+
+@pytest.mark.parametrize("layout", ["aligned", "unaligned", "padded"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("V", [9, 15, 16, 17, 511, 513, 4100, 8199])
+def test_tiny_odd_and_unaligned_vocab_matches_twin(V, dtype, layout):
+    """V below one 16-byte vector, below the block's 512 threads, odd, just past a multiple of
+    the vector and the block: no read past V, and the row/vector tails are all visited."""
+    g = torch.Generator().manual_seed(V)
+    B = 2 * len(_EDGE_CONFIGS)
+    x = random_logits(g, B, V, dtype)
+    t_c, l_c, s_c, t_g, l_g, s_g = _twin_and_gpu(x, _edge_sampling(B), layout)
+    assert int(_cpu(s_g.error).abs().sum()) == 0
+    forced = torch.tensor([r % len(_EDGE_CONFIGS) < _N_FORCED for r in range(B)])
+    assert torch.equal(t_c[forced], t_g[forced])
+    assert int((t_c != t_g).sum()) <= 1
+    same = t_c == t_g
+    torch.testing.assert_close(l_g[same], l_c[same], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_single_unaligned_row(dtype):
+    V = 1001
+    x = random_logits(torch.Generator().manual_seed(5), 1, V, dtype)
+    buf = torch.empty(V + 1, dtype=dtype, device="cuda")
+    for temperature in (0.0, 1.0):
+        x_gpu = buf[1:].view(1, V)
+        x_gpu.copy_(x)
+        s_c, s_g = DecodeState.new(1, start_phase="answer"), DecodeState.new(1, "cuda", start_phase="answer")
+        t_c, _ = decode_step(x, s_c, Budget().tensors(1, "cpu"), Sampling(temperature=temperature).tensors(1, "cpu"),
+                             FORCING, backend="cpp")
+        t_g, _ = decode_step(x_gpu, s_g, Budget().tensors(1, "cuda"),
+                             Sampling(temperature=temperature).tensors(1, "cuda"), FORCING, backend="cuda")
+        assert torch.equal(t_c, _cpu(t_g))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_columns_past_vocab_size_are_never_read(dtype):
+    B, V, vocab = 20, 4112, 4099  # vocab_size not a multiple of the 8-element vector
+    x = random_logits(torch.Generator().manual_seed(11), B, V, dtype)
+    x[:, vocab:] = float("nan")
+    t_c, l_c, s_c, t_g, l_g, s_g = _twin_and_gpu(x, _edge_sampling(B, seed=1), "padded", vocab_size=vocab)
+    assert int(_cpu(s_g.error).abs().sum()) == 0
+    assert bool((t_g < vocab).all())
+    assert int((t_c != t_g).sum()) <= 1
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_narrow_range_rows_with_ties_and_neg_inf(dtype, sign):
+    """Rows whose finite logits share one or two digit-0 bins (the register histogram), with
+    many ties at every filter threshold and -inf entries (top_k past the finite count)."""
+    g = torch.Generator().manual_seed(3)
+    B, V = 4 * len(_EDGE_CONFIGS), 3001
+    x = sign * (1.0 + torch.randint(0, 8, (B, V), generator=g).float() / 8)  # 8 values in [1, 2) or (-2, -1]
+    x[torch.rand(B, V, generator=g) < 0.2] = float("-inf")
+    x[B // 2:, : V - 10] = float("-inf")  # 10 finite ids: top_k = 10**6 and top_k = 3 bracket them
+    x = x.to(dtype)
+    for layout in ("aligned", "unaligned"):
+        t_c, l_c, s_c, t_g, l_g, s_g = _twin_and_gpu(x, _edge_sampling(B, seed=2), layout)
+        assert int(_cpu(s_g.error).abs().sum()) == 0
+        forced = torch.tensor([r % len(_EDGE_CONFIGS) < _N_FORCED for r in range(B)])
+        assert torch.equal(t_c[forced], t_g[forced])
+        assert int((t_c != t_g).sum()) <= 2
+
+
+def test_signed_zeros_and_extreme_finite_values():
+    B, V = len(_EDGE_CONFIGS), 700
+    big = torch.finfo(torch.float32).max
+    x = torch.zeros(B, V)
+    x[:, ::2] = -0.0
+    x[:, 100] = -big
+    x[:, 200] = big
+    x[:, 201] = big
+    x[:, 300] = -big
+    t_c, l_c, s_c, t_g, l_g, s_g = _twin_and_gpu(x, _edge_sampling(B, seed=3), "aligned")
+    assert int(_cpu(s_g.error).abs().sum()) == 0
+    assert set(t_g.tolist()) <= {200, 201}
+    assert torch.equal(t_c[:_N_FORCED], t_g[:_N_FORCED])
+    # with every logit 0 or -0 (ties everywhere), the greedy pick is the first id
+    t_c, _, _, t_g, _, _ = _twin_and_gpu(torch.zeros(B, V) * torch.tensor([1.0, -1.0]).repeat(V // 2),
+                                         _edge_sampling(B, seed=4), "unaligned")
+    assert t_g[0].item() == 0 and t_c[0].item() == 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("V", [9, 5000])
+def test_error_rows_all_dtypes(dtype, V):
+    B = 8
+    x = torch.randn(B, V)
+    x[0] = float("-inf")  # nothing to sample
+    x[1, V - 1] = float("nan")
+    x[2, 0] = float("inf")
+    x[3] = float("-inf")
+    x[3, 3] = 5.0  # only the suppressed end-of-thinking id is finite
+    x[4] = float("nan")
+    x = x.to(dtype)
+    budget = Budget(min_thinking_tokens=100, mode="suppress")
+    temps = Sampling(temperature=[0.0, 1.0] * (B // 2), top_k=5, top_p=0.9, seed=list(range(B)))
+    for layout in ("aligned", "unaligned"):
+        t_c, l_c, s_c, t_g, l_g, s_g = _twin_and_gpu(x, temps, layout, budget=budget, start_phase="thinking")
+        assert _cpu(s_g.error)[:5].tolist() == [D.ERROR_NO_TOKEN, D.ERROR_NONFINITE, D.ERROR_NONFINITE,
+                                               D.ERROR_NO_TOKEN, D.ERROR_NONFINITE]
+        assert t_g[:5].tolist() == [FORCING.pad_id] * 5 and l_g[:5].tolist() == [0.0] * 5
+        _states_equal(s_c, s_g)
+        assert torch.equal(t_c, t_g)
+
+
+def test_forced_rows_never_read_their_logits():
+    """Done rows, pending injections and rows at the thinking cap emit without reading the
+    (NaN) logits, so they get no error flag; the states match the twin."""
+    B, V = 6, 1000
+    x = torch.full((B, V), float("nan"))
+
+    def setup(s):
+        s.phase[0] = D.DONE
+        s.inject_kind[1], s.inject_pos[1] = D.INJECT_WAIT, 1
+        s.phase[2], s.inject_kind[2] = D.ANSWER, D.INJECT_DELIMITER
+        s.phase[3], s.inject_kind[3], s.inject_pos[3] = D.ANSWER, D.INJECT_EXIT, 2
+        s.thinking_tokens[4] = 50  # at max_thinking_tokens: the forced exit starts
+        s.thinking_tokens[5] = 50
+
+    budget = Budget(max_thinking_tokens=50)
+    t_c, l_c, s_c, t_g, l_g, s_g = _twin_and_gpu(x, Sampling(temperature=[0.0, 1.0] * 3), "unaligned",
+                                                 budget=budget, start_phase="thinking", state_fn=setup)
+    assert _cpu(s_g.error).tolist() == [0] * B
+    assert torch.equal(t_c, t_g) and t_g.tolist() == [FORCING.pad_id, 7, 4, 5, 3, 3]
+    _states_equal(s_c, s_g)
+
+
+def test_logprob_of_large_logits_matches_twin():
+    """logprob = (x - max) - log(sum): computed as x - (max + log(sum)) in fp32, the sum would
+    round at the scale of the logits (2e-3 at 3e4)."""
+    B, V = 16, 2000
+    g = torch.Generator().manual_seed(9)
+    x = 30000.0 + 2.0 * torch.randn(B, V, generator=g)
+    for sampling in (Sampling(), Sampling(temperature=1.0, seed=list(range(B)))):
+        t_c, l_c, _, t_g, l_g, _ = _twin_and_gpu(x, sampling, "aligned")
+        same = t_c == t_g
+        assert int((~same).sum()) <= 1
+        torch.testing.assert_close(l_g[same], l_c[same], atol=1e-4, rtol=1e-5)
