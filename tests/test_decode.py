@@ -403,6 +403,9 @@ def test_bad_configuration():
         Sampling(top_p=0.0).tensors(1, "cpu")
     with pytest.raises(ValueError, match="temperature"):
         Sampling(temperature=-1.0).tensors(1, "cpu")
+    with pytest.raises(ValueError, match="smallest normal fp32"):
+        Sampling(temperature=[1.0, 1e-40]).tensors(2, "cpu")
+    Sampling(temperature=1e-30).tensors(1, "cpu")  # tiny but normal: allowed
     with pytest.raises(ValueError, match="min_p"):
         Sampling(min_p=1.5).tensors(1, "cpu")
     with pytest.raises(ValueError, match="seed: expected 4 per-row values"):

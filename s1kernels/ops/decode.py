@@ -266,6 +266,9 @@ class Sampling:
         for r in range(batch):
             if not (math.isfinite(t[r]) and t[r] >= 0):
                 raise ValueError(f"temperature: expected a finite value >= 0, got {t[r]} (row {r})")
+            if 0 < t[r] < _FP32_TINY:  # an fp32 subnormal: the GPU kernel (fast math) flushes it to 0
+                raise ValueError(f"temperature: expected 0 (greedy) or at least {_FP32_TINY:.4g} (the smallest "
+                                 f"normal fp32), got {t[r]} (row {r})")
             if not 0 <= k[r] <= _INT32_MAX:
                 raise ValueError(f"top_k: expected 0 (off) or a positive int, got {k[r]} (row {r})")
             if not 0 < p[r] <= 1:
@@ -281,6 +284,8 @@ class Sampling:
                                torch.tensor(mp, dtype=torch.float32, device=device),
                                torch.tensor(s, dtype=torch.int64, device=device))
 
+
+_FP32_TINY = torch.finfo(torch.float32).tiny
 
 _STATE_FIELDS = ("phase", "thinking_tokens", "waits_used", "inject_kind", "inject_pos", "answer_tokens",
                  "error", "event", "step")
