@@ -28,10 +28,14 @@ class RowError(ValueError):
     """A malformed row; the message names the file, line/row and field."""
 
 
-def _first(raw: dict, keys: tuple[str, ...]):
+def _first(raw: dict, keys: tuple[str, ...], name: str, require: tuple[str, ...], where: str):
+    """(key, value) of the first present alias of field `name`; (None, None) when absent,
+    which is an error when the field is required."""
     for k in keys:
         if k in raw and raw[k] is not None:
             return k, raw[k]
+    if name in require:
+        raise RowError(f"{where}: field '{name}' missing (looked for {', '.join(keys)})")
     return None, None
 
 
@@ -40,19 +44,15 @@ def normalize_row(raw, where: str, require: tuple[str, ...] = FIELDS) -> dict:
     if not isinstance(raw, dict):
         raise RowError(f"{where}: expected a JSON object, got {type(raw).__name__}")
     out: dict = {}
-    key, q = _first(raw, QUESTION_KEYS)
+    key, q = _first(raw, QUESTION_KEYS, "question", require, where)
     if key is None:
-        if "question" in require:
-            raise RowError(f"{where}: field 'question' missing (looked for {', '.join(QUESTION_KEYS)})")
         q = None
     elif not isinstance(q, str) or not q.strip():
         raise RowError(f"{where}: field '{key}': expected a non-empty string, got {_describe(q)}")
     out["question"] = q
 
-    key, t = _first(raw, THINKING_KEYS)
+    key, t = _first(raw, THINKING_KEYS, "thinking", require, where)
     if key is None:
-        if "thinking" in require:
-            raise RowError(f"{where}: field 'thinking' missing (looked for {', '.join(THINKING_KEYS)})")
         t = []
     elif isinstance(t, str):
         t = [t]
@@ -62,13 +62,10 @@ def normalize_row(raw, where: str, require: tuple[str, ...] = FIELDS) -> dict:
         raise RowError(f"{where}: field '{key}': expected a string or a list of strings, got {_describe(t)}")
     out["thinking"] = t
 
-    key, a = _first(raw, ANSWER_KEYS)
-    if key is None:
-        if "answer" in require:
-            raise RowError(f"{where}: field 'answer' missing (looked for {', '.join(ANSWER_KEYS)})")
-    elif isinstance(a, bool) or not isinstance(a, (str, int, float)):
-        raise RowError(f"{where}: field '{key}': expected a string or a number, got {_describe(a)}")
-    else:
+    key, a = _first(raw, ANSWER_KEYS, "answer", require, where)
+    if key is not None:
+        if isinstance(a, bool) or not isinstance(a, (str, int, float)):
+            raise RowError(f"{where}: field '{key}': expected a string or a number, got {_describe(a)}")
         a = str(a)
     out["answer"] = a
     return out
