@@ -53,8 +53,7 @@ def _checkout_and_install(tmp_path):
     repo = Path(backend.__file__).parents[1]
     checkout = tmp_path / "checkout"
     shutil.copytree(repo / "s1kernels", checkout / "s1kernels", ignore=shutil.ignore_patterns("_C.*", "__pycache__"))
-    for folder in ("csrc", "python"):
-        shutil.copytree(repo / folder, checkout / folder)
+    shutil.copytree(repo / "csrc", checkout / "csrc")
     site = tmp_path / "site"
     (site / "s1kernels").mkdir(parents=True)
     so = Path(built.__file__).name

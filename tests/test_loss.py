@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from s1kernels.ops import loss as L
-from s1kernels.ops import loss_kernels as K
+from s1kernels.ops.loss import triton_impl as K
 from s1kernels.ops.loss import LinearCrossEntropy, linear_cross_entropy, linear_cross_entropy_reference
 
 IGNORE = -100

@@ -136,7 +136,7 @@ def test_topk_triton_matches_reference(dtype, k, self_mode, block_m):
 def test_topk_triton_with_the_h100_tile_sizes(monkeypatch, dtype, k, n, pools):
     # The GPU launches use 32-64 x 128 x 32-64 tiles (both regimes of gpu_config) that the
     # small interpreter tiles never show: run them here with a partial tile in every dimension.
-    from s1kernels.ops import similarity_kernels as SK
+    from s1kernels.ops.similarity import triton_impl as SK
 
     monkeypatch.setattr(S, "_tile_config", lambda k2, dt, device: SK.gpu_config(k2, dt))
     x = rand(n, 100, dtype, 12)

@@ -27,9 +27,10 @@ OPS_PACKAGE = "s1kernels.ops"
 
 def _modules():
     pkg = importlib.import_module(OPS_PACKAGE)
-    for info in pkgutil.iter_modules(pkg.__path__):
-        if info.name != "triton_compile":
-            yield importlib.import_module(f"{OPS_PACKAGE}.{info.name}")
+    # Every module under ops/, family packages included (ops/<family>/triton_impl.py).
+    for info in pkgutil.walk_packages(pkg.__path__, prefix=f"{OPS_PACKAGE}."):
+        if info.name != f"{OPS_PACKAGE}.triton_compile":
+            yield importlib.import_module(info.name)
 
 
 def _divisibility_attrs(fn, spec) -> dict:

@@ -153,7 +153,7 @@ def _chunk_topk_keys(s, j0, k):
 
 
 def _tile_config(k_pow2: int, dtype: str, device: torch.device) -> dict:
-    from s1kernels.ops import similarity_kernels as K
+    from s1kernels.ops.similarity import triton_impl as K
 
     if device.type == "cpu":  # the interpreter: small tiles keep it fast enough for tests
         return dict(BLOCK_N=16, BLOCK_M=32, BLOCK_D=16, num_warps=4, num_stages=2)
@@ -161,7 +161,7 @@ def _tile_config(k_pow2: int, dtype: str, device: torch.device) -> dict:
 
 
 def _topk_triton(x, y, rx, ry, k, exclude_self, block_m):
-    from s1kernels.ops import similarity_kernels as K
+    from s1kernels.ops.similarity import triton_impl as K
 
     n, m, d = x.shape[0], y.shape[0], x.shape[1]
     k2 = max(1, 1 << (k - 1).bit_length())

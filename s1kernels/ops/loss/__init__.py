@@ -326,7 +326,7 @@ def _torch_backward(grad, hidden, weight, labels, bias, lse, ignore_index, z_los
 
 def _impl_forward(hidden, weight, labels, bias, ignore_index, z_loss, softcap, vocab_size, backend, chunk_tokens):
     if backend == "triton":
-        from s1kernels.ops import loss_kernels
+        from s1kernels.ops.loss import triton_impl as loss_kernels
 
         return loss_kernels.forward(hidden, weight, labels, bias, ignore_index, z_loss, softcap, vocab_size)
     chunk = hidden.shape[0] if backend == "torch" else _chunk_rows(hidden.shape[0], vocab_size, chunk_tokens)
@@ -336,7 +336,7 @@ def _impl_forward(hidden, weight, labels, bias, ignore_index, z_loss, softcap, v
 def _impl_backward(grad, hidden, weight, labels, bias, lse, ignore_index, z_loss, softcap, vocab_size, backend,
                    chunk_tokens, need_hidden, need_weight):
     if backend == "triton":
-        from s1kernels.ops import loss_kernels
+        from s1kernels.ops.loss import triton_impl as loss_kernels
 
         return loss_kernels.backward(grad, hidden, weight, labels, bias, lse, ignore_index, z_loss, softcap,
                                      vocab_size, need_hidden, need_weight)

@@ -681,6 +681,3 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{'yes' if r.forced_exit else 'no'}, finished: {r.finished_reason}, answer: {r.answer}]")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())
