@@ -34,6 +34,7 @@ import time
 
 import torch
 
+from s1kernels.data.tokenizer import real_vocab_size
 from s1kernels.model import ModelConfig, Transformer, load_model
 from s1kernels.training import checkpoint as ckpt
 from s1kernels.training import distributed as dist_utils
@@ -71,6 +72,7 @@ class TrainConfig:
     eval_rows: int = 0  # built-in task only: greedy accuracy on held-out rows at the end
     progress: bool = True
     loss_backend: str = "auto"
+    vocab_size: int | None = None  # real tokens; lm_head rows past it take no probability (None: the tokenizer's)
     threads: int | None = None  # CPU threads for torch (None: torch's default)
     # tiny model (used only without --model)
     hidden_size: int = 128
@@ -124,6 +126,9 @@ def parse_args(argv=None) -> TrainConfig:
     p.add_argument("--log-every", type=int)
     p.add_argument("--eval-rows", type=int, help="built-in task: greedy accuracy on N held-out rows at the end")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, help="tqdm progress bar")
+    p.add_argument("--vocab-size", type=int,
+                   help="real vocabulary size: lm_head rows past it (padding) take no probability in the loss "
+                        "(default: the tokenizer's size)")
     p.add_argument("--loss-backend", help="linear_cross_entropy backend (auto, triton, chunked, torch)")
     p.add_argument("--threads", type=int, help="CPU threads for torch (1 is fastest on a busy machine)")
     for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "intermediate_size"):
@@ -185,9 +190,7 @@ def load_tokenizer_and_model(cfg: TrainConfig, device, world_size: int = 1, mp_p
             raise FileNotFoundError(f"--model: {cfg.model!r} has no tokenizer.json (the checkpoint folder must "
                                     f"hold the tokenizer files)")
         tok = S1Tokenizer.from_folder(cfg.model)
-        vocab = ModelConfig.from_json(cfg.model).vocab_size
-        if tok.vocab_size > vocab:
-            raise ValueError(f"--model: tokenizer has {tok.vocab_size} ids but the model's vocab_size is {vocab}")
+        real_vocab_size(tok, ModelConfig.from_json(cfg.model).vocab_size, cfg.vocab_size)  # fails before loading
         model = load_model(cfg.model, dtype=torch.float32, device=device, shard=shard)
     check_chat_tokenizer(tok)
     return tok, model
@@ -222,6 +225,7 @@ def train(cfg: TrainConfig) -> dict:
 
     mp_policy, amp = dist_utils.precision(bf16, device, world_size)
     tok, model = load_tokenizer_and_model(cfg, device, world_size, mp_policy)
+    vocab_size = real_vocab_size(tok, model.config.vocab_size, cfg.vocab_size)
     packed, data_info = build_dataset(tok, cfg.data, cfg.block_size, cfg.overlong, cfg.synthetic_rows, cfg.seed,
                                       cfg.max_samples)
     if main and (data_info.get("truncated") or data_info.get("dropped")):
@@ -260,7 +264,7 @@ def train(cfg: TrainConfig) -> dict:
         os.replace(log_path + ".tmp", log_path)
         with open(os.path.join(cfg.output, "train_config.json"), "w") as f:
             json.dump(dict(dataclasses.asdict(cfg), world_size=world_size, total_steps=total_steps,
-                           data=data_info, bf16=bf16), f, indent=1, default=str)
+                           data=data_info, bf16=bf16, real_vocab_size=vocab_size), f, indent=1, default=str)
 
     from s1kernels.ops.loss import linear_cross_entropy
 
@@ -289,7 +293,8 @@ def train(cfg: TrainConfig) -> dict:
                 if bf16:
                     hidden, weight = hidden.to(torch.bfloat16), weight.to(torch.bfloat16)
                 return linear_cross_entropy(hidden, weight, b["labels"], cu_seqlens=b["cu_seqlens"],
-                                            normalize=cfg.normalize, num_items=num_items, backend=cfg.loss_backend)
+                                            normalize=cfg.normalize, num_items=num_items, vocab_size=vocab_size,
+                                            backend=cfg.loss_backend)
 
             with amp:
                 loss = model(b["input_ids"], b["position_ids"], b["cu_seqlens"], b["max_seqlen"], loss_fn=loss_fn)
@@ -347,7 +352,8 @@ def _eval_builtin(cfg, tok, device) -> dict:
 
     model = load_model(cfg.output, device=device)
     rows = make_rows(cfg.eval_rows, seed=cfg.seed + 7919)  # a seed the training rows never use
-    acc, texts = task_accuracy(model, tok, rows)
+    acc, texts = task_accuracy(model, tok, rows, vocab_size=real_vocab_size(tok, model.config.vocab_size,
+                                                                            cfg.vocab_size))
     return {"eval_accuracy": acc, "eval_rows": len(rows), "eval_example": texts[0] if texts else ""}
 
 

@@ -187,6 +187,13 @@ class S1Tokenizer:
         """Number of ids (including added/special tokens)."""
         return self.tokenizer.get_vocab_size(with_added_tokens=True)
 
+    @property
+    def id_limit(self) -> int:
+        """One past the largest id the tokenizer can produce or decode (= vocab_size unless
+        the ids have holes)."""
+        vocab = self.tokenizer.get_vocab(with_added_tokens=True)
+        return max(vocab.values()) + 1 if vocab else 0
+
     # ---- chat -------------------------------------------------------------------------
     def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = False) -> str:
         """Render `messages` with the folder's chat template (jinja2, as transformers does).
@@ -202,6 +209,27 @@ class S1Tokenizer:
             f"S1Tokenizer(vocab_size={self.vocab_size}, pad_id={self.pad_id}, eos_ids={self.eos_ids}, "
             f"chat_template={'yes' if self.chat_template else 'no'})"
         )
+
+
+def real_vocab_size(tokenizer, rows: int, override: int | None = None, flag: str = "--vocab-size") -> int:
+    """How many logit rows are real tokens: `override` when given, else the tokenizer's size.
+
+    Checkpoints often pad the lm_head past the tokenizer (Qwen2.5: 152,064 rows for 151,665
+    tokens); rows past this size must take no probability in the loss and never be sampled.
+    Raises ValueError naming `flag` when the size is not in [1, rows], or when the tokenizer
+    has more ids than the model has rows.
+    """
+    if override is None:
+        real = tokenizer.id_limit if hasattr(tokenizer, "id_limit") else int(tokenizer.vocab_size)
+        if real > rows:
+            raise ValueError(f"{flag}: the tokenizer has {real} ids but the model has only {rows} vocabulary rows "
+                             f"(config.json vocab_size); is this the model's own tokenizer?")
+        return real
+    if isinstance(override, bool) or not isinstance(override, int):
+        raise TypeError(f"{flag}: expected an int, got {type(override).__name__}")
+    if not 1 <= override <= rows:
+        raise ValueError(f"{flag}: expected 1 <= vocab size <= {rows} (the model's vocabulary rows), got {override}")
+    return override
 
 
 def _token_text(tok) -> str | None:

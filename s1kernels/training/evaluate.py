@@ -8,13 +8,19 @@ from __future__ import annotations
 
 import torch
 
-from s1kernels.data import prompt_text
+from s1kernels.data import prompt_text, real_vocab_size
 from s1kernels.data.synthetic import check_answer
 
 
 @torch.no_grad()
-def greedy_generate(model, tok, prompts: list[str], max_new_tokens: int = 160) -> list[list[int]]:
-    """Greedy continuations (token ids, stopping at an EOS id) of each prompt, batched."""
+def greedy_generate(model, tok, prompts: list[str], max_new_tokens: int = 160,
+                    vocab_size: int | None = None) -> list[list[int]]:
+    """Greedy continuations (token ids, stopping at an EOS id) of each prompt, batched.
+
+    Only the first `vocab_size` logits compete (default: the tokenizer's size), so the padded
+    rows of an lm_head larger than the tokenizer are never picked.
+    """
+    vocab_size = real_vocab_size(tok, model.config.vocab_size, vocab_size)
     device = model.embed_tokens.weight.device
     enc = [tok.encode(p) for p in prompts]
     B, P = len(enc), max(len(e) for e in enc)
@@ -30,7 +36,7 @@ def greedy_generate(model, tok, prompts: list[str], max_new_tokens: int = 160) -
     out = []
     pos = lengths.clone()
     for _ in range(max_new_tokens):
-        nxt = model.logits(last).argmax(-1)
+        nxt = model.logits(last)[:, :vocab_size].argmax(-1)
         nxt = torch.where(done, torch.full_like(nxt, tok.pad_id), nxt)
         out.append(nxt)
         done = done | torch.isin(nxt, eos)
@@ -46,14 +52,16 @@ def greedy_generate(model, tok, prompts: list[str], max_new_tokens: int = 160) -
     return result
 
 
-def task_accuracy(model, tok, rows: list[dict], max_new_tokens: int = 160, batch: int = 64) -> tuple[float, list[str]]:
+def task_accuracy(model, tok, rows: list[dict], max_new_tokens: int = 160, batch: int = 64,
+                  vocab_size: int | None = None) -> tuple[float, list[str]]:
     """Fraction of built-in task rows answered correctly by greedy decoding, and the texts."""
     was_training = model.training
     model.eval()
     texts = []
     for i in range(0, len(rows), batch):
         chunk = rows[i:i + batch]
-        gens = greedy_generate(model, tok, [prompt_text(r["question"], tok) for r in chunk], max_new_tokens)
+        gens = greedy_generate(model, tok, [prompt_text(r["question"], tok) for r in chunk], max_new_tokens,
+                               vocab_size)
         texts += [tok.decode(g) for g in gens]
     model.train(was_training)
     correct = sum(check_answer(t, r) for t, r in zip(texts, rows))
