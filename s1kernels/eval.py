@@ -30,6 +30,7 @@ import sys
 import time
 from typing import Sequence
 
+from s1kernels import extras
 from s1kernels.answers import answers_match, extract_answer
 from s1kernels.generate import (
     add_budget_sampling_args,
@@ -95,8 +96,7 @@ def load_eval_rows(path: str | None = None, limit: int | None = None, num_synthe
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--data: no file at {path!r}")
     if path.endswith(".parquet"):
-        import pyarrow.parquet as pq
-
+        pq = extras.require("pyarrow.parquet", f"reading the Parquet file {path}")
         raw = pq.read_table(path).to_pylist()
     else:
         with open(path, encoding="utf-8") as f:
@@ -195,8 +195,7 @@ def evaluate(model, tokenizer, rows: list[dict], budgets: Sequence[int], *, min_
 
 def plot_scaling(report: dict, path: str, title: str | None = None) -> None:
     """Accuracy against average thinking tokens, one point per budget (s1's Figure 1 style)."""
-    import matplotlib
-
+    matplotlib = extras.require("matplotlib", "--plot")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -230,6 +229,7 @@ def _print_table(report: dict) -> None:
     print(f"control {100 * s['control']:.1f}%, scaling {slope}, performance {100 * s['performance']:.1f}%")
 
 
+@extras.cli_errors
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m s1kernels.eval",
                                 description="Accuracy, thinking length and Control at several thinking budgets.")
@@ -246,6 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--plot", default=None, help="write the accuracy vs thinking tokens PNG here")
     p.add_argument("--save-rows", action="store_true", help="keep every row's prediction and text in the report")
     args = p.parse_args(argv)
+    if args.plot:
+        extras.require("matplotlib", "--plot")  # before the evaluation, not after it
 
     exclude = training_questions(args.model) if args.data is None else set()
     rows = load_eval_rows(args.data, args.limit, args.num_synthetic, exclude)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from s1kernels import extras
 from s1kernels.ops import similarity as sim
 from s1kernels.selection import stages
 
@@ -64,8 +65,7 @@ def read_pool(path: str) -> list:
     if not os.path.exists(path):
         raise ValueError(f"input: no such file {path!r}")
     if path.endswith(".parquet"):
-        import pyarrow.parquet as pq
-
+        pq = extras.require("pyarrow.parquet", f"reading the Parquet file {path}")
         return pq.read_table(path).to_pylist()
     if path.endswith(".json"):
         with open(path) as f:
@@ -222,8 +222,7 @@ def format_table(table) -> str:
 
 def plot_domains(before: dict, after: dict, path: str, source: str, top: int = 30) -> str:
     """Horizontal bars: share of each domain in the pool (after filtering) vs. in the selection."""
-    import matplotlib
-
+    matplotlib = extras.require("matplotlib", "--plot")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -270,8 +269,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@extras.cli_errors
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.plot:
+        extras.require("matplotlib", "--plot")  # before the work, not after it
     try:
         rows = read_pool(args.input)
         cfg = SelectConfig(k=args.k, method=args.method, quality=not args.no_quality,

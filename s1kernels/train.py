@@ -35,6 +35,7 @@ import time
 import torch
 
 from s1kernels.data.tokenizer import real_vocab_size
+from s1kernels.extras import MissingExtra
 from s1kernels.model import ModelConfig, Transformer, load_model
 from s1kernels.training import checkpoint as ckpt
 from s1kernels.training import distributed as dist_utils
@@ -361,7 +362,7 @@ def main(argv=None) -> int:
     cfg = parse_args(argv)
     try:
         summary = train(cfg)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, MissingExtra) as e:
         # the checks that raise these run on every rank alike, so every rank stops here
         print(f"error: {e}", file=sys.stderr)
         dist_utils.cleanup()

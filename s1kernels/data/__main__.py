@@ -12,6 +12,7 @@ import sys
 
 from tqdm import tqdm
 
+from s1kernels import extras
 from s1kernels.data.format import render_sample
 from s1kernels.data.packing import pack
 from s1kernels.data.readers import read_rows, write_jsonl
@@ -87,6 +88,7 @@ def pack_file(args) -> dict:
     return summary
 
 
+@extras.cli_errors
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

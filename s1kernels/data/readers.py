@@ -17,6 +17,8 @@ import json
 import os
 from typing import Iterator
 
+from s1kernels import extras
+
 QUESTION_KEYS = ("question", "problem")
 THINKING_KEYS = ("thinking_trajectories", "thinking", "solution")
 ANSWER_KEYS = ("attempt", "answer")
@@ -114,8 +116,7 @@ def _is_json_array(path: str) -> bool:
 
 
 def _parquet_records(path: str) -> Iterator[tuple[str, object]]:
-    import pyarrow.parquet as pq
-
+    pq = extras.require("pyarrow.parquet", f"reading the Parquet file {path}")
     n = 0
     for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
         for rec in batch.to_pylist():

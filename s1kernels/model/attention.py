@@ -70,6 +70,11 @@ def varlen_causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, c
     if backend in ("flash_attn", "torch_varlen") and max_seqlen is None:
         max_seqlen = int((cu_seqlens[1:] - cu_seqlens[:-1]).max())
     if backend == "flash_attn":
+        if _flash_varlen is None:
+            from s1kernels.extras import require
+
+            require("flash_attn", "backend='flash_attn'")  # raises MissingExtra when it is not installed
+            raise RuntimeError("backend='flash_attn': flash_attn imports but flash_attn_varlen_func does not")
         cu = cu_seqlens.to(torch.int32)
         return _flash_varlen(q, k, v, cu, cu, max_seqlen, max_seqlen, causal=True)
     if backend == "torch_varlen":
