@@ -41,6 +41,7 @@ from s1kernels.training import checkpoint as ckpt
 from s1kernels.training import distributed as dist_utils
 from s1kernels.training.data import OVERLONG_POLICIES, Schedule, build_dataset, check_chat_tokenizer, count_items, micro_batch
 from s1kernels.training.optim import build_optimizer, build_scheduler
+from s1kernels.training.throughput import ThroughputWatch
 
 
 @dataclasses.dataclass
@@ -74,7 +75,7 @@ class TrainConfig:
     progress: bool = True
     loss_backend: str = "auto"
     vocab_size: int | None = None  # real tokens; lm_head rows past it take no probability (None: the tokenizer's)
-    threads: int | None = None  # CPU threads for torch (None: torch's default)
+    threads: int | None = None  # CPU threads for torch (None: see default_threads)
     # tiny model (used only without --model)
     hidden_size: int = 128
     num_hidden_layers: int = 4
@@ -131,7 +132,9 @@ def parse_args(argv=None) -> TrainConfig:
                    help="real vocabulary size: lm_head rows past it (padding) take no probability in the loss "
                         "(default: the tokenizer's size)")
     p.add_argument("--loss-backend", help="linear_cross_entropy backend (auto, triton, chunked, torch)")
-    p.add_argument("--threads", type=int, help="CPU threads for torch (1 is fastest on a busy machine)")
+    p.add_argument("--threads", type=int,
+                   help=f"CPU threads for torch (default: 1 for a model under {SMALL_MODEL_PARAMS // 10**6}M "
+                        "parameters on a CPU, else torch's default)")
     for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "intermediate_size"):
         p.add_argument("--" + name.replace("_", "-"), type=int, help="tiny model (without --model)")
     args = vars(p.parse_args(argv))
@@ -197,6 +200,24 @@ def load_tokenizer_and_model(cfg: TrainConfig, device, world_size: int = 1, mp_p
     return tok, model
 
 
+# Below this size a model's ops are too small to gain from a second thread, and on a machine
+# where another process is busy, OpenMP threads that wait for each other on shared cores make
+# a multi-threaded run many times slower (bench/train_threads_cpu.py measures both).
+SMALL_MODEL_PARAMS = 20_000_000
+
+
+def default_threads(requested: int | None, device: torch.device, n_params: int) -> int:
+    """Applies --threads; without it, one thread for a small model on a CPU unless
+    OMP_NUM_THREADS says otherwise. Returns the thread count torch uses."""
+    if requested is not None:
+        if isinstance(requested, bool) or not isinstance(requested, int) or requested < 1:
+            raise ValueError(f"threads: expected an int >= 1, got {requested!r}")
+        torch.set_num_threads(requested)
+    elif device.type == "cpu" and n_params < SMALL_MODEL_PARAMS and "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(1)
+    return torch.get_num_threads()
+
+
 def read_log(path: str, upto_step: int) -> list[dict]:
     """Records of a train_log.jsonl up to `upto_step` (a line cut short by a kill is skipped)."""
     if not os.path.isfile(path):
@@ -213,8 +234,6 @@ def read_log(path: str, upto_step: int) -> list[dict]:
 
 def train(cfg: TrainConfig) -> dict:
     """Runs training as configured; returns a summary dict (on every rank)."""
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     device, rank, world_size = dist_utils.init()
     main = rank == 0
     bf16 = cfg.bf16 if cfg.bf16 is not None else device.type == "cuda"
@@ -227,6 +246,8 @@ def train(cfg: TrainConfig) -> dict:
     mp_policy, amp = dist_utils.precision(bf16, device, world_size)
     tok, model = load_tokenizer_and_model(cfg, device, world_size, mp_policy)
     vocab_size = real_vocab_size(tok, model.config.vocab_size, cfg.vocab_size)
+    n_params = sum(p.numel() for p in model.parameters())
+    threads = default_threads(cfg.threads, device, n_params)
     packed, data_info = build_dataset(tok, cfg.data, cfg.block_size, cfg.overlong, cfg.synthetic_rows, cfg.seed,
                                       cfg.max_samples)
     if main and (data_info.get("truncated") or data_info.get("dropped")):
@@ -265,7 +286,8 @@ def train(cfg: TrainConfig) -> dict:
         os.replace(log_path + ".tmp", log_path)
         with open(os.path.join(cfg.output, "train_config.json"), "w") as f:
             json.dump(dict(dataclasses.asdict(cfg), world_size=world_size, total_steps=total_steps,
-                           data=data_info, bf16=bf16, real_vocab_size=vocab_size), f, indent=1, default=str)
+                           data=data_info, bf16=bf16, real_vocab_size=vocab_size, threads_used=threads), f,
+                      indent=1, default=str)
 
     from s1kernels.ops.loss import linear_cross_entropy
 
@@ -275,7 +297,7 @@ def train(cfg: TrainConfig) -> dict:
         from tqdm import tqdm
 
         bar = tqdm(total=total_steps, initial=start_step, desc="train", dynamic_ncols=True)
-    n_params = sum(p.numel() for p in model.parameters())
+    watch = ThroughputWatch(cpu=device.type == "cpu", threads=threads)
     t_start, tokens_seen, step = time.perf_counter(), 0, start_step
     window_t0 = time.perf_counter()
 
@@ -303,6 +325,9 @@ def train(cfg: TrainConfig) -> dict:
             (loss * world_size).backward()
             loss_sum += loss.detach()
             tokens_seen += b["input_ids"].numel()
+            note = watch.update(b["input_ids"].numel() * world_size) if main else None
+            if note:
+                (bar.write if bar is not None else lambda s: print(s, file=sys.stderr))(note)
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
         if hasattr(grad_norm, "full_tensor"):
             grad_norm = grad_norm.full_tensor()
@@ -317,11 +342,12 @@ def train(cfg: TrainConfig) -> dict:
                 elapsed = time.perf_counter() - window_t0
                 tps = tokens_seen * world_size / max(elapsed, 1e-9)
                 rec = {"step": done, "loss": loss_val, "lr": lr, "grad_norm": float(grad_norm),
-                       "items": float(num_items), "tokens_per_s": tps}
+                       "items": float(num_items), "tokens_per_s": tps, "load1": watch.load()}
                 log_file.write(json.dumps(rec) + "\n")
                 log_file.flush()
                 if bar is not None:
-                    bar.set_postfix(loss=f"{loss_val:.4f}", tok_s=f"{tps:,.0f}", lr=f"{lr:.2e}")
+                    bar.set_postfix(loss=f"{loss_val:.4f}", tok_s=f"{tps:,.0f}", lr=f"{lr:.2e}",
+                                    **({"slow": watch.status} if watch.status else {}))
         if bar is not None:
             bar.update(1)
         if cfg.save_every and done % cfg.save_every == 0 and done < total_steps:

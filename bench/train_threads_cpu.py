@@ -1,0 +1,119 @@
+"""The built-in `train` run on a CPU with 1 or 2 torch threads, alone and beside a busy process.
+
+    python bench/train_threads_cpu.py                  # 3 rounds, writes bench/results/train-threads-cpu.md
+    python bench/train_threads_cpu.py --rounds 1 --out -
+
+Each measurement is a fresh `python -m s1kernels.train` of the default tiny model on the
+built-in task for --steps optimizer steps (1,024 tokens each); its figure is the trainer's own
+tokens per second over those steps (the last train_log.jsonl record: loading and packing
+are not in it). "busy" starts a competing process first: torch with 2 threads multiplying
+512 x 512 matrices in a loop (another training job, a notebook), stopped after the run.
+
+Conditions run interleaved, round after round (threads 1 alone, 2 alone, 1 busy, 2 busy,
+...), so a change in the machine's background load reaches every condition alike; the load
+average before each run is recorded beside it. The table gives the median over rounds and
+the slow-down busy/alone for each thread count.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+COMPETITOR = ("import torch\n"
+              "torch.set_num_threads(2)\n"
+              "a = torch.randn(512, 512)\n"
+              "while True:\n"
+              "    a = torch.tanh(a @ a)\n")
+
+
+def run_once(threads: int | None, busy: bool, steps: int, workdir: str) -> dict:
+    competitor = None
+    if busy:
+        competitor = subprocess.Popen([sys.executable, "-c", COMPETITOR], stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL)
+        time.sleep(1.0)  # let it reach its loop
+    load = os.getloadavg()[0]
+    out = tempfile.mkdtemp(dir=workdir)
+    cmd = [sys.executable, "-m", "s1kernels.train", "--max-steps", str(steps), "--synthetic-rows", "400",
+           "--eval-rows", "0", "--no-progress", "--output", out]
+    if threads is not None:
+        cmd += ["--threads", str(threads)]
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    finally:
+        if competitor is not None:
+            competitor.kill()
+            competitor.wait()
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
+    with open(os.path.join(out, "train_log.jsonl")) as f:
+        last = [json.loads(line) for line in f][-1]
+    with open(os.path.join(out, "train_config.json")) as f:
+        used = json.load(f).get("threads_used")
+    return {"threads": threads, "threads_used": used, "busy": busy, "tokens_per_s": last["tokens_per_s"],
+            "wall_s": wall, "load1_before": load}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--threads", nargs="+", default=["1", "2", "default"],
+                   help="thread counts to compare; 'default' runs without --threads")
+    p.add_argument("--out", default=os.path.join(HERE, "results", "train-threads-cpu.md"), help="'-': stdout only")
+    args = p.parse_args(argv)
+    threads = [None if t == "default" else int(t) for t in args.threads]
+    runs = []
+    with tempfile.TemporaryDirectory() as workdir:
+        for r in range(args.rounds):
+            for busy in (False, True):
+                for t in threads:
+                    res = run_once(t, busy, args.steps, workdir)
+                    res["round"] = r
+                    runs.append(res)
+                    print(json.dumps(res), file=sys.stderr, flush=True)
+    lines = [f"# train on a CPU: torch threads alone and beside a busy 2-thread process",
+             "",
+             f"`python bench/train_threads_cpu.py --rounds {args.rounds} --steps {args.steps}` on "
+             f"{platform.machine()} with {os.cpu_count()} CPUs ({platform.processor() or 'cpu'}), "
+             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; the default tiny model, "
+             f"{args.steps} steps of 1,024 tokens, median over rounds (run interleaved).",
+             "",
+             "| threads | alone tok/s | busy tok/s | busy / alone | load avg (1 min) before runs |",
+             "| --- | ---: | ---: | ---: | --- |"]
+    for t in threads:
+        alone = [x for x in runs if x["threads"] == t and not x["busy"]]
+        busy = [x for x in runs if x["threads"] == t and x["busy"]]
+        a = statistics.median(x["tokens_per_s"] for x in alone)
+        b = statistics.median(x["tokens_per_s"] for x in busy)
+        loads = ", ".join(f"{x['load1_before']:.1f}" for x in alone + busy)
+        used = alone[0]["threads_used"]
+        name = f"default ({used})" if t is None else str(t)
+        lines.append(f"| {name} | {a:,.0f} | {b:,.0f} | {b / a:.2f} | {loads} |")
+    lines += ["", "Every run (tokens/s, load before):", ""]
+    for x in runs:
+        lines.append(f"- round {x['round']}, threads {x['threads'] or 'default'}, {'busy' if x['busy'] else 'alone'}: "
+                     f"{x['tokens_per_s']:,.0f} tok/s, load {x['load1_before']:.1f}")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out != "-":
+        os.makedirs(os.path.dirname(args.out), exist_ok=True)
+        with open(args.out, "w") as f:
+            f.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
