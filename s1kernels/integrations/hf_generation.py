@@ -1,0 +1,151 @@
+"""Budget forcing for transformers' `model.generate`, as a logits processor.
+
+    forcing = forcing_for_tokenizer(tokenizer)                 # delimiter, "Final Answer:", "Wait"
+    bf = BudgetForcingProcessor(forcing, Budget(max_thinking_tokens=512, num_waits=1))
+    out = model.generate(**inputs, do_sample=False, max_new_tokens=1024,
+                         logits_processor=[bf], stopping_criteria=[bf.stopping_criteria()])
+
+Each call runs s1kernels' fused decode step (`s1kernels.ops.decode.decode_step`, the CUDA
+kernel on a GPU, the C++ twin or the torch reference on CPU) on the scores of every row: it
+samples the row's next token (greedy or with the processor's `Sampling`) and advances the
+row's budget-forcing state machine (minimum budget: "Wait" or suppression; maximum budget:
+the end-of-thinking delimiter and "Final Answer:" are forced). The scores handed back are
+-inf everywhere except at that token, so transformers' own greedy pick or sampling returns
+it unchanged. The state stays on the scores' device; nothing is synced to the host.
+
+The stopping criteria ends a row when the state machine says it is done (an end-of-sequence
+token, or the answer cap reached), so rows that end without EOS stop too.
+
+The prompts must end where thinking starts (the s1 prompt ends with `<|im_start|>think\\n`);
+rows begin in the thinking phase (`start_phase="answer"` for prompts past it). Put the
+processor last if other processors are given: it decides the token.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from s1kernels.integrations._require import require_transformers
+from s1kernels.ops.decode import DONE, Budget, DecodeState, ForcingTokens, Sampling, decode_step
+
+_tf = require_transformers()
+
+__all__ = ["BudgetForcingProcessor", "BudgetForcingStoppingCriteria", "forcing_for_tokenizer"]
+
+
+def forcing_for_tokenizer(tokenizer, *, answer_start: str = "<|im_start|>answer\n", wait_string: str = "Wait",
+                          final_answer: str = "Final Answer:", eos_ids=None, pad_id: int | None = None
+                          ) -> ForcingTokens:
+    """The s1 forcing tokens for a transformers tokenizer (ids encoded without special tokens).
+
+    The first id of `answer_start` ends thinking when sampled; the rest completes the
+    delimiter; the forced exit is the whole delimiter followed by `final_answer`. EOS ids
+    default to the tokenizer's `eos_token_id` and `<|im_end|>` when it exists.
+    """
+    def enc(name, text):
+        ids = list(tokenizer.encode(text, add_special_tokens=False))
+        if not ids:
+            raise ValueError(f"{name}: {text!r} encodes to no tokens with this tokenizer")
+        return ids
+
+    delim = enc("answer_start", answer_start)
+    wait = enc("wait_string", wait_string)
+    exit_ids = delim + (enc("final_answer", final_answer) if final_answer else [])
+    if eos_ids is None:
+        eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+        im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+        if isinstance(im_end, int) and im_end != tokenizer.unk_token_id and im_end not in eos:
+            eos.append(im_end)
+        eos_ids = eos
+    if not eos_ids:
+        raise ValueError("eos_ids: the tokenizer has no eos_token_id; pass eos_ids")
+    if pad_id is None:
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
+    return ForcingTokens(end_think_ids=(delim[0],), delimiter_completion_ids=tuple(delim[1:]), wait_ids=tuple(wait),
+                         forced_exit_ids=tuple(exit_ids), eos_ids=tuple(int(e) for e in eos_ids), pad_id=int(pad_id))
+
+
+class BudgetForcingProcessor(_tf.LogitsProcessor):
+    """A transformers `LogitsProcessor` that applies s1 budget forcing per row.
+
+    Args:
+        forcing: the token lists (`forcing_for_tokenizer(tokenizer)`).
+        budget: `Budget` (min/max thinking tokens, "Wait" extensions, answer cap, mode);
+            per-row values have one entry per batch row.
+        sampling: `Sampling` done by the decode step (default greedy). A scalar seed `s`
+            gives row `i` the seed `s + i`, as `s1kernels.generate` does.
+        vocab_size: the tokenizer's real vocabulary size: padded score columns are never
+            picked (default: every column).
+        start_phase: "thinking" (the prompt ends with the thinking start) or "answer".
+        backend: decode-step backend ("auto", "cuda", "cpp", "torch").
+
+    One instance serves one `generate` call at a time; it resets itself when a new call
+    starts (the sequence is shorter than at the last step) or call `reset()`.
+    """
+
+    def __init__(self, forcing: ForcingTokens, budget: Budget | None = None, sampling: Sampling | None = None, *,
+                 vocab_size: int | None = None, start_phase: str = "thinking", backend: str = "auto"):
+        if not isinstance(forcing, ForcingTokens):
+            raise TypeError(f"forcing: expected ForcingTokens, got {type(forcing).__name__}")
+        if budget is not None and not isinstance(budget, Budget):
+            raise TypeError(f"budget: expected a Budget or None, got {type(budget).__name__}")
+        if sampling is not None and not isinstance(sampling, Sampling):
+            raise TypeError(f"sampling: expected a Sampling or None, got {type(sampling).__name__}")
+        if start_phase not in ("thinking", "answer"):
+            raise ValueError(f"start_phase: expected 'thinking' or 'answer', got {start_phase!r}")
+        self.forcing, self.budget = forcing, budget or Budget()
+        self.sampling = sampling or Sampling()
+        self.vocab_size, self.start_phase, self.backend = vocab_size, start_phase, backend
+        self.reset()
+
+    def reset(self) -> None:
+        self.state: DecodeState | None = None
+        self._last_len = -1
+        self._config = None
+
+    def _start(self, batch: int, device: torch.device) -> None:
+        sampling = self.sampling
+        seed = sampling.seed
+        if isinstance(seed, int) or (torch.is_tensor(seed) and seed.dim() == 0):
+            sampling = dataclasses.replace(sampling, seed=[int(seed) + i for i in range(batch)])
+        self._config = (self.budget.tensors(batch, device), sampling.tensors(batch, device))
+        self.state = DecodeState.new(batch, device, start_phase=self.start_phase)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if not torch.is_tensor(scores) or scores.dim() != 2:
+            raise ValueError(f"scores: expected a [batch, vocab] tensor, got {getattr(scores, 'shape', scores)!r}")
+        batch, seq_len = input_ids.shape
+        if self.state is None or seq_len <= self._last_len or self.state.phase.shape[0] != batch:
+            self._start(batch, scores.device)
+        self._last_len = seq_len
+        budget_t, sampling_t = self._config
+        tokens, _ = decode_step(scores.contiguous(), self.state, budget_t, sampling_t, self.forcing,
+                                vocab_size=self.vocab_size, backend=self.backend)
+        out = torch.full_like(scores, float("-inf"))
+        out.scatter_(1, tokens[:, None].to(torch.int64), 0.0)
+        return out
+
+    @property
+    def done(self) -> torch.Tensor | None:
+        """Bool [batch] device tensor: rows the state machine has finished (None before the first step)."""
+        return None if self.state is None else self.state.phase == DONE
+
+    def stopping_criteria(self) -> "BudgetForcingStoppingCriteria":
+        return BudgetForcingStoppingCriteria(self)
+
+
+class BudgetForcingStoppingCriteria(_tf.StoppingCriteria):
+    """Ends each row when its budget-forcing state machine is done (transformers `StoppingCriteria`)."""
+
+    def __init__(self, processor: BudgetForcingProcessor):
+        if not isinstance(processor, BudgetForcingProcessor):
+            raise TypeError(f"processor: expected a BudgetForcingProcessor, got {type(processor).__name__}")
+        self.processor = processor
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        done = self.processor.done
+        if done is None or done.shape[0] != input_ids.shape[0]:
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        return done.to(input_ids.device)
+
