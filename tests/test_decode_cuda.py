@@ -318,3 +318,84 @@ def test_logprob_of_large_logits_matches_twin():
         same = t_c == t_g
         assert int((~same).sum()) <= 1
         torch.testing.assert_close(l_g[same], l_c[same], atol=1e-4, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------- determinism and the row split
+
+_DET_CONFIGS = [dict(temperature=1.0), dict(temperature=0.7, top_p=0.9), dict(temperature=1.0, top_k=50, top_p=0.95),
+                dict(temperature=1.1, min_p=0.02), dict(temperature=0.8, top_k=7)]
+
+
+def _same_row_everywhere(row: torch.Tensor, B: int, params: dict, seed=12345):
+    """One row copied to every batch position, at a stride that moves the 16-byte alignment from
+    row to row, all with the same seed and step; returns (tokens, logprobs) on the CPU."""
+    V = row.numel()
+    buf = torch.full((B, V + 3), float("nan"), dtype=row.dtype, device="cuda")
+    x = buf[:, 1:V + 1]
+    x.copy_(row.expand(B, V))
+    sampling = Sampling(seed=[seed] * B, **params)
+    tok, lp = decode_step(x, DecodeState.new(B, "cuda", start_phase="answer"), Budget().tensors(B, "cuda"),
+                          sampling.tensors(B, "cuda"), FORCING, backend="cuda")
+    return _cpu(tok), _cpu(lp)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("params", _DET_CONFIGS)
+def test_same_seed_same_token_at_every_batch_position_and_run(dtype, params):
+    """Integer histograms and a fixed owner per element: the batch position, the row's alignment
+    and the run change nothing, bit for bit (logprob included, for the same batch size)."""
+    g = torch.Generator().manual_seed(3)
+    V = 151_665
+    row = (torch.randn(V, generator=g) * 3.0).to(dtype)
+    row[1000:1010] = row.max()  # ties at the top
+    for B in (1, 5, 64, 300):  # 8, 8, 4 and 1 CTAs per row on a 132-SM H100
+        t1, l1 = _same_row_everywhere(row, B, params)
+        t2, l2 = _same_row_everywhere(row, B, params)
+        assert torch.equal(t1, t2) and torch.equal(l1, l2)
+        assert bool((t1 == t1[0]).all()), (B, t1.unique())
+        assert bool((l1 == l1[0]).all())
+        if B == 1:
+            first = t1[0]
+        assert t1[0] == first, (B, int(t1[0]), int(first))  # CTAs per row change no token
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("B", [1, 3, 64, 200])
+def test_row_split_across_ctas_matches_twin(dtype, B):
+    """Small batches split each row over a cluster of CTAs; the result is the twin's."""
+    g = torch.Generator().manual_seed(B)
+    V = 152_064
+    x = (torch.randn(B, V, generator=g) * torch.linspace(0.5, 5.0, B)[:, None]).to(dtype)
+    sampling = Sampling(temperature=[0.6 + 0.01 * r for r in range(B)], top_k=[0 if r % 3 else 40 for r in range(B)],
+                        top_p=[1.0 if r % 2 else 0.9 for r in range(B)], seed=list(range(B)))
+    t_c, l_c = decode_step(x, DecodeState.new(B, start_phase="answer"), Budget().tensors(B, "cpu"),
+                           sampling.tensors(B, "cpu"), FORCING, backend="cpp")
+    t_g, l_g = decode_step(x.cuda(), DecodeState.new(B, "cuda", start_phase="answer"), Budget().tensors(B, "cuda"),
+                           sampling.tensors(B, "cuda"), FORCING, backend="cuda")
+    assert int((t_c != _cpu(t_g)).sum()) <= max(1, B // 100)
+    same = t_c == _cpu(t_g)
+    torch.testing.assert_close(_cpu(l_g)[same], l_c[same], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_suppressed_ids_above_everything_are_subtracted_once(dtype):
+    """Thinking rows that may not stop yet, with the end/EOS ids (and a repeat of one in both
+    lists) holding the largest logits: the histograms count them and take them back out once;
+    no row samples them, and every row agrees with the twin."""
+    forcing = D.ForcingTokens(end_think_ids=[3, 1], delimiter_completion_ids=[], wait_ids=[6],
+                              forced_exit_ids=[3], eos_ids=[1, 2], pad_id=0)
+    g = torch.Generator().manual_seed(11)
+    B, V = 40, 50_001
+    x = torch.randn(B, V, generator=g)
+    x[:, [1, 2, 3]] = 30.0
+    x = x.to(dtype)
+    budget = Budget(min_thinking_tokens=1000, mode="suppress")
+    sampling = Sampling(temperature=[0.0, 1.0, 0.8, 1.2] * 10, top_k=[0, 0, 5, 100] * 10,
+                        top_p=[1.0, 0.9, 1.0, 0.5] * 10, seed=list(range(B)))
+    t_c, l_c = decode_step(x, DecodeState.new(B), budget.tensors(B, "cpu"), sampling.tensors(B, "cpu"), forcing,
+                           backend="cpp")
+    t_g, l_g = decode_step(x.cuda(), DecodeState.new(B, "cuda"), budget.tensors(B, "cuda"), sampling.tensors(B, "cuda"),
+                           forcing, backend="cuda")
+    t_g = _cpu(t_g)
+    assert not bool(torch.isin(t_g, torch.tensor([1, 2, 3])).any())
+    assert int((t_c != t_g).sum()) <= 1
