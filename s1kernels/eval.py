@@ -23,6 +23,7 @@ all pairs of budgets) and Performance (best accuracy).
 from __future__ import annotations
 
 import argparse
+import atexit
 import itertools
 import json
 import os
@@ -40,6 +41,7 @@ from s1kernels.generate import (
     load_model_and_tokenizer,
     set_cpu_threads,
 )
+from s1kernels.generate.sharded import generate_sharded, rank_and_world
 
 __all__ = ["EVAL_SEED", "load_eval_rows", "training_questions", "evaluate", "scaling_metrics", "plot_scaling", "main"]
 
@@ -150,7 +152,7 @@ def evaluate(model, tokenizer, rows: list[dict], budgets: Sequence[int], *, min_
         budget = Budget(min_thinking_tokens=min(min_thinking_tokens, max_think), max_thinking_tokens=max_think,
                         num_waits=num_waits, max_answer_tokens=max_answer_tokens, mode=mode)
         t0 = time.perf_counter()
-        results = generate(model, tokenizer, questions, budget=budget, sampling=sampling, **gen_kwargs)
+        results = generate_sharded(model, tokenizer, questions, budget=budget, sampling=sampling, **gen_kwargs)
         seconds = time.perf_counter() - t0
         correct = []
         records = []
@@ -229,6 +231,21 @@ def _print_table(report: dict) -> None:
     print(f"control {100 * s['control']:.1f}%, scaling {slope}, performance {100 * s['performance']:.1f}%")
 
 
+def _init_ranks(device: str | None) -> tuple[int, str | None]:
+    """Under torchrun: join the process group (NCCL on GPUs, one per rank; gloo on CPU) so the
+    questions are sharded across ranks; returns (rank, device). Without torchrun: (0, device)."""
+    from s1kernels.training import distributed
+
+    if distributed.world()[2] == 1:
+        return 0, device
+    import torch
+
+    want = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dev, rank, _ = distributed.init("cuda" if want.startswith("cuda") else "cpu")
+    atexit.register(distributed.cleanup)
+    return rank, str(dev)
+
+
 @extras.cli_errors
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m s1kernels.eval",
@@ -253,16 +270,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = load_eval_rows(args.data, args.limit, args.num_synthetic, exclude)
     if not rows:
         p.error("no rows to evaluate")
-    model, tokenizer = load_model_and_tokenizer(args.model, args.device, args.dtype)
+    rank, device = _init_ranks(args.device)
+    model, tokenizer = load_model_and_tokenizer(args.model, device, args.dtype)
     set_cpu_threads(model, args.threads)
     _, sampling = budget_sampling_from_args(args, max(args.budgets))
     report = evaluate(model, tokenizer, rows, args.budgets, min_thinking_tokens=args.min_thinking_tokens,
                       num_waits=args.num_waits, max_answer_tokens=args.max_answer_tokens, mode=args.mode,
-                      sampling=sampling, use_math_verify=not args.no_math_verify, keep_rows=args.save_rows,
+                      sampling=sampling, use_math_verify=not args.no_math_verify, keep_rows=args.save_rows, progress=rank == 0,
                       max_new_tokens=args.max_new_tokens, **delimiters_from_args(args), batch_size=args.batch_size, cuda_graph=not args.no_cuda_graph, backend=args.backend)
     report["model"] = os.path.abspath(args.model)
     report["data"] = args.data or (f"built-in task, seed {EVAL_SEED}, unique questions"
                                    + (f", {len(exclude)} training questions excluded" if exclude else ""))
+    if rank != 0:  # every rank holds the whole report; one writes it
+        return 0
     _print_table(report)
     if args.output:
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
