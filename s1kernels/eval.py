@@ -152,7 +152,8 @@ def evaluate(model, tokenizer, rows: list[dict], budgets: Sequence[int], *, min_
         budget = Budget(min_thinking_tokens=min(min_thinking_tokens, max_think), max_thinking_tokens=max_think,
                         num_waits=num_waits, max_answer_tokens=max_answer_tokens, mode=mode)
         t0 = time.perf_counter()
-        results = generate_sharded(model, tokenizer, questions, budget=budget, sampling=sampling, **gen_kwargs)
+        results = generate_sharded(model, tokenizer, questions, budget=budget, sampling=sampling,
+                                   generate_fn=generate, **gen_kwargs)
         seconds = time.perf_counter() - t0
         correct = []
         records = []

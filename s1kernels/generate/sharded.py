@@ -25,15 +25,15 @@ def rank_and_world() -> tuple[int, int]:
     return 0, 1
 
 
-def generate_sharded(model, tokenizer, prompts, budget=None, sampling=None, **kwargs):
-    """`s1kernels.generate.generate` over this rank's share of `prompts`; returns every result, in order.
-
-    Without an initialised process group (or with one rank) this is `generate` itself.
-    """
+def generate_sharded(model, tokenizer, prompts, budget=None, sampling=None, *, generate_fn=None, **kwargs):
+    """`s1kernels.generate.generate` (or `generate_fn`) over this rank's share of `prompts`;
+    returns every result, in order. Without a process group (or with one rank) it is
+    `generate` itself."""
+    generate_fn = generate_fn or _generate.generate
     prompts = list(prompts)
     rank, world = rank_and_world()
     if world == 1:
-        return _generate.generate(model, tokenizer, prompts, budget=budget, sampling=sampling, **kwargs)
+        return generate_fn(model, tokenizer, prompts, budget=budget, sampling=sampling, **kwargs)
     n = len(prompts)
     if sampling is not None:
         seed = sampling.seed
@@ -44,7 +44,7 @@ def generate_sharded(model, tokenizer, prompts, budget=None, sampling=None, **kw
     if mine:
         b = _generate._slice_rows(budget, mine, n) if budget is not None else None
         s = _generate._slice_rows(sampling, mine, n) if sampling is not None else None
-        local = _generate.generate(model, tokenizer, [prompts[i] for i in mine], budget=b, sampling=s, **kwargs)
+        local = generate_fn(model, tokenizer, [prompts[i] for i in mine], budget=b, sampling=s, **kwargs)
     gathered: list = [None] * world
     dist.all_gather_object(gathered, list(zip(mine, local)))
     results: list = [None] * n
