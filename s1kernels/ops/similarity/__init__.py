@@ -175,7 +175,7 @@ def _topk_triton(x, y, rx, ry, k, exclude_self, block_m):
     grid = (triton_cdiv(n, cfg["BLOCK_N"]),)
     K._topk_sim_kernel[grid](
         x, y, rx, ry, keys, n, m, d, k, x.stride(0), y.stride(0), keys.stride(0),
-        EXCLUDE_SELF=exclude_self, LOW_PRECISION_DOT=(x.dtype != torch.float32 and x.device.type == "cuda"),
+        EXCLUDE_SELF=exclude_self, LOW_PRECISION_DOT=(x.dtype != torch.float32 and x.device.type != "cpu"),
         K=k2, BLOCK_N=cfg["BLOCK_N"], BLOCK_M=cfg["BLOCK_M"], BLOCK_D=cfg["BLOCK_D"],
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     return keys[:, k2 - k:]  # sorted descending: the k2 - k unused slots come first

@@ -90,36 +90,9 @@ def _topk_sim_kernel(x_ptr, y_ptr, rx_ptr, ry_ptr, keys_ptr,
     tl.store(keys_ptr + rows64[:, None] * stride_k + kk[None, :], best, mask=row_ok[:, None])
 
 
-def _spec(dtype: str, k: int, block_n: int, block_m: int, block_d: int, num_warps: int, num_stages: int):
-    ptr = "*" + dtype
-    return dict(
-        kernel="_topk_sim_kernel",
-        signature={"x_ptr": ptr, "y_ptr": ptr, "rx_ptr": "*fp32", "ry_ptr": "*fp32", "keys_ptr": "*i64",
-                   "N": "i32", "M": "i32", "D": "i32", "k": "i32", "stride_x": "i32", "stride_y": "i32",
-                   "stride_k": "i32", "EXCLUDE_SELF": "constexpr", "LOW_PRECISION_DOT": "constexpr",
-                   "K": "constexpr", "BLOCK_N": "constexpr", "BLOCK_M": "constexpr", "BLOCK_D": "constexpr"},
-        constexprs={"EXCLUDE_SELF": True, "LOW_PRECISION_DOT": dtype != "fp32", "K": k,
-                    "BLOCK_N": block_n, "BLOCK_M": block_m, "BLOCK_D": block_d},
-        # D = 384/1024 with contiguous rows: the JIT specialises these as multiples of 16.
-        divisible_by_16=["D", "stride_x", "stride_y"],
-        num_warps=num_warps, num_stages=num_stages)
-
-
 def gpu_config(k_pow2: int, dtype: str) -> dict:
-    """Tile sizes used on the GPU for a given power-of-two K (shared with the compile specs).
+    """Tile sizes used on the GPU for a given power-of-two K .
     The running list costs BLOCK_N * K int64 registers, so large K takes fewer rows."""
     block_n = 64 if k_pow2 <= 32 else 32
     block_d = 32 if dtype == "fp32" else 64
     return dict(BLOCK_N=block_n, BLOCK_M=128, BLOCK_D=block_d, num_warps=4 if k_pow2 <= 32 else 8, num_stages=2)
-
-
-def _specs():
-    # Both tile-size regimes of gpu_config, each storage dtype, and k=1 (k-means assignment).
-    out = []
-    for dtype, k in (("bf16", 1), ("bf16", 16), ("bf16", 128), ("fp16", 16), ("fp32", 16)):
-        c = gpu_config(k, dtype)
-        out.append(_spec(dtype, k, c["BLOCK_N"], c["BLOCK_M"], c["BLOCK_D"], c["num_warps"], c["num_stages"]))
-    return out
-
-
-TRITON_COMPILE_SPECS = _specs()

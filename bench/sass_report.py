@@ -1,0 +1,256 @@
+"""The sm_90a machine code of every kernel, read without a GPU: bench/results/sass-sm90a.md.
+
+    python bench/sass_report.py            # every variant; writes the report
+    python bench/sass_report.py --check    # CI: the hot variants and decode only, no file
+
+Triton kernels are compiled for sm_90a exactly as the JIT specialises them at the benchmark
+sizes (s1kernels/ops/triton_compile.py runs the launchers on meta tensors through Triton's own
+binder, tail chunks included); the CUDA decode kernel is compiled with nvcc -cubin with the
+flags setup.py uses. cuobjdump from the Triton package disassembles both. Per kernel variant
+the report gives the tensor-core path, registers, local memory (spills: STL/LDL), shared
+memory, CTAs per SM on an H100, float atomics (CAS loops included), TMA and cp.async use, and
+the static size of the main loop per useful FLOP (or per loaded byte for memory loops).
+
+Policy (what --check fails on): a hot kernel (one the benchmarks launch) that spills, a hot
+kernel with a matmul whose tensor-core path is not HGMMA, a float atomic or CAS loop in the
+decode kernel. KNOWN_VIOLATIONS lists the violations present when this policy was set, each
+with its reason; --check fails only on violations not in that list. Issue 15 is done when
+the list is empty. An entry that no longer occurs is reported so it can be removed.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import inspect
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.pop("TRITON_INTERPRET", None)  # compiling needs the real JIT, not the interpreter
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import sass_analysis as SA  # noqa: E402
+
+OUT = ROOT / "bench" / "results" / "sass-sm90a.md"
+DECODE_DTYPES = {"0": "fp32", "1": "fp16", "2": "bf16"}  # decode_step_kernel<DT>, s1k::LogitDtype
+
+# (case, kernel, rule) -> why it is still there. Must be empty for issue 15 to be done.
+KNOWN_VIOLATIONS = {
+    ("self-kNN bf16 N=59029 D=384 k=16", "_topk_sim_kernel", "spill"):
+        "the running top-16 (64 rows x 16 int64 keys) does not fit beside the accumulator; issue 15 part 3",
+    ("self-kNN bf16 N=59029 D=1024 k=16", "_topk_sim_kernel", "spill"):
+        "the running top-16 (64 rows x 16 int64 keys) does not fit beside the accumulator; issue 15 part 3",
+    ("self-kNN bf16 N=1000000 D=384 k=10", "_topk_sim_kernel", "spill"):
+        "the running top-16 list (k=10 rounds up to 16) does not fit beside the accumulator; issue 15 part 3",
+    ("self-kNN bf16 k=100", "_topk_sim_kernel", "not-HGMMA"):
+        "BLOCK_N=32 rows is below wgmma's 64-row tile, so Triton falls back to mma.sync; issue 15 part 3",
+    ("self-kNN fp32 k=16", "_topk_sim_kernel", "not-HGMMA"):
+        "fp32 scores use input_precision='ieee' for exactness: FFMA, no tensor cores; issue 15 part 3",
+    ("self-kNN fp32 k=16", "_topk_sim_kernel", "spill"):
+        "FFMA tile plus the running top-16 keys exceed 255 registers; issue 15 part 3",
+    ("k-means assignment fp32 C=1000", "_topk_sim_kernel", "not-HGMMA"):
+        "k-means always passes fp32 centroids, ieee dot: FFMA; issue 15 part 3",
+    ("k-means assignment fp32 C=1000", "_topk_sim_kernel", "spill"):
+        "FFMA tile spills at 255 registers; issue 15 part 3",
+    ("decode step fp32", "decode_step_kernel", "float-atomic"):
+        "top-p histogram mass: float atomicAdd to shared memory (ATOMS.CAST.SPIN CAS loop); issue 15 part 4",
+    ("decode step fp16", "decode_step_kernel", "float-atomic"):
+        "top-p histogram mass: float atomicAdd to shared memory (ATOMS.CAST.SPIN CAS loop); issue 15 part 4",
+    ("decode step bf16", "decode_step_kernel", "float-atomic"):
+        "top-p histogram mass: float atomicAdd to shared memory (ATOMS.CAST.SPIN CAS loop); issue 15 part 4",
+    ("decode step fp16", "decode_step_kernel", "spill"):
+        "a 24-byte stack frame in the 16-bit instantiations (8 STL / 8 LDL in the SASS); issue 15 part 4",
+    ("decode step bf16", "decode_step_kernel", "spill"):
+        "a 24-byte stack frame in the 16-bit instantiations (8 STL / 8 LDL in the SASS); issue 15 part 4",
+}
+
+
+def _uses_dot(kernel) -> bool:
+    """Whether a Triton kernel (or a jit helper it calls) contains tl.dot: it then must use HGMMA."""
+    import triton
+
+    mod = sys.modules[kernel.fn.__module__]
+    seen, todo = set(), [kernel]
+    while todo:
+        fn = todo.pop()
+        if fn.__name__ in seen:
+            continue
+        seen.add(fn.__name__)
+        src = inspect.getsource(fn.fn)
+        if "tl.dot(" in src:
+            return True
+        todo += [obj for name, obj in vars(mod).items()
+                 if isinstance(obj, triton.runtime.jit.JITFunction) and re.search(rf"\b{name}\(", src)]
+    return False
+
+
+def triton_rows(hot_only: bool, tmp: Path) -> list[dict]:
+    from s1kernels.ops import triton_compile as TC
+
+    variants, failures = TC.collect_variants()
+    if failures:
+        raise RuntimeError(f"launch cases failed: {failures}")
+    rows = []
+    for i, v in enumerate(variants):
+        if hot_only and not v["hot"]:
+            continue
+        compiled = TC.compile_variant(v)
+        cubin = tmp / f"triton_{i}.cubin"
+        cubin.write_bytes(compiled.asm["cubin"])
+        kernels = SA.read_cubin(str(cubin))
+        (k,) = kernels.values()
+        threads = 32 * int(v["options"]["num_warps"])
+        s = SA.summarise(k, int(compiled.metadata.shared), threads)
+        rows.append(dict(s, name=v["kernel"].__name__, label=TC.variant_label(v), cases=v["cases"], hot=v["hot"],
+                         matmul=_uses_dot(v["kernel"]), source="triton"))
+    return rows
+
+
+def nvcc_path() -> str | None:
+    home = os.environ.get("CUDA_HOME")
+    for cand in ([os.path.join(home, "bin", "nvcc")] if home else []) + [shutil.which("nvcc"), "/usr/local/cuda/bin/nvcc"]:
+        if cand and os.path.exists(cand):
+            return cand
+    return None
+
+
+def decode_rows(tmp: Path) -> list[dict]:
+    nvcc = nvcc_path()
+    if nvcc is None:
+        raise RuntimeError("nvcc not found (set CUDA_HOME): the decode kernel cannot be compiled")
+    cubin = tmp / "decode.cubin"
+    # setup.py's flags, one arch
+    subprocess.run([nvcc, "-cubin", "-O3", "-std=c++17", "--use_fast_math", "-DS1K_WITH_CUDA=1", "-arch=sm_90a",
+                    f"-I{ROOT / 'csrc' / 'include'}", str(ROOT / "csrc" / "decode.cu"), "-o", str(cubin)],
+                   check=True, capture_output=True, text=True)
+    threads = int(re.search(r"kThreads\s*=\s*(\d+)", (ROOT / "csrc" / "decode.cu").read_text()).group(1))
+    rows = []
+    for name, k in sorted(SA.read_cubin(str(cubin)).items()):
+        m = re.search(r"decode_step_kernelILi(\d)E", name)
+        if not m:
+            continue
+        dt = DECODE_DTYPES.get(m.group(1), m.group(1))
+        s = SA.summarise(k, k.shared_static, threads, memory_bound=True)
+        rows.append(dict(s, name="decode_step_kernel", label=f"decode_step_kernel<{dt}> {threads} threads",
+                         cases=[f"decode step {dt}"], hot=True, matmul=False, source="nvcc"))
+    return rows
+
+
+def violations(rows) -> list[tuple[str, str, str]]:
+    out = []
+    for r in rows:
+        if not r["hot"]:
+            continue
+        rules = []
+        if r["stl"] or r["ldl"] or r["local"]:
+            rules.append("spill")
+        if r["matmul"] and r["tensor"] != "HGMMA":
+            rules.append("not-HGMMA")
+        if r["source"] == "nvcc" and (r["float_atomics"] or r["cas"]):
+            rules.append("float-atomic")
+        for case in r["cases"]:
+            out += [(case, r["name"], rule) for rule in rules]
+    return sorted(set(out))
+
+
+def _loop_cell(loop):
+    if loop["kind"] == "none":
+        return "-"
+    if "insns_per_kflop" in loop:
+        return f"{loop['body']} ({loop['work_insns']} {loop['kind'].upper()}): {loop['insns_per_kflop']} / kFLOP"
+    return f"{loop['body']} ({loop['work_insns']} LDG, {loop['bytes_per_warp']} B/warp): {loop['insns_per_kb']} / KB"
+
+
+def versions() -> dict:
+    import triton
+
+    ptxas = subprocess.run([SA.tool("ptxas"), "--version"], capture_output=True, text=True).stdout.strip().splitlines()
+    nvcc = nvcc_path()
+    nv = subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout.strip().splitlines() if nvcc else []
+    return dict(triton=triton.__version__, ptxas=ptxas[-1] if ptxas else "?", nvcc=nv[-1] if nv else "not found")
+
+
+def render(rows, found, ver) -> str:
+    known = set(KNOWN_VIOLATIONS)
+    new = [v for v in found if v not in known]
+    stale = sorted(known - set(found))
+    lines = [
+        "# SASS report, sm_90a (H100)",
+        "",
+        f"Generated by `python bench/sass_report.py` on {datetime.date.today().isoformat()} with Triton "
+        f"{ver['triton']} (its ptxas: {ver['ptxas']}) for the Triton kernels and nvcc ({ver['nvcc']}) for "
+        "the decode kernel; no GPU involved. Triton kernels are compiled with the specialisation the JIT "
+        "derives at the benchmark sizes (s1kernels/ops/triton_compile.py: the launchers run on meta tensors "
+        "through Triton's binder), so a tail chunk whose widths are not multiples of 16 appears as its own "
+        "variant (`not16:` lists the integer arguments not specialised as multiples of 16).",
+        "",
+        "Columns: tensor-core path (and instruction shapes), registers per thread, local memory "
+        "(stack bytes; STL/LDL instructions = spills), shared memory per CTA, resident CTAs per SM on an H100 "
+        "and what limits them, float atomics / CAS loops, TMA instructions, cp.async (LDGSTS), and the main "
+        "loop: static instructions per iteration (work instructions) and instructions per 1000 useful FLOPs "
+        "per warp (or per KB loaded). Hot = launched by a benchmark-size case.",
+        "",
+        "## Policy (enforced by `python bench/sass_report.py --check` in CI)",
+        "",
+        "A hot kernel must not spill; a hot kernel with a matmul must run it on HGMMA (wgmma); the decode "
+        "kernel must contain no float atomic (and no CAS loop). Violations already known when the policy was "
+        "set are listed below with their reason; CI fails on any violation not in the list. "
+        "**Issue 15 is done only when this list is empty.**",
+        "",
+        "| case | kernel | rule | reason | still present |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for (case, kernel, rule), reason in sorted(KNOWN_VIOLATIONS.items()):
+        present = "yes" if (case, kernel, rule) in found else "**no: remove this entry**"
+        lines.append(f"| {case} | {kernel} | {rule} | {reason} | {present} |")
+    lines += ["", f"New violations (not in the list): {len(new)}" + (": " + "; ".join(map(str, new)) if new else ""),
+              f"Listed but no longer present: {len(stale)}" + (": " + "; ".join(map(str, stale)) if stale else ""), ""]
+    lines += ["## Kernels", "",
+              "| kernel variant | hot | cases | tensor | regs | stack, STL/LDL | smem KB | CTAs/SM | float atom / CAS "
+              "| TMA | LDGSTS | main loop |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        tensor = r["tensor"] + (f" ({', '.join(r['mma_shapes'])})" if r["mma_shapes"] else "")
+        cases = "; ".join(r["cases"][:3]) + (f" (+{len(r['cases']) - 3})" if len(r["cases"]) > 3 else "")
+        lines.append(
+            f"| `{r['label']}` | {'yes' if r['hot'] else ''} | {cases} | {tensor} | {r['regs']} | "
+            f"{r['stack']} B, {r['stl']}/{r['ldl']} | {r['shared'] / 1024:.1f} | {r['ctas_per_sm']} ({r['cta_limit']}) | "
+            f"{r['float_atomics']} / {r['cas']} | {r['tma']} | {r['ldgsts']} | {_loop_cell(r['loop'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="hot variants and decode only; fail on new violations")
+    ap.add_argument("--out", default=None, help=f"report path (default {OUT.relative_to(ROOT)} without --check)")
+    ap.add_argument("--no-decode", action="store_true", help="skip the nvcc compile of the decode kernel")
+    args = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory() as d:
+        rows = triton_rows(args.check, Path(d))
+        if not args.no_decode:
+            rows += decode_rows(Path(d))
+    found = violations(rows)
+    new = [v for v in found if v not in KNOWN_VIOLATIONS]
+    stale = sorted(set(KNOWN_VIOLATIONS) - set(found))
+    out = args.out or (None if args.check else str(OUT))
+    if out:
+        Path(out).write_text(render(rows, found, versions()))
+        print(f"wrote {out}")
+    for r in rows:
+        print(f"{r['label']:<90} {r['tensor']:<6} regs={r['regs']:<3} STL/LDL={r['stl']}/{r['ldl']} "
+              f"ctas/SM={r['ctas_per_sm']} fatom/cas={r['float_atomics']}/{r['cas']} loop={_loop_cell(r['loop'])}")
+    for v in stale:
+        print(f"no longer present, remove from KNOWN_VIOLATIONS: {v}")
+    for v in new:
+        print(f"NEW VIOLATION: {v}")
+    return 1 if new else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
