@@ -67,8 +67,9 @@ def reference_generate(model, prompt_ids, forcing, min_t, max_t, num_waits, max_
     forced = False
     vocab = model.config.vocab_size
     while len(out) < max_new and phase != "done":
-        if phase == "thinking" and thinking >= max_t:
-            # the budget is spent: the forced exit replaces whatever was pending (a "Wait")
+        if phase == "thinking" and thinking >= max_t and not pending:
+            # the budget is spent: the forced exit (a "Wait" is never pending here: one is only
+            # started when it fits in the budget)
             pending, pending_kind, phase, forced = list(forcing.forced_exit_ids), "exit", "answer", True
         if pending:
             t = pending.pop(0)
@@ -84,7 +85,11 @@ def reference_generate(model, prompt_ids, forcing, min_t, max_t, num_waits, max_
                     logits[i] = float("-inf")
             t = int(torch.argmax(logits))
             if phase == "thinking":
-                if t in end_ids | eos_ids and not may_end:
+                if t in end_ids | eos_ids and not may_end and thinking + len(forcing.wait_ids) > max_t:
+                    # an early end that the whole "Wait" would not fit after: the forced exit now
+                    t, phase, forced = forcing.forced_exit_ids[0], "answer", True
+                    pending, pending_kind = list(forcing.forced_exit_ids[1:]), "exit"
+                elif t in end_ids | eos_ids and not may_end:
                     waits += 1
                     thinking += 1
                     t = forcing.wait_ids[0]
@@ -250,8 +255,8 @@ def test_control_is_100_percent(model, tok, forcing):
                 assert r.thinking_tokens >= min_t
                 if mode == "wait":
                     assert r.waits_used == num_waits
-            else:
-                assert r.thinking_tokens == max_t
+            else:  # at the budget, or earlier: an early end the whole "Wait" did not fit after
+                assert max_t - len(forcing.wait_ids) < r.thinking_tokens <= max_t
             assert thinking_ended or r.token_ids[-1] in forcing.eos_ids
 
 

@@ -250,7 +250,7 @@ def _default_max_new(budget: Budget, forcing: ForcingTokens, max_answer_default:
         raise ValueError("max_new_tokens: needed when the budget sets no max_thinking_tokens")
     if max_answer is None or max_answer >= _UNLIMITED:
         max_answer = max_answer_default
-    # a WAIT cut short by the exit is counted in max_think; the answer cap counts sampled tokens
+    # WAIT tokens are counted in max_think; the answer cap counts sampled tokens
     return max_think + len(forcing.forced_exit_ids) + len(forcing.delimiter_completion_ids) + max_answer + 1
 
 

@@ -74,8 +74,11 @@ S1K_HD StepPlan plan_step(RowState& s, const RowBudget& b, const ForcingTable& f
     s.event = kEventPad;
     return p;
   }
-  if (s.phase == kThinking && s.thinking_tokens >= b.max_thinking_tokens && s.inject_kind != kInjectDelimiter) {
-    s.inject_kind = kInjectExit;  // cuts a pending WAIT short: thinking content stays <= max
+  // A pending WAIT is never cut short (finish_step starts one only when it fits in the
+  // budget, so a cut word such as "Wa" + exit never reaches the text); a pending DELIMITER
+  // means the row already left thinking.
+  if (s.phase == kThinking && s.thinking_tokens >= b.max_thinking_tokens && s.inject_kind == kInjectNone) {
+    s.inject_kind = kInjectExit;
     s.inject_pos = 0;
     s.phase = kAnswer;
   }
@@ -119,7 +122,18 @@ S1K_HD int64_t finish_step(RowState& s, const RowBudget& b, const ForcingTable& 
   if (s.phase == kThinking) {
     const bool end = f.is_end(sampled);
     const bool eos = !end && f.is_eos(sampled);
-    if ((end || eos) && !p.may_end) {  // too early: the wait sequence replaces the end
+    if ((end || eos) && !p.may_end) {  // too early: the wait sequence replaces the end ...
+      if (static_cast<int64_t>(s.thinking_tokens) + f.n_wait > b.max_thinking_tokens) {
+        // ... unless it does not fit in the budget: the row wanted to end and the budget
+        // ends it within the wait's length anyway, so it takes the forced exit now
+        s.phase = kAnswer;
+        s.event = kEventExit;
+        if (f.n_exit > 1) {
+          s.inject_kind = kInjectExit;
+          s.inject_pos = 1;
+        }
+        return f.ids[f.off_exit()];
+      }
       s.waits_used += 1;
       s.thinking_tokens += 1;
       s.event = kEventWait;

@@ -13,14 +13,17 @@ the header csrc/include/s1k/budget_forcing.h shared by the C++ CPU twin and the 
   exit: end-of-thinking + "answer\\nFinal Answer:").
 
   0. A DONE row emits `pad_id`.
-  1. A THINKING row with `thinking_tokens >= max_thinking_tokens` (and no delimiter pending)
-     starts the EXIT injection and enters ANSWER; a WAIT injection in progress is cut short.
+  1. A THINKING row with `thinking_tokens >= max_thinking_tokens` (and no injection pending)
+     starts the EXIT injection and enters ANSWER.
   2. A pending injection emits its next token, whatever the logits say.
   3. Otherwise the row samples from its logits (ids >= vocab_size are never sampled).
      A THINKING row "may end" once `thinking_tokens >= min_thinking_tokens` and, in mode
      "wait", `waits_used >= num_waits` (s1's ignore-the-end-that-many-times). Before that,
      mode "wait" replaces a sampled end-of-thinking or EOS token with the WAIT sequence (one
-     extension used) and mode "suppress" masks those ids before sampling. Once it may end, a
+     extension used) and mode "suppress" masks those ids before sampling. A WAIT is only
+     started when all of it fits in the thinking budget (`thinking_tokens + len(wait_ids) <=
+     max_thinking_tokens`); otherwise the early end takes the forced EXIT at once, so no
+     WAIT is ever cut mid-word. Once it may end, a
      sampled end-of-thinking token is emitted, the DELIMITER completion is injected and the
      row enters ANSWER; a sampled EOS ends the row.
   4. In ANSWER, a sampled EOS or reaching `max_answer_tokens` sampled tokens ends the row.
@@ -28,6 +31,10 @@ the header csrc/include/s1k/budget_forcing.h shared by the C++ CPU twin and the 
   `thinking_tokens` counts thinking content: sampled thinking tokens and injected WAIT
   tokens, not the delimiter or the forced exit. So a thinking span (content + exit) never
   exceeds max_thinking_tokens + len(forced_exit_ids).
+
+  A row that starts the delimiter on its own (samples the end-of-thinking token, e.g.
+  `<|im_start|>`) leaves THINKING at once, so the budget never injects the exit on top of
+  it: the row finishes that delimiter (`answer\n`) and no second `<|im_start|>` appears.
 
 Sampling (per row; definitions chosen so that every backend computes the same thing):
 
@@ -452,8 +459,9 @@ def _reference_step(logits, state, budget_t, sampling_t, table, lengths, pad_id,
     error = state.error.clone()
     is_done = phase == DONE
 
-    # rule 1: at the thinking cap start the forced exit (cuts a pending WAIT short)
-    exit_now = (phase == THINKING) & (thinking >= budget_t.max_thinking_tokens) & (kind != INJECT_DELIMITER)
+    # rule 1: at the thinking cap start the forced exit (never inside a pending injection: a
+    # WAIT is only started when it fits, a DELIMITER means the row already left thinking)
+    exit_now = (phase == THINKING) & (thinking >= budget_t.max_thinking_tokens) & (kind == INJECT_NONE)
     kind = torch.where(exit_now, i32(INJECT_EXIT), kind)
     pos = torch.where(exit_now, i32(0), pos)
     phase = torch.where(exit_now, i32(ANSWER), phase)
@@ -488,8 +496,12 @@ def _reference_step(logits, state, budget_t, sampling_t, table, lengths, pad_id,
     is_end, is_eos = _isin(tok, end_ids), _isin(tok, eos_ids)
     stop = is_end | is_eos
     ok = sampling_row & ~failed
-    # thinking, early end: replace with the WAIT sequence
-    wait_now = ok & thinking_row & stop & ~may_end
+    # thinking, early end: replace with the WAIT sequence, or take the forced exit now when
+    # the whole WAIT does not fit in the budget (no WAIT is ever cut mid-word)
+    early = ok & thinking_row & stop & ~may_end
+    fits = thinking.long() + n_wait <= budget_t.max_thinking_tokens.long()
+    wait_now = early & fits
+    exit_early = early & ~fits
     # thinking, allowed end-of-thinking: enter ANSWER, inject the delimiter completion
     end_now = ok & thinking_row & is_end & may_end
     # thinking, allowed EOS: the row ends
@@ -502,11 +514,13 @@ def _reference_step(logits, state, budget_t, sampling_t, table, lengths, pad_id,
     # outputs
     out_tok = torch.where(ok, tok, pad)
     out_tok = torch.where(wait_now, table[o[2]].expand(B), out_tok)
+    out_tok = torch.where(exit_early, table[o[3]].expand(B), out_tok)
     out_tok = torch.where(injecting, inj_tok, out_tok)
-    out_lp = torch.where(ok & ~wait_now, logprob, torch.zeros_like(logprob))
+    out_lp = torch.where(ok & ~early, logprob, torch.zeros_like(logprob))
     event = torch.where(injecting, inj_event, i32(EVENT_PAD))
     event = torch.where(ok, i32(EVENT_SAMPLED), event)
     event = torch.where(wait_now, i32(EVENT_WAIT), event)
+    event = torch.where(exit_early, i32(EVENT_EXIT), event)
     event = torch.where(failed, i32(EVENT_ERROR), event)
 
     # new state
@@ -520,7 +534,10 @@ def _reference_step(logits, state, budget_t, sampling_t, table, lengths, pad_id,
     delim_more = end_now & (n_delim > 0)
     new_kind = torch.where(delim_more, i32(INJECT_DELIMITER), new_kind)
     new_pos = torch.where(delim_more, i32(0), new_pos)
-    new_phase = torch.where(end_now, i32(ANSWER), phase)
+    exit_more = exit_early & (n_exit > 1)
+    new_kind = torch.where(exit_more, i32(INJECT_EXIT), new_kind)
+    new_pos = torch.where(exit_more, i32(1), new_pos)
+    new_phase = torch.where(end_now | exit_early, i32(ANSWER), phase)
     new_phase = torch.where(eos_think | answer_end | failed, i32(DONE), new_phase)
 
     state.phase.copy_(new_phase)
