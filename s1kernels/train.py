@@ -39,6 +39,9 @@ from s1kernels.extras import MissingExtra
 from s1kernels.model import ModelConfig, Transformer, load_model
 from s1kernels.training import checkpoint as ckpt
 from s1kernels.training import distributed as dist_utils
+from s1kernels.training import run as runs
+from s1kernels.training.validate import check_train_config
+from s1kernels.training.files import replace_atomic, replace_json_atomic
 from s1kernels.training.data import OVERLONG_POLICIES, Schedule, build_dataset, check_chat_tokenizer, count_items, micro_batch
 from s1kernels.training.optim import build_optimizer, build_scheduler
 from s1kernels.training.throughput import ThroughputWatch
@@ -70,6 +73,7 @@ class TrainConfig:
     save_every: int = 0  # steps between checkpoints (0: only the final model)
     keep_checkpoints: int = 1
     resume: str | None = None  # "latest" or a checkpoint folder
+    overwrite: bool = False  # a new run may replace the run an --output folder holds
     log_every: int = 1
     eval_rows: int = 0  # built-in task only: greedy accuracy on held-out rows at the end
     progress: bool = True
@@ -125,6 +129,8 @@ def parse_args(argv=None) -> TrainConfig:
     p.add_argument("--save-every", type=int, help="steps between resumable checkpoints (0: final only)")
     p.add_argument("--keep-checkpoints", type=int)
     p.add_argument("--resume", nargs="?", const="latest", help="resume from the latest checkpoint in --output, or a path")
+    p.add_argument("--overwrite", action="store_true", default=None,
+                   help="replace the run an existing --output folder holds (its checkpoints and model)")
     p.add_argument("--log-every", type=int)
     p.add_argument("--eval-rows", type=int, help="built-in task: greedy accuracy on N held-out rows at the end")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, help="tqdm progress bar")
@@ -143,23 +149,34 @@ def parse_args(argv=None) -> TrainConfig:
     cfg_path = args.pop("config")
     if cfg_path:
         try:
-            with open(cfg_path) as f:
+            with open(cfg_path, encoding="utf-8") as f:
                 file_cfg = json.load(f)
-        except (OSError, json.JSONDecodeError) as e:
-            raise SystemExit(f"--config: cannot read {cfg_path!r}: {e}")
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+            _usage_error(f"--config: cannot read {cfg_path!r}: {type(e).__name__}: {e}")
         if not isinstance(file_cfg, dict):
-            raise SystemExit(f"--config: {cfg_path!r} must hold a JSON object")
+            _usage_error(f"--config: {cfg_path!r} must hold a JSON object")
         unknown = sorted(set(file_cfg) - set(_fields()))
         if unknown:
-            raise SystemExit(f"--config: unknown fields {unknown}; known: {sorted(_fields())}")
+            _usage_error(f"--config: unknown fields {unknown}; known: {sorted(_fields())}")
     cli = {k: v for k, v in args.items() if v is not None}
     model_given = cli.get("model", file_cfg.get("model")) is not None
     merged = {} if model_given else dict(TINY_DEFAULTS)
     merged.update(file_cfg)
     merged.update(cli)
-    if "betas" in merged:
+    if isinstance(merged.get("betas"), list):
         merged["betas"] = tuple(merged["betas"])
-    return TrainConfig(**merged)
+    cfg = TrainConfig(**merged)
+    try:
+        check_train_config(cfg)
+    except (TypeError, ValueError) as e:
+        _usage_error(f"{e}" + (f" (from --config {cfg_path})" if cfg_path else ""))
+    return cfg
+
+
+def _usage_error(message: str):
+    """Exit status 2 with one line, as argparse does for a flag it cannot parse."""
+    print(f"python -m s1kernels.train: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def tiny_model_config(cfg: TrainConfig, tok) -> ModelConfig:
@@ -227,21 +244,45 @@ def read_log(path: str, upto_step: int) -> list[dict]:
         for line in f:
             try:
                 records.append(json.loads(line))
-            except json.JSONDecodeError:  # a line cut short by a kill
+            except (json.JSONDecodeError, RecursionError):  # a line cut short by a kill
                 continue
-    return [r for r in records if r["step"] <= upto_step]
+    return [r for r in records if isinstance(r, dict) and isinstance(r.get("step"), int) and r["step"] <= upto_step]
+
+
+def _resume_path(cfg: TrainConfig, ckpt_dir: str, rid: str, settings: dict) -> str | None:
+    """The checkpoint to resume from (None for a new run); ValueError when it is not this run's."""
+    held = runs.owner(cfg.output)
+    if not cfg.resume:
+        return None
+    if cfg.resume == "latest":
+        if held is not None and held["run_id"] != rid:
+            runs.check_resume(held, settings, cfg.output)
+        path = ckpt.latest_checkpoint(ckpt_dir, rid)
+        if path is None and ckpt.latest_checkpoint(ckpt_dir) is not None:  # another run's: say what differs
+            runs.check_resume(ckpt.read_trainer_state(ckpt.latest_checkpoint(ckpt_dir)), settings, ckpt_dir)
+        if path is None:
+            raise FileNotFoundError(f"--resume: no complete checkpoint of this run under {ckpt_dir!r}")
+    else:
+        path = cfg.resume
+        inside = os.path.realpath(path).startswith(os.path.realpath(cfg.output) + os.sep)
+        if cfg.overwrite and inside and held is not None and held["run_id"] != rid:
+            raise ValueError(f"--resume: {path} lies inside --output {cfg.output!r}, which --overwrite would clear")
+        if held is not None and held["run_id"] != rid and not cfg.overwrite:
+            raise ValueError(f"--output: {cfg.output!r} holds another run; pass --overwrite to replace it "
+                             f"with the run resumed from {path}")
+    state = ckpt.read_trainer_state(path)
+    runs.check_resume(state, settings, path)
+    return path
 
 
 def train(cfg: TrainConfig) -> dict:
     """Runs training as configured; returns a summary dict (on every rank)."""
+    check_train_config(cfg)
+    # before any long work: the output folder is writable and not another run's
+    runs.check_output(cfg.output, cfg.resume, cfg.overwrite)
     device, rank, world_size = dist_utils.init()
     main = rank == 0
     bf16 = cfg.bf16 if cfg.bf16 is not None else device.type == "cuda"
-    if cfg.normalize not in ("token", "sequence"):
-        raise ValueError(f"normalize: expected 'token' or 'sequence', got {cfg.normalize!r}")
-    for name in ("micro_batch", "grad_accum", "block_size"):
-        if getattr(cfg, name) < 1:
-            raise ValueError(f"{name}: expected >= 1, got {getattr(cfg, name)}")
 
     mp_policy, amp = dist_utils.precision(bf16, device, world_size)
     tok, model = load_tokenizer_and_model(cfg, device, world_size, mp_policy)
@@ -256,38 +297,34 @@ def train(cfg: TrainConfig) -> dict:
     sched = Schedule(packed.num_rows, cfg.micro_batch, cfg.grad_accum, world_size, cfg.seed)
     total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * sched.steps_per_epoch))
     warmup = int(round(cfg.warmup_ratio * total_steps))
+    settings = runs.settings(cfg, total_steps, warmup, sched.rows_per_step, bf16, vocab_size)
+    rid = runs.run_id(settings)
 
     model.gradient_checkpointing = cfg.gradient_checkpointing
     model.train()
     optimizer = build_optimizer(model, cfg.lr, cfg.betas, cfg.weight_decay)
     scheduler = build_scheduler(optimizer, total_steps, warmup, cfg.min_lr_ratio)
 
-    os.makedirs(cfg.output, exist_ok=True)
     ckpt_dir = os.path.join(cfg.output, "checkpoints")
     log_path = os.path.join(cfg.output, "train_log.jsonl")
+    resume_path = _resume_path(cfg, ckpt_dir, rid, settings)  # every rank checks alike, before rank 0 writes
+    dist_utils.barrier()
+    if main:
+        runs.claim(cfg.output, rid, settings, cfg.overwrite)
+    dist_utils.barrier()
     start_step, log = 0, []
-    if cfg.resume:
-        path = ckpt.latest_checkpoint(ckpt_dir) if cfg.resume == "latest" else cfg.resume
-        if path is None:
-            raise FileNotFoundError(f"--resume: no complete checkpoint under {ckpt_dir!r}")
-        state = ckpt.read_trainer_state(path)
-        if state.get("rows_per_step", sched.rows_per_step) != sched.rows_per_step:
-            # the data position is the step; it only maps to the same rows with the same global batch
-            raise ValueError(f"--resume: {path} was written with {state['rows_per_step']} rows per step "
-                             f"(world size x grad accum x micro batch), this run has {sched.rows_per_step}")
-        ckpt.load_checkpoint(path, model, optimizer, scheduler)
-        start_step = state["step"]
+    if resume_path is not None:
+        start_step = ckpt.load_checkpoint(resume_path, model, optimizer, scheduler)["step"]
         log = read_log(log_path, start_step)
         if main:
-            print(f"resumed from {path} at step {start_step}", file=sys.stderr)
+            print(f"resumed from {resume_path} at step {start_step}", file=sys.stderr)
     if main:
-        with open(log_path + ".tmp", "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in log)
-        os.replace(log_path + ".tmp", log_path)
-        with open(os.path.join(cfg.output, "train_config.json"), "w") as f:
-            json.dump(dict(dataclasses.asdict(cfg), world_size=world_size, total_steps=total_steps,
-                           data=data_info, bf16=bf16, real_vocab_size=vocab_size, threads_used=threads), f,
-                      indent=1, default=str)
+        replace_atomic(log_path, "".join(json.dumps(r) + "\n" for r in log).encode())
+        replace_json_atomic(os.path.join(cfg.output, "train_config.json"),
+                            json.loads(json.dumps(dict(dataclasses.asdict(cfg), world_size=world_size,
+                                                       total_steps=total_steps, data=data_info, bf16=bf16,
+                                                       real_vocab_size=vocab_size, threads_used=threads,
+                                                       run_id=rid), default=str)))
 
     from s1kernels.ops.loss import linear_cross_entropy
 
@@ -304,8 +341,9 @@ def train(cfg: TrainConfig) -> dict:
     def save(step_done: int):
         extra = (lambda folder: (tok.save(folder), model.config.save(folder))) if main else None
         ckpt.save_checkpoint(ckpt_dir, step_done, model, optimizer, scheduler,
-                             {"total_steps": total_steps, "rows_per_step": sched.rows_per_step,
-                              "world_size": world_size, "seed": cfg.seed}, extra, cfg.keep_checkpoints)
+                             {"run_id": rid, "settings": settings, "total_steps": total_steps,
+                              "rows_per_step": sched.rows_per_step, "world_size": world_size},
+                             extra, cfg.keep_checkpoints)
 
     for step in range(start_step, total_steps):
         batches = [micro_batch(packed, rows, tok.pad_id, device) for rows in sched.step_rows(step, rank)]
@@ -356,7 +394,7 @@ def train(cfg: TrainConfig) -> dict:
         bar.close()
     if log_file is not None:
         log_file.close()
-    if cfg.save_every:
+    if cfg.save_every and start_step < total_steps:  # a resumed finished run has nothing new to save
         save(total_steps)
     ckpt.publish_final(cfg.output, model, tok, torch.bfloat16 if bf16 else None)
     summary = {"steps": total_steps, "params": n_params, "seconds": time.perf_counter() - t_start,
@@ -388,7 +426,7 @@ def main(argv=None) -> int:
     cfg = parse_args(argv)
     try:
         summary = train(cfg)
-    except (ValueError, FileNotFoundError, MissingExtra) as e:
+    except (ValueError, TypeError, FileNotFoundError, MissingExtra) as e:
         # the checks that raise these run on every rank alike, so every rank stops here
         print(f"error: {e}", file=sys.stderr)
         dist_utils.cleanup()

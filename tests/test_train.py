@@ -169,8 +169,9 @@ def test_config_file_and_flags_precedence(tmp_path):
     assert (s1.lr, s1.betas, s1.weight_decay, s1.warmup_ratio, s1.epochs, s1.block_size) == \
         (1e-5, (0.9, 0.95), 1e-4, 0.05, 5.0, 32768)
     path.write_text(json.dumps({"learning_rate": 1}))
-    with pytest.raises(SystemExit, match="unknown fields"):
+    with pytest.raises(SystemExit) as e:
         parse_args(["--config", str(path)])
+    assert e.value.code == 2
 
 
 def _model_folder(tmp_path, tok=None):
@@ -414,9 +415,9 @@ def test_fsdp_sharded_checkpoint_resumes_and_exports(tmp_path):
     _torchrun("-m", "s1kernels.train", "--output", a, *flags)
     step2 = a / "checkpoints" / "step-2"
     # each rank wrote its own shard; no file holds the whole model
-    assert {".metadata", "__0_0.distcp", "__1_0.distcp", "rng-0.pt", "rng-1.pt", "scheduler.pt",
+    assert {".metadata", "__0_0.distcp", "__1_0.distcp", "rng-0.safetensors", "rng-1.safetensors", "scheduler.json",
             "trainer_state.json", "config.json", "tokenizer.json"} <= set(os.listdir(step2))
-    assert not any(n.endswith(".safetensors") for n in os.listdir(step2))
+    assert not any(n.endswith(".safetensors") and not n.startswith("rng-") for n in os.listdir(step2))
     # two ranks resume from step 2 into a fresh folder: steps 3 and 4 as in the first run
     _torchrun("-m", "s1kernels.train", "--output", b, *flags, "--resume", step2)
     log_a, log_b = _log(a), _log(b)

@@ -120,6 +120,9 @@ class S1Tokenizer:
         self.tokenizer = tokenizer
         self.config = dict(config or {})
         self.chat_template: str | None = self.config.get("chat_template") or None
+        if self.chat_template is not None and not isinstance(self.chat_template, str):
+            raise TypeError(f"chat_template: expected a string, got {type(self.chat_template).__name__}")
+        self.template_source = "the chat template"  # named in rendering errors; from_folder names the file
         self.im_start_id = self.token_to_id(IM_START)
         self.im_end_id = self.token_to_id(IM_END)
         self.eos_ids = [i for i in (self.im_end_id, self.token_to_id(ENDOFTEXT)) if i is not None]
@@ -139,21 +142,39 @@ class S1Tokenizer:
         tj = os.path.join(path, "tokenizer.json")
         if not os.path.isfile(tj):
             raise ValueError(f"path: expected a folder holding tokenizer.json, got {path!r}")
-        tok = Tokenizer.from_file(tj)
+        try:
+            tok = Tokenizer.from_file(tj)
+        except Exception as e:  # the tokenizers library raises its own Exception type
+            raise ValueError(f"path: {tj!r} is not a readable tokenizer.json ({e})") from None
         config: dict = {}
+        source = None
         cfg_path = os.path.join(path, "tokenizer_config.json")
         if os.path.isfile(cfg_path):
-            with open(cfg_path, encoding="utf-8") as f:
-                config = json.load(f)
+            try:
+                with open(cfg_path, encoding="utf-8") as f:
+                    config = json.load(f)
+            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+                raise ValueError(f"path: {cfg_path!r} is not valid JSON ({type(e).__name__}: {e})") from None
+            if not isinstance(config, dict):
+                raise ValueError(f"path: {cfg_path!r} must hold a JSON object, got {type(config).__name__}")
+            source = f"{cfg_path} (chat_template)"
         tmpl_path = os.path.join(path, "chat_template.jinja")
         if not config.get("chat_template") and os.path.isfile(tmpl_path):
-            with open(tmpl_path, encoding="utf-8") as f:
-                config["chat_template"] = f.read()
+            try:
+                with open(tmpl_path, encoding="utf-8") as f:
+                    config["chat_template"] = f.read()
+            except UnicodeDecodeError as e:
+                raise ValueError(f"path: {tmpl_path!r} is not UTF-8 text ({e})") from None
+            source = tmpl_path
         if isinstance(config.get("chat_template"), list):
             # Older HF configs store several named templates; the "default" one renders chats.
-            named = {t.get("name"): t.get("template") for t in config["chat_template"]}
+            named = {t.get("name"): t.get("template") for t in config["chat_template"] if isinstance(t, dict)}
             config["chat_template"] = named.get("default")
-        return cls(tok, config)
+            source = f"{cfg_path} (chat_template 'default')"
+        out = cls(tok, config)
+        if source:
+            out.template_source = source
+        return out
 
     def save(self, folder: str | os.PathLike) -> None:
         """Write tokenizer.json and tokenizer_config.json into `folder` (created if needed)."""
@@ -202,7 +223,8 @@ class S1Tokenizer:
         """
         if not self.chat_template:
             raise ValueError("tokenizer has no chat_template; use s1kernels.data.format.prompt_text")
-        return _render_template(self.chat_template, messages, add_generation_prompt, self.config)
+        return _render_template(self.chat_template, messages, add_generation_prompt, self.config,
+                                self.template_source)
 
     def __repr__(self) -> str:
         return (
@@ -239,26 +261,10 @@ def _token_text(tok) -> str | None:
     return tok
 
 
-_TEMPLATE_CACHE: dict[str, object] = {}
+def _render_template(template: str, messages: list[dict], add_generation_prompt: bool, config: dict,
+                     source: str = "the chat template") -> str:
+    from s1kernels.data.template import render
 
-
-def _render_template(template: str, messages: list[dict], add_generation_prompt: bool, config: dict) -> str:
-    compiled = _TEMPLATE_CACHE.get(template)
-    if compiled is None:
-        from jinja2.exceptions import TemplateError
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-        def raise_exception(message):
-            raise TemplateError(message)
-
-        def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
-            return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
-
-        # Same environment settings as transformers' chat template rendering.
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-        env.filters["tojson"] = tojson
-        env.globals["raise_exception"] = raise_exception
-        compiled = env.from_string(template)
-        _TEMPLATE_CACHE[template] = compiled
     specials = {k: _token_text(config.get(k)) for k in ("bos_token", "eos_token", "pad_token", "unk_token")}
-    return compiled.render(messages=messages, add_generation_prompt=add_generation_prompt, tools=None, **specials)
+    return render(template, source, messages=messages, add_generation_prompt=add_generation_prompt, tools=None,
+                  **specials)

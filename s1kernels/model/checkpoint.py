@@ -21,6 +21,9 @@ from .transformer import Transformer
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
+# a committed publish not yet rolled forward (s1kernels.training.publish): the folder may mix
+# two models until it is, so no loader reads it
+PENDING_PUBLISH = ".final-pending"
 
 
 def hf_name(name: str) -> str:
@@ -73,7 +76,11 @@ def load_model(folder: str, dtype: torch.dtype = torch.float32, device="cpu", st
     """
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"folder: model folder {folder!r} does not exist")
+    if os.path.isdir(os.path.join(folder, PENDING_PUBLISH)):
+        raise ValueError(f"folder: {folder!r} holds an interrupted publish ({PENDING_PUBLISH}); run "
+                         f"`python -m s1kernels.train --output {folder} --resume` to finish it")
     config = ModelConfig.from_json(folder)
+    _check_layer_count(folder, config, strict)
     with torch.device("meta"):
         model = Transformer(config).to(dtype)
     plan = _match_weights(folder, model, strict)
@@ -88,6 +95,20 @@ def load_model(folder: str, dtype: torch.dtype = torch.float32, device="cpu", st
                 for hf, ours in names:
                     _read_into(f, hf, params[ours])
     return model.eval()
+
+
+def _check_layer_count(folder: str, config: ModelConfig, strict: bool) -> None:
+    """The decoder layers config.json asks for are the ones the weights hold (read from the
+    file headers, before a model of that size is built)."""
+    layers = set()
+    for name in _weight_files(folder):
+        parts = name.split(".")
+        if len(parts) > 3 and parts[:2] == ["model", "layers"] and parts[2].isdigit():
+            layers.add(int(parts[2]))
+    n = config.num_hidden_layers
+    if (strict and layers != set(range(n))) or (not strict and layers and max(layers) >= n):
+        held = f"layers 0..{max(layers)} ({len(layers)} in all)" if layers else "no decoder layers"
+        raise ValueError(f"config: {folder!r}/config.json says num_hidden_layers={n} but its weights hold {held}")
 
 
 def _match_weights(folder: str, model: Transformer, strict: bool) -> dict[str, list[tuple[str, str]]]:

@@ -13,6 +13,11 @@ import os
 SUPPORTED_MODEL_TYPES = ("qwen2", "llama")
 _ARCHITECTURES = {"qwen2": "Qwen2ForCausalLM", "llama": "LlamaForCausalLM"}
 _ROPE_TYPES = ("default", "linear", "llama3")
+# Upper bounds far above every released Qwen2/Llama (405B: 126 layers, hidden 16384, 128 heads,
+# vocab 152k) that still keep a mistyped config.json from allocating for hours.
+_BOUNDS = {"vocab_size": 1 << 24, "hidden_size": 1 << 17, "intermediate_size": 1 << 20,
+           "num_hidden_layers": 4096, "num_attention_heads": 4096, "num_key_value_heads": 4096,
+           "head_dim": 8192, "max_position_embeddings": 1 << 26}
 
 
 @dataclasses.dataclass
@@ -55,17 +60,24 @@ class ModelConfig:
             self.attention_bias = self.model_type == "qwen2"
         if self.hidden_act != "silu":
             raise ValueError(f"hidden_act: only 'silu' (SwiGLU) is supported, got {self.hidden_act!r}")
-        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-                     "num_attention_heads", "num_key_value_heads", "head_dim"):
+        for name, bound in _BOUNDS.items():
             v = getattr(self, name)
-            if not isinstance(v, int) or v <= 0:
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 raise ValueError(f"{name}: expected a positive int, got {v!r}")
+            if v > bound:  # checked before anything is allocated: a typo must not hang the loader
+                raise ValueError(f"{name}: {v} is beyond any supported model (at most {bound})")
+        for name in ("rope_theta", "rms_norm_eps"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1e30:
+                raise ValueError(f"{name}: expected a finite positive number, got {v!r}")
         if self.num_attention_heads % self.num_key_value_heads:
             raise ValueError(f"num_key_value_heads: must divide num_attention_heads={self.num_attention_heads}, "
                              f"got {self.num_key_value_heads}")
         if self.head_dim % 2:
             raise ValueError(f"head_dim: RoPE needs an even head_dim, got {self.head_dim}")
         if self.rope_scaling is not None:
+            if not isinstance(self.rope_scaling, dict):
+                raise ValueError(f"rope_scaling: expected an object or null, got {self.rope_scaling!r}")
             kind = self.rope_scaling.get("rope_type", self.rope_scaling.get("type", "default"))
             if kind not in _ROPE_TYPES:
                 raise ValueError(f"rope_scaling: rope_type must be one of {_ROPE_TYPES}, got {kind!r}")
@@ -89,7 +101,7 @@ class ModelConfig:
             kind = rope.get("rope_type", "default")
             if kind != "default" and d.get("rope_scaling") is None:
                 d["rope_scaling"] = rope
-        if d.get("rope_scaling") is not None:
+        if isinstance(d.get("rope_scaling"), dict):
             d["rope_scaling"] = {k: v for k, v in d["rope_scaling"].items() if k != "rope_theta"}
         if "model_type" not in d:
             raise ValueError("config: 'model_type' is missing (expected 'qwen2' or 'llama')")
@@ -106,10 +118,10 @@ class ModelConfig:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"config: no config.json at {path!r}")
         try:
-            with open(path) as f:
+            with open(path, encoding="utf-8") as f:
                 d = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"config: {path!r} is not valid JSON ({e})") from None
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+            raise ValueError(f"config: {path!r} is not valid JSON ({type(e).__name__}: {e})") from None
         if not isinstance(d, dict):
             raise ValueError(f"config: {path!r} must hold a JSON object, got {type(d).__name__}")
         try:

@@ -1,61 +1,54 @@
-"""Atomic sharded training checkpoints (torch.distributed.checkpoint) and the HF-format export.
+"""Sharded training checkpoints (torch.distributed.checkpoint) that no sequence of kills can
+lose or mix, and nothing in which can run code.
 
-A training checkpoint `<dir>/step-N` holds:
+A training checkpoint `<dir>/step-N` (or `step-N.K` when step N was saved before) holds:
 
     .metadata, __<rank>_0.distcp   DCP: model and optimizer state; each rank writes its own shards
-    rng-<rank>.pt                  Python, NumPy, torch (and CUDA) RNG state of each rank
-    scheduler.pt                   learning-rate scheduler state
-    trainer_state.json             step, total_steps, rows_per_step, world_size, seed
+    rng-<rank>.safetensors         Python, NumPy, torch (and CUDA) RNG state of each rank
+    scheduler.json                 learning-rate scheduler state
+    trainer_state.json             step, the run's identity and settings (written last)
     config.json, tokenizer files   what `export_checkpoint` needs to write an HF model folder
 
-It is written into `<dir>/.tmp-step-N`; every file is fsynced (DCP syncs the files it writes,
-each rank its own), all ranks meet at a barrier, then rank 0 renames the folder to `step-N`
-(rename is atomic) and fsyncs the parent. A kill at any moment leaves either the previous
-complete checkpoint or the new one; `latest_checkpoint` ignores leftovers of an interrupted
-write. Older checkpoints beyond `keep` are removed only after the new one is in place.
+Saving: everything is written into `<dir>/.tmp-<run>-step-N` and fsynced; all ranks meet at
+a barrier; rank 0 renames the folder to a name no folder has yet (a re-save of step N never
+deletes step N first), then replaces the pointer file `<dir>/latest` atomically, and only
+then deletes what rotation drops. Rotation only looks at checkpoints whose trainer_state
+names this run; a deletion first renames the folder to `.del-*`, so a kill mid-delete never
+leaves a folder that looks complete. So at every instant `latest_checkpoint` names a
+complete checkpoint: the previous one until the pointer moves, the new one after.
+
+Loading reads no pickle: DCP's `.metadata` goes through a restricted unpickler and
+non-tensor entries through `torch.load(weights_only=True)` (see `safe_state`).
 On resume each rank reads only the rows it holds; DCP reshards when the world size differs.
 One process uses the same format (DCP needs no process group).
 
-The final model is exported as an HF folder by gathering one parameter at a time
-(`export_model`), so no rank ever holds the whole model; `export_checkpoint` (also
-`python -m s1kernels.training.checkpoint STEP_DIR OUT`) turns a training checkpoint into one.
+`export_checkpoint` (also `python -m s1kernels.training.checkpoint STEP_DIR OUT`) turns a
+checkpoint into an HF model folder, published atomically like the final model.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import random
 import re
 import shutil
+import sys
+import uuid
 import warnings
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
 from s1kernels.model import ModelConfig, Transformer
-from s1kernels.model.checkpoint import hf_name, write_weights
+from s1kernels.model.checkpoint import hf_name
+from s1kernels.training import safe_state
+from s1kernels.training.files import (fsync_dir, fsync_tree, read_json, remove_tree, replace_atomic,
+                                      write_json_synced)
+from s1kernels.training.publish import (EXPORT_SHARD_BYTES, commit, export_model, out_dtype,  # noqa: F401
+                                        publish_final, stage, write_folder)
 
-_STEP_RE = re.compile(r"^step-(\d+)$")
-# the size cap of one output safetensors file (what transformers' save_pretrained uses)
-EXPORT_SHARD_BYTES = 5 * 10**9
-
-
-def fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_tree(path: str) -> None:
-    for root, _, files in os.walk(path):
-        for f in files:
-            with open(os.path.join(root, f), "rb+") as fh:
-                os.fsync(fh.fileno())
-        fsync_dir(root)
+_STEP_RE = re.compile(r"^step-(\d+)(?:\.(\d+))?$")
+LATEST = "latest"
+TRAINER_STATE = "trainer_state.json"
 
 
 def _distributed() -> bool:
@@ -71,100 +64,169 @@ def _barrier() -> None:
         dist.barrier()
 
 
-def _dcp(fn, state: dict, path: str, no_dist: bool | None = None) -> None:
-    """dcp.save / dcp.load of `state` at `path`, collective when a process group is up."""
+def _dcp_save(state: dict, path: str) -> None:
+    import torch.distributed.checkpoint as dcp
+
     with warnings.catch_warnings():
         # one process is a supported use here, not the mistake DCP warns about
         warnings.filterwarnings("ignore", message="torch.distributed is disabled")
-        fn(state, checkpoint_id=path, no_dist=not _distributed() if no_dist is None else no_dist)
+        dcp.save(state, checkpoint_id=path, no_dist=not _distributed())
 
 
-def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+def dcp_load(state: dict, path: str, no_dist: bool | None = None) -> None:
+    """dcp.load of `state` from `path` through the pickle-free reader and planner."""
+    import torch.distributed.checkpoint as dcp
+
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    safe_state.read_dcp_metadata(os.path.join(path, ".metadata"))  # refuses a planted pickle by name
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+            dcp.load(state, storage_reader=safe_state.SafeReader(path), planner=safe_state.SafePlanner(),
+                     no_dist=not _distributed() if no_dist is None else no_dist)
+    except CheckpointException as e:  # a BaseException that wraps each rank's failure
+        failures = [f[0] if isinstance(f, tuple) else f for f in e.failures.values()]
+        named = [f for f in failures if isinstance(f, ValueError)]
+        if named:
+            raise named[0] from None
+        first = failures[0] if failures else e
+        raise ValueError(f"checkpoint: {path!r} could not be read ({type(first).__name__}: {first})") from None
 
 
-def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+def _tmp_name(run_id: str, step: int) -> str:
+    return f".tmp-{run_id[:12]}-step-{step}"
 
 
-def _save_synced(obj, path: str) -> None:
-    with open(path, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
+def _free_name(ckpt_dir: str, step: int) -> str:
+    name, k = f"step-{step}", 0
+    while os.path.lexists(os.path.join(ckpt_dir, name)):
+        k += 1
+        name = f"step-{step}.{k}"
+    return name
 
 
 def save_checkpoint(ckpt_dir: str, step: int, model, optimizer, scheduler, trainer_state: dict,
                     write_extra=None, keep: int = 1) -> str | None:
-    """Writes step-`step` atomically (every rank must call). Returns its path on rank 0.
+    """Writes step `step` (every rank must call); returns its path on rank 0.
 
-    `write_extra(folder)` (rank 0) adds files (config.json, tokenizer) before the rename.
+    `trainer_state` must hold `run_id`. `write_extra(folder)` (rank 0) adds files (config.json,
+    tokenizer) before the folder is published. `keep` > 0 keeps that many of this run's newest
+    checkpoints (0: all).
     """
-    import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
+    run_id = trainer_state["run_id"]
     rank = _rank()
-    final = os.path.join(ckpt_dir, f"step-{step}")
-    tmp = os.path.join(ckpt_dir, f".tmp-step-{step}")
+    tmp = os.path.join(ckpt_dir, _tmp_name(run_id, step))
     if rank == 0:
-        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(ckpt_dir, exist_ok=True)
+        if os.path.lexists(tmp):
+            shutil.rmtree(tmp)
         os.makedirs(tmp)
     _barrier()
     model_state, optim_state = get_state_dict(model, optimizer)  # sharded: each rank's own DTensor shards
-    _dcp(dcp.save, {"model": model_state, "optim": optim_state}, tmp)
-    _save_synced(rng_state(), os.path.join(tmp, f"rng-{rank}.pt"))
+    _dcp_save({"model": model_state, "optim": optim_state}, tmp)
+    safe_state.save_rng(os.path.join(tmp, f"rng-{rank}.safetensors"))
     if rank == 0:
-        _save_synced(scheduler.state_dict(), os.path.join(tmp, "scheduler.pt"))
-        with open(os.path.join(tmp, "trainer_state.json"), "w") as f:
-            json.dump(dict(trainer_state, step=step), f, indent=1)
+        safe_state.save_scheduler(os.path.join(tmp, "scheduler.json"), scheduler)
         if write_extra is not None:
             write_extra(tmp)
+        write_json_synced(os.path.join(tmp, TRAINER_STATE), dict(trainer_state, step=step))
     _barrier()  # every rank's files are on disk
+    final = None
     if rank == 0:
         fsync_tree(tmp)
-        if os.path.exists(final):  # a re-run that reaches the same step replaces it
-            shutil.rmtree(final)
+        name = _free_name(ckpt_dir, step)
+        final = os.path.join(ckpt_dir, name)
         os.rename(tmp, final)
         fsync_dir(ckpt_dir)
-        for old in list_checkpoints(ckpt_dir)[:-keep] if keep > 0 else []:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_atomic(os.path.join(ckpt_dir, LATEST), (name + "\n").encode())
+        rotate(ckpt_dir, run_id, keep, final)
     _barrier()
-    return final if rank == 0 else None
+    return final
 
 
-def list_checkpoints(ckpt_dir: str) -> list[str]:
-    """Complete checkpoints, oldest first (unfinished .tmp-* folders are ignored)."""
+def _parse(name: str):
+    m = _STEP_RE.match(name)
+    return (int(m.group(1)), int(m.group(2) or 0)) if m else None
+
+
+def _state_of(path: str) -> dict | None:
+    try:
+        state = read_json(os.path.join(path, TRAINER_STATE), "checkpoint")
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) else None
+
+
+def list_checkpoints(ckpt_dir: str, run_id: str | None = None) -> list[str]:
+    """Complete checkpoints (of run `run_id` when given), oldest first; unfinished `.tmp-*` and
+    `.del-*` folders are never listed."""
     if not os.path.isdir(ckpt_dir):
         return []
     found = []
     for name in os.listdir(ckpt_dir):
-        m = _STEP_RE.match(name)
-        path = os.path.join(ckpt_dir, name)
-        if m and os.path.isfile(os.path.join(path, "trainer_state.json")):
-            found.append((int(m.group(1)), path))
+        key, path = _parse(name), os.path.join(ckpt_dir, name)
+        if key is None or not os.path.isfile(os.path.join(path, TRAINER_STATE)):
+            continue
+        if run_id is not None and (_state_of(path) or {}).get("run_id") != run_id:
+            continue
+        found.append((key, path))
     return [p for _, p in sorted(found)]
 
 
-def latest_checkpoint(ckpt_dir: str) -> str | None:
-    found = list_checkpoints(ckpt_dir)
+def latest_checkpoint(ckpt_dir: str, run_id: str | None = None) -> str | None:
+    """The checkpoint `<dir>/latest` names (when complete and of run `run_id`), else the newest
+    complete one (a kill between the first save's rename and its pointer leaves no pointer)."""
+    try:
+        with open(os.path.join(ckpt_dir, LATEST), encoding="utf-8") as f:
+            name = f.read().strip()
+    except (OSError, UnicodeDecodeError):
+        name = ""
+    if _parse(name) is not None:
+        path = os.path.join(ckpt_dir, name)
+        state = _state_of(path)
+        if state is not None and (run_id is None or state.get("run_id") == run_id):
+            return path
+    found = list_checkpoints(ckpt_dir, run_id)
     return found[-1] if found else None
 
 
+def rotate(ckpt_dir: str, run_id: str, keep: int, current: str) -> None:
+    """Deletes this run's checkpoints beyond the `keep` newest (`current` always stays) and
+    this run's unfinished leftovers. Other runs' folders are never touched."""
+    tag = run_id[:12]
+    for name in os.listdir(ckpt_dir):
+        if name.startswith(f".tmp-{tag}-") or name.startswith(f".del-{tag}-"):
+            if os.path.join(ckpt_dir, name) != current:
+                shutil.rmtree(os.path.join(ckpt_dir, name), ignore_errors=False)
+    if keep <= 0:
+        return
+    cur_key = _parse(os.path.basename(current))
+    others = [p for p in list_checkpoints(ckpt_dir, run_id) if p != current]
+    # a checkpoint past `current` belongs to an abandoned continuation (resume from an older step)
+    older = [p for p in others if _parse(os.path.basename(p)) < cur_key]
+    kept = set(older[max(0, len(older) - (keep - 1)):] if keep > 1 else [])
+    for path in others:
+        if path not in kept:
+            remove_tree(path, f".del-{tag}-{os.path.basename(path)}-{uuid.uuid4().hex[:6]}")
+    fsync_dir(ckpt_dir)
+
+
 def read_trainer_state(path: str) -> dict:
-    """trainer_state.json of a checkpoint; ValueError when `path` is not a complete DCP checkpoint."""
-    for name in ("trainer_state.json", ".metadata"):
+    """trainer_state.json of a checkpoint; ValueError when `path` is not a complete checkpoint
+    written by this version (older ones stored pickles, which are never read)."""
+    for name in (TRAINER_STATE, ".metadata", "scheduler.json"):
         if not os.path.isfile(os.path.join(path, name)):
+            hint = (" (it has scheduler.pt: an older checkpoint format whose pickled files are not "
+                    "loaded)" if os.path.isfile(os.path.join(path, "scheduler.pt")) else "")
             raise ValueError(f"checkpoint: {path!r} has no {name} (expected a step-N folder written by "
-                             f"s1kernels.train)")
-    with open(os.path.join(path, "trainer_state.json")) as f:
-        return json.load(f)
+                             f"s1kernels.train){hint}")
+    state = read_json(os.path.join(path, TRAINER_STATE), "checkpoint")
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int) or not isinstance(state.get("run_id"), str):
+        raise ValueError(f"checkpoint: {os.path.join(path, TRAINER_STATE)!r} lacks step/run_id")
+    return state
 
 
 def load_checkpoint(path: str, model, optimizer, scheduler) -> dict:
@@ -173,95 +235,27 @@ def load_checkpoint(path: str, model, optimizer, scheduler) -> dict:
     A checkpoint from another world size loads too (DCP reshards); the RNG state of a rank the
     writing run did not have is left as it is.
     """
-    import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
     trainer_state = read_trainer_state(path)
     model_state, optim_state = get_state_dict(model, optimizer)
     state = {"model": model_state, "optim": optim_state}
-    _dcp(dcp.load, state, path)
+    dcp_load(state, path)
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
-    scheduler.load_state_dict(torch.load(os.path.join(path, "scheduler.pt"), weights_only=False))
-    rng = os.path.join(path, f"rng-{_rank()}.pt")
+    safe_state.load_scheduler(os.path.join(path, "scheduler.json"), scheduler)
+    rng = os.path.join(path, f"rng-{_rank()}.safetensors")
     if os.path.isfile(rng):
-        set_rng_state(torch.load(rng, weights_only=False))
+        safe_state.load_rng(rng)
     return trainer_state
-
-
-def _out_dtype(t: torch.Tensor, dtype: torch.dtype | None) -> torch.dtype:
-    return dtype if dtype is not None and t.is_floating_point() else t.dtype
-
-
-def _write_folder(folder: str, config: ModelConfig, tok, dtype, sizes: dict, tensors, max_shard_bytes) -> None:
-    """config.json + safetensors weights + tokenizer + generation_config.json into `folder`."""
-    os.makedirs(folder, exist_ok=True)
-    write_weights(folder, sizes, tensors, max_shard_bytes)
-    hf = config.to_hf_dict()
-    hf["torch_dtype"] = str(dtype or torch.float32).replace("torch.", "")
-    with open(os.path.join(folder, "config.json"), "w") as f:
-        json.dump(hf, f, indent=2)
-    tok.save(folder)
-    with open(os.path.join(folder, "generation_config.json"), "w") as f:
-        json.dump({"eos_token_id": tok.eos_ids, "pad_token_id": tok.pad_id, "bos_token_id": None}, f, indent=2)
-
-
-def export_model(model, folder: str, tok, dtype: torch.dtype | None = None,
-                 max_shard_bytes: int | None = EXPORT_SHARD_BYTES) -> None:
-    """Writes the HF-format model folder (rank 0 writes; every rank must call).
-
-    Parameters are gathered one at a time (`DTensor.full_tensor()` on every rank, after the
-    cast to `dtype`); rank 0 keeps only the tensors of the output file it is filling.
-    """
-    from torch.distributed.tensor import DTensor
-
-    rank0 = _rank() == 0
-    params = [(hf_name(n), p) for n, p in model.named_parameters()]
-    sizes = {name: p.numel() * _out_dtype(p, dtype).itemsize for name, p in params}
-
-    def gathered():
-        for _, p in params:
-            t = p.detach().to(_out_dtype(p, dtype))
-            if isinstance(t, DTensor):
-                t = t.full_tensor()  # a collective: every rank takes part
-            yield t.to("cpu") if rank0 else None
-
-    if rank0:
-        _write_folder(folder, model.config, tok, dtype, sizes, gathered(), max_shard_bytes)
-    else:
-        for _ in gathered():
-            pass
-
-
-def publish_final(output: str, model, tok, dtype: torch.dtype | None = None,
-                  max_shard_bytes: int | None = EXPORT_SHARD_BYTES) -> None:
-    """Exports into `output`/.tmp-final, then moves each file into `output` (every rank must call)."""
-    tmp = os.path.join(output, ".tmp-final")
-    if _rank() == 0:
-        shutil.rmtree(tmp, ignore_errors=True)
-    export_model(model, tmp, tok, dtype, max_shard_bytes)
-    if _rank() == 0:
-        fsync_tree(tmp)
-        new = set(os.listdir(tmp))
-        # weight files of an earlier export that this one does not overwrite (an index next to
-        # a single file would win over it when loading)
-        for name in os.listdir(output):
-            if name not in new and (name.endswith(".safetensors") or name.endswith(".safetensors.index.json")):
-                os.remove(os.path.join(output, name))
-        for name in new:
-            os.replace(os.path.join(tmp, name), os.path.join(output, name))
-        os.rmdir(tmp)
-        fsync_dir(output)
-    _barrier()
 
 
 def export_checkpoint(path: str, output: str, dtype: torch.dtype | None = None,
                       max_shard_bytes: int | None = EXPORT_SHARD_BYTES) -> None:
     """HF-format model folder from training checkpoint `path` (one process, any world size wrote it).
 
-    Reads one parameter at a time from the DCP files, so memory stays at about one output file.
+    Reads one parameter at a time from the DCP files, so memory stays at about one output file;
+    the folder is published atomically (see `s1kernels.training.publish`).
     """
-    import torch.distributed.checkpoint as dcp
-
     from s1kernels.data import S1Tokenizer
 
     read_trainer_state(path)
@@ -269,15 +263,17 @@ def export_checkpoint(path: str, output: str, dtype: torch.dtype | None = None,
     tok = S1Tokenizer.from_folder(path)
     with torch.device("meta"):
         params = list(Transformer(config).named_parameters())
-    sizes = {hf_name(n): p.numel() * _out_dtype(p, dtype).itemsize for n, p in params}
+    sizes = {hf_name(n): p.numel() * out_dtype(p, dtype).itemsize for n, p in params}
 
     def tensors():
         for name, p in params:
-            t = torch.empty(p.shape, dtype=_out_dtype(p, dtype))
-            _dcp(dcp.load, {"model": {name: t}}, path, no_dist=True)  # casts while reading
+            t = torch.empty(p.shape, dtype=out_dtype(p, dtype))
+            dcp_load({"model": {name: t}}, path, no_dist=True)  # casts while reading
             yield t
 
-    _write_folder(output, config, tok, dtype, sizes, tensors(), max_shard_bytes)
+    tmp = stage(output)
+    write_folder(tmp, config, tok, dtype, sizes, tensors(), max_shard_bytes)
+    commit(output)
 
 
 def main(argv=None) -> int:
@@ -289,7 +285,13 @@ def main(argv=None) -> int:
     p.add_argument("--max-shard-gb", type=float, default=EXPORT_SHARD_BYTES / 1e9,
                    help="size cap of one safetensors file")
     args = p.parse_args(argv)
-    export_checkpoint(args.checkpoint, args.output, getattr(torch, args.dtype), int(args.max_shard_gb * 1e9))
+    if not (args.max_shard_gb > 0 and args.max_shard_gb < 1e6):
+        p.error(f"--max-shard-gb: expected a size in (0, 1e6) GB, got {args.max_shard_gb}")
+    try:
+        export_checkpoint(args.checkpoint, args.output, getattr(torch, args.dtype), int(args.max_shard_gb * 1e9))
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(f"wrote {args.output}")
     return 0
 
