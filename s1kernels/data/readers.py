@@ -24,6 +24,9 @@ THINKING_KEYS = ("thinking_trajectories", "thinking", "solution")
 ANSWER_KEYS = ("attempt", "answer")
 FIELDS = ("question", "thinking", "answer")
 _MAX_KEPT_ERRORS = 20
+# One row's size bound. The longest s1K row is about 0.1 MB; a multi-megabyte line is a broken
+# export, and tokenizing and packing it costs gigabytes only to be truncated to one block.
+MAX_ROW_BYTES = 8 << 20
 
 
 class RowError(ValueError):
@@ -70,7 +73,26 @@ def normalize_row(raw, where: str, require: tuple[str, ...] = FIELDS) -> dict:
             raise RowError(f"{where}: field '{key}': expected a string or a number, got {_describe(a)}")
         a = str(a)
     out["answer"] = a
+    _check_text(out, raw, where)
     return out
+
+
+def _check_text(out: dict, raw: dict, where: str) -> None:
+    """Every string encodes as UTF-8 (JSON can carry a lone surrogate such as "\\ud800", which
+    no tokenizer can encode), and the row is within MAX_ROW_BYTES."""
+    size = 0
+    for name in FIELDS:
+        values = out[name] if isinstance(out[name], list) else [out[name]]
+        for v in values:
+            if v is None:
+                continue
+            try:
+                size += len(v.encode("utf-8"))
+            except UnicodeEncodeError as e:
+                raise RowError(f"{where}: field '{name}' holds a lone surrogate {v[e.start]!r} at character "
+                                f"{e.start}, which is not text") from None
+    if size > MAX_ROW_BYTES:
+        raise RowError(f"{where}: the row's text is {size} bytes, more than the {MAX_ROW_BYTES} a row may have")
 
 
 def _describe(x) -> str:
@@ -82,26 +104,68 @@ def _describe(x) -> str:
     return type(x).__name__
 
 
+def _lines(f) -> Iterator[bytes | int]:
+    """Lines of binary file `f`; a line over MAX_ROW_BYTES is skipped unread and its size yielded."""
+    while True:
+        line = f.readline(MAX_ROW_BYTES + 1)
+        if not line:
+            return
+        if len(line) > MAX_ROW_BYTES and not line.endswith(b"\n"):
+            size = len(line)
+            while True:  # skip the rest of the line in bounded chunks
+                more = f.readline(1 << 20)
+                size += len(more)
+                if not more or more.endswith(b"\n"):
+                    break
+            yield size
+            continue
+        yield line
+
+
+def _parse(text: str | bytes, where: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        return RowError(f"{where}: invalid JSON ({e.msg} at column {e.colno})")
+    except RecursionError:
+        return RowError(f"{where}: invalid JSON (nested too deeply)")
+
+
 def _jsonl_records(path: str) -> Iterator[tuple[str, object]]:
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for lineno, line in enumerate(_lines(f), 1):
             where = f"{path}:line {lineno}"
-            if not line.strip():
-                yield where, _BLANK
+            if isinstance(line, int):
+                yield where, RowError(f"{where}: the line is {line} bytes, more than the {MAX_ROW_BYTES} a row may have")
                 continue
             try:
-                yield where, json.loads(line)
-            except json.JSONDecodeError as e:
-                yield where, RowError(f"{where}: invalid JSON ({e.msg} at column {e.colno})")
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                yield where, RowError(f"{where}: not UTF-8 text (byte {line[e.start]:#04x} at column {e.start + 1})")
+                continue
+            if not text.strip():
+                yield where, _BLANK
+                continue
+            yield where, _parse(text, where)
 
 
 def _json_array_records(path: str) -> Iterator[tuple[str, object]]:
-    with open(path, encoding="utf-8") as f:
-        try:
-            data = json.load(f)
-        except json.JSONDecodeError as e:
-            yield f"{path}:line {e.lineno}", RowError(f"{path}:line {e.lineno}: invalid JSON ({e.msg} at column {e.colno})")
-            return
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        yield f"{path}:line {line}", RowError(f"{path}:line {line}: not UTF-8 text (byte {raw[e.start]:#04x})")
+        return
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        yield f"{path}:line {e.lineno}", RowError(f"{path}:line {e.lineno}: invalid JSON ({e.msg} at column {e.colno})")
+        return
+    except RecursionError:
+        yield path, RowError(f"{path}: invalid JSON (nested too deeply)")
+        return
     if not isinstance(data, list):
         yield path, RowError(f"{path}: expected a JSON array of objects, got {type(data).__name__}")
         return
@@ -110,9 +174,9 @@ def _json_array_records(path: str) -> Iterator[tuple[str, object]]:
 
 
 def _is_json_array(path: str) -> bool:
-    with open(path, encoding="utf-8") as f:
+    with open(path, "rb") as f:
         head = f.read(4096).lstrip()
-    return head.startswith("[")
+    return head.startswith(b"[")
 
 
 def _parquet_records(path: str) -> Iterator[tuple[str, object]]:
