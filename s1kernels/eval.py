@@ -15,8 +15,12 @@ when installed).
 
 Reported per budget, following s1 (section 3.2 of the paper):
 - accuracy: share of rows answered correctly;
-- avg_thinking_tokens: mean length of the thinking span (tokens before end-of-thinking);
-- control: share of rows whose thinking length stays within the budget (100% is the goal);
+- avg_thinking_tokens: mean length of the thinking span, measured on the emitted tokens
+  (after the think marker, before the end-of-thinking token; s1kernels.control);
+- control: share of rows whose measured thinking length is within [min, max] budget (100% is
+  the goal; measured on the output, so a budget the decoder failed to enforce shows here);
+- decoder_disagreements: rows where the decoder's own thinking counter differs from the
+  measured length (0 when the forcing works);
 and over all budgets s1's Scaling (mean slope of accuracy vs average thinking tokens over
 all pairs of budgets) and Performance (best accuracy).
 """
@@ -33,9 +37,11 @@ from typing import Sequence
 
 from s1kernels import extras
 from s1kernels.answers import answers_match, extract_answer
+from s1kernels.control import control, thinking_span
 from s1kernels.generate import (
     add_budget_sampling_args,
     budget_sampling_from_args,
+    build_forcing,
     delimiters_from_args,
     generate,
     load_model_and_tokenizer,
@@ -141,6 +147,10 @@ def evaluate(model, tokenizer, rows: list[dict], budgets: Sequence[int], *, min_
     if any(int(b) < 1 for b in budgets):
         raise ValueError(f"budgets: expected positive token counts, got {list(budgets)}")
     questions = [r["question"] for r in rows]
+    forcing = gen_kwargs.pop("forcing", None)
+    delims = {k: gen_kwargs.pop(k) for k in ("answer_start", "wait_string", "final_answer") if k in gen_kwargs}
+    if forcing is None:
+        forcing = build_forcing(tokenizer, **delims)
     per_budget = []
     iterator = list(budgets)
     if progress:
@@ -152,18 +162,21 @@ def evaluate(model, tokenizer, rows: list[dict], budgets: Sequence[int], *, min_
         budget = Budget(min_thinking_tokens=min(min_thinking_tokens, max_think), max_thinking_tokens=max_think,
                         num_waits=num_waits, max_answer_tokens=max_answer_tokens, mode=mode)
         t0 = time.perf_counter()
-        results = generate_sharded(model, tokenizer, questions, budget=budget, sampling=sampling,
+        results = generate_sharded(model, tokenizer, questions, budget=budget, sampling=sampling, forcing=forcing,
                                    generate_fn=generate, **gen_kwargs)
         seconds = time.perf_counter() - t0
+        # thinking lengths read off the emitted tokens, not the decoder's counter
+        thinking = [thinking_span(r.token_ids, forcing.end_think_ids, forcing.eos_ids).tokens for r in results]
         correct = []
         records = []
-        for row, res in zip(rows, results):
+        for row, res, n_think in zip(rows, results, thinking):
             pred = extract_answer(res.answer_text) if res.answer_text else None
             ok = answers_match(pred, row["answer"], use_math_verify=use_math_verify)
             correct.append(ok)
             if keep_rows:
                 records.append({"question": row["question"], "answer": row["answer"], "prediction": pred,
-                                "correct": ok, "thinking_tokens": res.thinking_tokens, "waits_used": res.waits_used,
+                                "correct": ok, "thinking_tokens": n_think,
+                                "decoder_thinking_tokens": res.thinking_tokens, "waits_used": res.waits_used,
                                 "forced_exit": res.forced_exit, "finished_reason": res.finished_reason,
                                 "text": res.text})
         n = len(rows)
@@ -173,9 +186,10 @@ def evaluate(model, tokenizer, rows: list[dict], budgets: Sequence[int], *, min_
         entry = {
             "max_thinking_tokens": max_think,
             "accuracy": sum(correct) / n if n else 0.0,
-            "avg_thinking_tokens": sum(r.thinking_tokens for r in results) / n if n else 0.0,
-            "max_observed_thinking_tokens": max((r.thinking_tokens for r in results), default=0),
-            "control": sum(r.thinking_tokens <= max_think for r in results) / n if n else 1.0,
+            "avg_thinking_tokens": sum(thinking) / n if n else 0.0,
+            "max_observed_thinking_tokens": max(thinking, default=0),
+            "control": control(thinking, max_think, budget.min_thinking_tokens),
+            "decoder_disagreements": sum(r.thinking_tokens != t for r, t in zip(results, thinking)),
             "forced_exit_rate": sum(r.forced_exit for r in results) / n if n else 0.0,
             "avg_waits_used": sum(r.waits_used for r in results) / n if n else 0.0,
             "finished": reasons,
@@ -227,6 +241,10 @@ def _print_table(report: dict) -> None:
     for e in report["budgets"]:
         print(f"{e['max_thinking_tokens']:>8} {100 * e['accuracy']:>8.1f}% {e['avg_thinking_tokens']:>10.1f} "
               f"{100 * e['control']:>7.1f}% {100 * e['forced_exit_rate']:>6.1f}%")
+    for e in report["budgets"]:
+        if e.get("decoder_disagreements"):
+            print(f"warning: at budget {e['max_thinking_tokens']}, {e['decoder_disagreements']} rows' thinking length "
+                  f"differs from the decoder's own count: the budget forcing is not doing what it believes")
     s = report["summary"]
     slope = "n/a" if s["scaling_slope"] is None else f"{100 * s['scaling_slope']:.3f} %/token"
     print(f"control {100 * s['control']:.1f}%, scaling {slope}, performance {100 * s['performance']:.1f}%")
@@ -277,8 +295,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     _, sampling = budget_sampling_from_args(args, max(args.budgets))
     report = evaluate(model, tokenizer, rows, args.budgets, min_thinking_tokens=args.min_thinking_tokens,
                       num_waits=args.num_waits, max_answer_tokens=args.max_answer_tokens, mode=args.mode,
-                      sampling=sampling, use_math_verify=not args.no_math_verify, keep_rows=args.save_rows, progress=rank == 0,
-                      max_new_tokens=args.max_new_tokens, **delimiters_from_args(args), batch_size=args.batch_size, cuda_graph=not args.no_cuda_graph, backend=args.backend)
+                      sampling=sampling, use_math_verify=not args.no_math_verify, keep_rows=args.save_rows,
+                      progress=rank == 0, max_new_tokens=args.max_new_tokens, **delimiters_from_args(args),
+                      batch_size=args.batch_size, cuda_graph=not args.no_cuda_graph, backend=args.backend,
+                      vocab_size=args.vocab_size)
     report["model"] = os.path.abspath(args.model)
     report["data"] = args.data or (f"built-in task, seed {EVAL_SEED}, unique questions"
                                    + (f", {len(exclude)} training questions excluded" if exclude else ""))

@@ -77,7 +77,9 @@ def test_scaling_metrics():
 
 
 def _fake_result(answer_text, thinking, forced=False):
-    return GenerationResult(prompt="", text=answer_text, token_ids=[1] * (thinking + 3), logprobs=[0.0] * (thinking + 3),
+    # eval measures thinking on the emitted ids: `thinking` digit tokens, then <|im_start|> (id 0) ends it
+    return GenerationResult(prompt="", text=answer_text, token_ids=[10] * thinking + [0, 11, 12],
+                            logprobs=[0.0] * (thinking + 3),
                             thinking_text="", thinking_tokens=thinking, answer_text=answer_text, answer=None,
                             waits_used=0, forced_exit=forced, finished_reason="eos", prompt_tokens=1)
 

@@ -242,7 +242,7 @@ def real_vocab_size(tokenizer, rows: int, override: int | None = None, flag: str
     has more ids than the model has rows.
     """
     if override is None:
-        real = tokenizer.id_limit if hasattr(tokenizer, "id_limit") else int(tokenizer.vocab_size)
+        real = _id_limit(tokenizer)
         if real > rows:
             raise ValueError(f"{flag}: the tokenizer has {real} ids but the model has only {rows} vocabulary rows "
                              f"(config.json vocab_size); is this the model's own tokenizer?")
@@ -252,6 +252,14 @@ def real_vocab_size(tokenizer, rows: int, override: int | None = None, flag: str
     if not 1 <= override <= rows:
         raise ValueError(f"{flag}: expected 1 <= vocab size <= {rows} (the model's vocabulary rows), got {override}")
     return override
+
+
+def _id_limit(tokenizer) -> int:
+    if hasattr(tokenizer, "id_limit"):
+        return int(tokenizer.id_limit)
+    if hasattr(tokenizer, "__len__"):  # transformers: len() counts the added tokens, .vocab_size does not
+        return len(tokenizer)
+    return int(tokenizer.vocab_size)
 
 
 def _token_text(tok) -> str | None:

@@ -42,7 +42,9 @@ from typing import Sequence
 import torch
 
 from s1kernels.answers import extract_answer
+from s1kernels.control import thinking_span
 from s1kernels.data.format import ANSWER_START, THINK_START, prompt_text
+from s1kernels.data.tokenizer import real_vocab_size
 from s1kernels.ops.decode import DONE, EVENT_EXIT, Budget, DecodeState, ForcingTokens, Sampling, decode_step
 
 __all__ = ["GenerationResult", "generate", "build_forcing", "format_prompt", "main"]
@@ -296,7 +298,7 @@ class _Harvest:
 @torch.inference_mode()
 def _generate_batch(model, tokenizer, prompt_ids: list[list[int]], budget, sampling, forcing,
                     max_new: int, emit, cuda_graph: bool, check_every: int, backend: str,
-                    compact: bool = True) -> _Harvest:
+                    vocab_size: int, compact: bool = True) -> _Harvest:
     """Prefills and decodes one batch; returns the rows' tokens and events on the host."""
     device = next(model.parameters()).device
     B = len(prompt_ids)
@@ -313,7 +315,6 @@ def _generate_batch(model, tokenizer, prompt_ids: list[list[int]], budget, sampl
     last = hidden[torch.arange(B, device=device), len_t - 1]  # [B, H]: only these need logits
     logits = model.logits(last)
     del hidden
-    vocab_size = int(getattr(model.config, "vocab_size", logits.shape[-1]))
 
     state = DecodeState.new(B, device, start_phase="thinking")
     bufs = _StepBuffers(B, max_new, device)
@@ -389,10 +390,10 @@ def _generate_batch(model, tokenizer, prompt_ids: list[list[int]], budget, sampl
 def _build_result(tokenizer, forcing: ForcingTokens, prompt: str, n_prompt: int, ids: list[int],
                   logprobs: list[float], done: bool, error: bool, thinking_tokens: int, waits: int,
                   forced: bool) -> GenerationResult:
-    end_think, eos = set(forcing.end_think_ids), set(forcing.eos_ids)
-    cut = next((i for i, t in enumerate(ids) if t in end_think), len(ids))
-    thinking_ids = [t for t in ids[:cut] if t not in eos]  # an allowed EOS in thinking ends the row
-    rest = ids[cut:]
+    eos = set(forcing.eos_ids)
+    span = thinking_span(ids, forcing.end_think_ids, forcing.eos_ids)
+    thinking_ids = list(span.ids)
+    rest = ids[len(thinking_ids):] if span.ended == "delimiter" else []
     delim_len = 1 + len(forcing.delimiter_completion_ids)
     answer_ids = rest[delim_len:]
     if error:
@@ -425,7 +426,7 @@ def generate(model, tokenizer, prompts, budget=None, sampling=None, max_new_toke
              answer_start: str = ANSWER_START, wait_string: str = "Wait", final_answer: str = FINAL_ANSWER,
              system: str | None = None, batch_size: int | None = None, cuda_graph: bool | str = "auto",
              check_every: int = 16, compact: bool = True, backend: str = "auto",
-             progress: bool = False) -> list[GenerationResult]:
+             vocab_size: int | None = None, progress: bool = False) -> list[GenerationResult]:
     """Generate with budget forcing for a list of prompts; one ``GenerationResult`` per prompt.
 
     Args:
@@ -450,6 +451,9 @@ def generate(model, tokenizer, prompts, budget=None, sampling=None, max_new_toke
         compact: when half the rows or more have finished, drop them from the batch (KV cache
             rows, state and buffers gathered; on CUDA the graph is captured again).
         backend: ``decode_step`` backend ("auto", "cuda", "cpp", "torch").
+        vocab_size: logit rows that are real tokens (default: the tokenizer's size); the
+            padded rows of a larger lm_head (Qwen2.5: 152,064 rows, 151,665 tokens) are never
+            sampled.
     """
     if isinstance(prompts, (str, bytes)):
         raise TypeError("prompts: expected a list of prompts, got a single string (wrap it in a list)")
@@ -467,6 +471,8 @@ def generate(model, tokenizer, prompts, budget=None, sampling=None, max_new_toke
     if forcing is None:
         forcing = build_forcing(tokenizer, answer_start=answer_start, wait_string=wait_string,
                                 final_answer=final_answer)
+    rows = getattr(getattr(model, "config", None), "vocab_size", None)
+    vocab_size = real_vocab_size(tokenizer, rows, vocab_size) if rows is not None else vocab_size
     if max_new_tokens is None:
         max_new_tokens = _default_max_new(budget, forcing)
     if max_new_tokens < 1:
@@ -511,7 +517,7 @@ def generate(model, tokenizer, prompts, budget=None, sampling=None, max_new_toke
         b_budget = _slice_rows(budget, rows, n)
         b_sampling = _slice_rows(sampling, rows, n)
         h = _generate_batch(model, tokenizer, [prompt_ids[i] for i in rows], b_budget, b_sampling, forcing,
-                            max_new_tokens, emit, use_graph, check_every, backend, compact)
+                            max_new_tokens, emit, use_graph, check_every, backend, vocab_size, compact)
         for j, i in enumerate(rows):
             results[i] = _build_result(tokenizer, forcing, texts[i], len(prompt_ids[i]), h.ids[j], h.logprobs[j],
                                        h.done[j], h.error[j], h.thinking[j], h.waits[j], h.forced[j])
@@ -586,6 +592,9 @@ def add_budget_sampling_args(p: argparse.ArgumentParser) -> None:
     r.add_argument("--backend", default="auto", choices=("auto", "cuda", "cpp", "torch"),
                    help="decode step backend")
     r.add_argument("--no-cuda-graph", action="store_true", help="run the decode step eagerly on CUDA")
+    r.add_argument("--vocab-size", type=int, default=None,
+                   help="logit rows that are real tokens; padded lm_head rows past it are never sampled "
+                        "(default: the tokenizer's size)")
     r.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch (default: 1 for models under 20M parameters on CPU, whose ops "
                         "are too small to split, else torch's default)")
@@ -668,7 +677,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = generate(model, tokenizer, prompts, budget=budget, sampling=sampling,
                        max_new_tokens=args.max_new_tokens, stream=stream, chat=not args.raw, **delims,
                        batch_size=args.batch_size, cuda_graph=not args.no_cuda_graph, backend=args.backend,
-                       progress=len(prompts) > 1)
+                       vocab_size=args.vocab_size, progress=len(prompts) > 1)
     if args.output:
         with open(args.output, "w", encoding="utf-8") as f:
             for r in results:
