@@ -121,3 +121,59 @@ def test_train_builtin_eval_never_picks_padded_rows(padded_dir, tok):
     unmasked = greedy_generate(model, tok, [prompt_text(r["question"], tok) for r in rows], max_new_tokens=12,
                                vocab_size=ROWS)
     assert any(t >= tok.vocab_size for g in unmasked for t in g)
+
+
+# --------------------------------------------------------------------------- generate / eval
+
+def _ids(results):
+    return [t for r in results for t in r.token_ids]
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_generate_never_samples_padded_rows(padded_dir, tok, temperature):
+    from s1kernels.generate import generate
+    from s1kernels.ops.decode import Budget, Sampling
+
+    model = load_model(padded_dir)
+    qs = ["Start at 1 .", "Start at 4 .\nA + 2 = ?"]
+    kw = dict(budget=Budget(max_thinking_tokens=8, max_answer_tokens=4), backend="torch",
+              sampling=Sampling(temperature=temperature, seed=5))
+    assert max(_ids(generate(model, tok, qs, **kw))) < tok.vocab_size
+    # asked to treat every row as real, it samples the padded ones: the model is as the premise says
+    assert max(_ids(generate(model, tok, qs, vocab_size=ROWS, **kw))) >= tok.vocab_size
+    with pytest.raises(ValueError, match="--vocab-size: expected 1 <= vocab size <= 128"):
+        generate(model, tok, qs, vocab_size=ROWS + 1, **kw)
+
+
+def test_generate_cli_vocab_size(padded_dir, tmp_path):
+    from s1kernels import generate as s1gen
+
+    out = tmp_path / "gen.jsonl"
+    args = ["--model", padded_dir, "--prompt", "Start at 3 .", "--prompt", "Start at 5 .", "--max-thinking-tokens",
+            "6", "--max-answer-tokens", "3", "--backend", "torch", "--temperature", "1.0", "--output", str(out)]
+    assert s1gen.main(args) == 0
+    assert max(t for line in out.read_text().splitlines() for t in json.loads(line)["token_ids"]) < 125
+    assert s1gen.main(args + ["--vocab-size", "128"]) == 0
+    assert max(t for line in out.read_text().splitlines() for t in json.loads(line)["token_ids"]) >= 125
+
+
+def test_eval_never_samples_padded_rows(padded_dir, tok, tmp_path, monkeypatch):
+    from s1kernels import eval as s1eval
+
+    seen = []
+    real = s1eval.generate
+
+    def recording(*args, **kwargs):
+        results = real(*args, **kwargs)
+        seen.extend(results)
+        return results
+
+    monkeypatch.setattr(s1eval, "generate", recording)
+    report = tmp_path / "report.json"
+    argv = ["--model", padded_dir, "--budgets", "3", "6", "--num-synthetic", "3", "--max-answer-tokens", "3",
+            "--backend", "torch", "--temperature", "1.0", "--output", str(report)]
+    assert s1eval.main(argv) == 0
+    assert len(seen) == 6 and max(_ids(seen)) < tok.vocab_size
+    seen.clear()
+    assert s1eval.main(argv + ["--vocab-size", "128"]) == 0
+    assert max(_ids(seen)) >= tok.vocab_size
