@@ -1,0 +1,210 @@
+"""The loss's contract and oracle, torch only: argument checks, the reduction on [N] vectors
+(token / sequence normalisation, `num_items`, mean/sum/none) shared by every backend, and
+`linear_cross_entropy_reference`, which materialises the [N, V] logits and is what the
+tests compare every backend against. Never used by the fast paths except for the checks and
+the reduction.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+REDUCTIONS = ("mean", "sum", "none")
+NORMALIZATIONS = ("token", "sequence")
+LOSS_BACKENDS = ("auto", "triton", "chunked", "torch")
+_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+# ----------------------------------------------------------------------------------------
+# Input checks
+# ----------------------------------------------------------------------------------------
+
+def _check_inputs(hidden, weight, labels, bias, cu_seqlens, num_items, ignore_index, reduction,
+                  normalize, z_loss, softcap, vocab_size, backend, validate):
+    """Checks everything that can be checked without reading device memory; returns vocab_size."""
+    if not isinstance(hidden, Tensor):
+        raise TypeError(f"hidden: expected a torch.Tensor [N, H], got {type(hidden).__name__}")
+    if not isinstance(weight, Tensor):
+        raise TypeError(f"weight: expected a torch.Tensor [V, H], got {type(weight).__name__}")
+    if not isinstance(labels, Tensor):
+        raise TypeError(f"labels: expected a torch.Tensor [N], got {type(labels).__name__}")
+    if hidden.dim() != 2:
+        raise ValueError(f"hidden: expected 2 dimensions [N, H], got shape {tuple(hidden.shape)}")
+    if weight.dim() != 2:
+        raise ValueError(f"weight: expected 2 dimensions [V, H], got shape {tuple(weight.shape)}")
+    if hidden.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"hidden: expected a floating dtype {_FLOAT_DTYPES}, got {hidden.dtype}")
+    if weight.dtype != hidden.dtype:
+        raise TypeError(f"weight: expected dtype {hidden.dtype} (the dtype of hidden), got {weight.dtype}")
+    n, h = hidden.shape
+    v = weight.shape[0]
+    if weight.shape[1] != h:
+        raise ValueError(f"weight: expected shape [V, {h}] (H of hidden), got {tuple(weight.shape)}")
+    if v == 0:
+        raise ValueError("weight: expected at least one vocabulary row, got V=0")
+    if weight.device != hidden.device:
+        raise ValueError(f"weight: expected device {hidden.device} (the device of hidden), got {weight.device}")
+    if labels.dim() != 1 or labels.shape[0] != n:
+        raise ValueError(f"labels: expected shape [{n}] (N of hidden), got {tuple(labels.shape)}")
+    if labels.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"labels: expected dtype int64 or int32, got {labels.dtype}")
+    if labels.device != hidden.device:
+        raise ValueError(f"labels: expected device {hidden.device}, got {labels.device}")
+    if bias is not None:
+        if not isinstance(bias, Tensor):
+            raise TypeError(f"bias: expected a torch.Tensor [V] or None, got {type(bias).__name__}")
+        if bias.shape != (v,):
+            raise ValueError(f"bias: expected shape [{v}] (V of weight), got {tuple(bias.shape)}")
+        if bias.dtype != hidden.dtype:
+            raise TypeError(f"bias: expected dtype {hidden.dtype}, got {bias.dtype}")
+        if bias.device != hidden.device:
+            raise ValueError(f"bias: expected device {hidden.device}, got {bias.device}")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction: expected one of {REDUCTIONS}, got {reduction!r}")
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"normalize: expected one of {NORMALIZATIONS}, got {normalize!r}")
+    if backend not in LOSS_BACKENDS:
+        raise ValueError(f"backend: expected one of {LOSS_BACKENDS}, got {backend!r}")
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
+        raise TypeError(f"ignore_index: expected an int, got {type(ignore_index).__name__}")
+    if isinstance(z_loss, bool) or not isinstance(z_loss, (int, float)) or not math.isfinite(z_loss) or z_loss < 0:
+        raise ValueError(f"z_loss: expected a finite float >= 0, got {z_loss!r}")
+    if softcap is not None and (isinstance(softcap, bool) or not isinstance(softcap, (int, float))
+                                or not math.isfinite(softcap) or softcap <= 0):
+        raise ValueError(f"softcap: expected None or a finite float > 0, got {softcap!r}")
+    if vocab_size is None:
+        vocab_size = v
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or not 1 <= vocab_size <= v:
+        raise ValueError(f"vocab_size: expected an int in [1, {v}] (rows of weight), got {vocab_size!r}")
+    if 0 <= ignore_index < vocab_size:
+        raise ValueError(f"ignore_index: expected a value outside [0, vocab_size={vocab_size}), got {ignore_index}")
+    if num_items is not None:
+        if reduction != "mean":
+            raise ValueError(f"num_items: only applies to reduction='mean', got reduction={reduction!r}")
+        if not isinstance(num_items, Tensor):
+            raise TypeError("num_items: expected a tensor with one element (kept on device), "
+                            f"got {type(num_items).__name__}")
+        if num_items.numel() != 1:
+            raise ValueError(f"num_items: expected one element, got shape {tuple(num_items.shape)}")
+        if num_items.device != hidden.device:
+            raise ValueError(f"num_items: expected device {hidden.device}, got {num_items.device}")
+    if cu_seqlens is not None:
+        if not isinstance(cu_seqlens, Tensor):
+            raise TypeError(f"cu_seqlens: expected an int tensor [S+1] or None, got {type(cu_seqlens).__name__}")
+        if cu_seqlens.dim() != 1 or cu_seqlens.shape[0] < 2:
+            raise ValueError(f"cu_seqlens: expected shape [S+1] with S >= 1, got {tuple(cu_seqlens.shape)}")
+        if cu_seqlens.dtype not in (torch.int32, torch.int64):
+            raise TypeError(f"cu_seqlens: expected dtype int32 or int64, got {cu_seqlens.dtype}")
+        if cu_seqlens.device != hidden.device:
+            raise ValueError(f"cu_seqlens: expected device {hidden.device}, got {cu_seqlens.device}")
+    if validate:
+        _validate_values(labels, cu_seqlens, n, ignore_index, vocab_size)
+    return vocab_size
+
+
+def _validate_values(labels, cu_seqlens, n, ignore_index, vocab_size):
+    """Checks label range and cu_seqlens contents; reads device memory (a host sync on GPU)."""
+    bad = (labels != ignore_index) & ((labels < 0) | (labels >= vocab_size))
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0, 0])
+        raise ValueError(f"labels: expected values in [0, vocab_size={vocab_size}) or ignore_index={ignore_index}, "
+                         f"got {int(labels[i])} at position {i}")
+    if cu_seqlens is not None:
+        first, last = int(cu_seqlens[0]), int(cu_seqlens[-1])
+        if first != 0 or last != n:
+            raise ValueError(f"cu_seqlens: expected to start at 0 and end at N={n}, got {first} .. {last}")
+        if bool((cu_seqlens[1:] < cu_seqlens[:-1]).any()):
+            raise ValueError(f"cu_seqlens: expected non-decreasing boundaries, got {cu_seqlens.tolist()}")
+
+
+# ----------------------------------------------------------------------------------------
+# Reduction: token / sequence normalisation on [N] vectors (shared by every backend)
+# ----------------------------------------------------------------------------------------
+
+def _token_weights(labels, cu_seqlens, ignore_index, normalize, num_items):
+    """Per-token weight w [N] (fp32) and the mean's denominator (device scalar).
+
+    token:    w = 1 on trained tokens; denominator = trained tokens (or num_items).
+    sequence: w = 1 / (trained tokens of the token's sample); denominator = samples that
+              hold at least one trained token (or num_items). A sample is a cu_seqlens
+              segment; without cu_seqlens all N tokens form one sample.
+    """
+    valid = (labels != ignore_index).to(torch.float32)
+    if normalize == "token":
+        w = valid
+        count = valid.sum()
+    else:
+        n = labels.shape[0]
+        if cu_seqlens is None:
+            seg = torch.zeros(n, dtype=torch.long, device=labels.device)
+            nseg = 1
+        else:
+            pos = torch.arange(n, device=labels.device, dtype=cu_seqlens.dtype)
+            seg = torch.searchsorted(cu_seqlens[1:].contiguous(), pos, right=True)
+            nseg = cu_seqlens.shape[0] - 1
+            seg = seg.clamp(max=nseg - 1)
+        per_seg = torch.zeros(nseg, dtype=torch.float32, device=labels.device).index_add_(0, seg, valid)
+        w = valid / per_seg.clamp(min=1.0)[seg]
+        count = (per_seg > 0).to(torch.float32).sum()
+    denom = count if num_items is None else num_items.reshape(()).to(torch.float32)
+    # All tokens ignored: the sum is 0, so any non-zero denominator gives loss 0 and zero grads.
+    denom = torch.where(denom == 0, torch.ones_like(denom), denom)
+    return w, denom
+
+
+def _reduce(token_loss, labels, cu_seqlens, ignore_index, reduction, normalize, num_items):
+    if reduction == "none":
+        return token_loss
+    w, denom = _token_weights(labels, cu_seqlens, ignore_index, normalize, num_items)
+    total = (token_loss * w.to(token_loss.dtype)).sum()
+    if reduction == "sum":
+        return total
+    return total / denom.to(total.dtype)
+
+
+def _stats(token_loss, lse, pred, labels, ignore_index):
+    valid = labels != ignore_index
+    correct = (pred == labels) & valid
+    count = valid.sum().clamp(min=1).to(torch.float32)
+    return {
+        "token_loss": token_loss.detach(),
+        "logsumexp": lse.detach(),
+        "correct": correct,
+        "accuracy": correct.sum().to(torch.float32) / count,
+    }
+
+
+# ----------------------------------------------------------------------------------------
+# The oracle
+# ----------------------------------------------------------------------------------------
+
+def linear_cross_entropy_reference(hidden, weight, labels, *, cu_seqlens=None, ignore_index=-100,
+                                   reduction="mean", normalize="token", num_items=None, z_loss=0.0,
+                                   softcap=None, vocab_size=None, bias=None, return_stats=False,
+                                   validate=True):
+    """Plain reference: materialises [N, V] logits; fp64 when inputs are fp64, else fp32.
+
+    Same arguments and results as `linear_cross_entropy`; differentiable through torch autograd.
+    """
+    vocab_size = _check_inputs(hidden, weight, labels, bias, cu_seqlens, num_items, ignore_index, reduction,
+                               normalize, z_loss, softcap, vocab_size, "torch", validate)
+    ct = torch.float64 if hidden.dtype == torch.float64 else torch.float32
+    logits = hidden.to(ct) @ weight.to(ct).T
+    if bias is not None:
+        logits = logits + bias.to(ct)
+    if softcap is not None:
+        logits = softcap * torch.tanh(logits / softcap)
+    logits = logits[:, :vocab_size]  # rows past the tokenizer's vocabulary take no probability
+    lse = torch.logsumexp(logits, dim=-1)
+    valid = labels != ignore_index
+    target = torch.where(valid, labels, torch.zeros_like(labels)).long()
+    target_logit = logits.gather(1, target[:, None])[:, 0]
+    token_loss = lse - target_logit + z_loss * lse * lse
+    token_loss = torch.where(valid, token_loss, torch.zeros_like(token_loss))
+    loss = _reduce(token_loss, labels, cu_seqlens, ignore_index, reduction, normalize, num_items)
+    if not return_stats:
+        return loss
+    lse = torch.where(valid, lse, torch.zeros_like(lse))
+    return loss, _stats(token_loss, lse, logits.argmax(-1), labels, ignore_index)

@@ -1,0 +1,96 @@
+"""Torch implementations of the loss's per-token op: "torch" (one chunk: the logits of all
+trained tokens at once) and "chunked" (`chunk` trained tokens at a time, so at most
+chunk x V logits exist; recomputed in backward). They serve CPU and fp64.
+"""
+from __future__ import annotations
+
+import torch
+
+# Logits kept at once by the chunked path: chunk_tokens x vocab fp32 values (~256 MB cap).
+_CHUNK_ELEMENTS = 1 << 26
+
+
+def stat_dtype(dtype):
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def chunk_rows(n_rows: int, vocab: int, chunk_tokens: int | None) -> int:
+    if chunk_tokens is not None:
+        return max(1, chunk_tokens)
+    return max(1, min(n_rows, _CHUNK_ELEMENTS // max(vocab, 1)))
+
+
+def _capped_logits(h, w, b, softcap):
+    # In place: a chunk of logits is the largest tensor of the torch paths, so no copies of it.
+    z = h @ w.T
+    if b is not None:
+        z.add_(b)
+    if softcap:
+        z.div_(softcap).tanh_().mul_(softcap)
+    return z
+
+
+def forward(hidden, weight, labels, bias, ignore_index, z_loss, softcap, vocab_size, chunk):
+    """Per-token (loss, lse, argmax) over the trained tokens only, `chunk` tokens at a time."""
+    n = hidden.shape[0]
+    ct = torch.float64 if hidden.dtype == torch.float64 else torch.float32
+    token_loss = torch.zeros(n, dtype=stat_dtype(hidden.dtype), device=hidden.device)
+    lse_out = torch.zeros(n, dtype=stat_dtype(hidden.dtype), device=hidden.device)
+    pred = torch.full((n,), -1, dtype=torch.int64, device=hidden.device)
+    # The torch paths serve CPU, where finding the trained rows costs no device sync.
+    rows = (labels != ignore_index).nonzero()[:, 0]
+    w = weight[:vocab_size].to(ct)
+    b = bias[:vocab_size].to(ct) if bias is not None else None
+    for s in range(0, rows.shape[0], chunk):
+        r = rows[s:s + chunk]
+        z = _capped_logits(hidden[r].to(ct), w, b, softcap)
+        lse = torch.logsumexp(z, dim=-1)
+        y = labels[r].long()
+        # Out-of-range labels (possible with validate=False) contribute no target logit,
+        # as in the Triton kernels: never an out-of-bounds read.
+        inside = (y >= 0) & (y < vocab_size)
+        tgt = torch.where(inside, z.gather(1, y.clamp(0, vocab_size - 1)[:, None])[:, 0], 0.0)
+        token_loss[r] = (lse - tgt + z_loss * lse * lse).to(token_loss.dtype)
+        lse_out[r] = lse.to(lse_out.dtype)
+        pred[r] = z.argmax(-1)
+    return token_loss, lse_out, pred
+
+
+def backward(grad, hidden, weight, labels, bias, lse, ignore_index, z_loss, softcap, vocab_size, chunk,
+                    need_hidden=True, need_weight=True):
+    """Gradients of sum_t grad[t] * token_loss[t]; logits recomputed chunk by chunk.
+
+    A gradient that is not needed is returned as an empty [0] tensor and not computed.
+    """
+    ct = torch.float64 if hidden.dtype == torch.float64 else torch.float32
+    grad_hidden = torch.zeros(hidden.shape if need_hidden else (0,), dtype=ct, device=hidden.device)
+    # fp32 accumulation of the weight gradient over chunks
+    grad_weight = torch.zeros(weight.shape if need_weight else (0,), dtype=ct, device=hidden.device)
+    grad_bias = torch.zeros(weight.shape[0] if need_weight else 0, dtype=ct, device=hidden.device)
+    rows = (labels != ignore_index).nonzero()[:, 0]
+    w = weight[:vocab_size].to(ct)
+    b = bias[:vocab_size].to(ct) if bias is not None else None
+    for s in range(0, rows.shape[0], chunk):
+        r = rows[s:s + chunk]
+        h = hidden[r].to(ct)
+        z = _capped_logits(h, w, b, softcap)
+        l = lse[r].to(ct)
+        g = grad[r].to(ct)
+        # d loss_t / d z_tj = g_t * (softmax_tj * (1 + 2 z_loss lse_t) - [j == label_t]),
+        # written over the logits chunk so that at most two chunk-sized tensors exist
+        cap = (z / softcap).square_().neg_().add_(1.0) if softcap else None  # d(c tanh(u/c))/du = 1 - tanh^2
+        d = z.sub_(l[:, None]).exp_().mul_(((1.0 + 2.0 * z_loss * l) * g)[:, None])
+        y = labels[r].long()
+        inside = ((y >= 0) & (y < vocab_size)).to(ct)
+        d[torch.arange(r.shape[0], device=d.device), y.clamp(0, vocab_size - 1)] -= inside * g
+        if softcap:
+            d.mul_(cap)
+        if need_hidden:
+            grad_hidden[r] = d @ w
+        if need_weight:
+            grad_weight[:vocab_size] += d.T @ h
+            grad_bias[:vocab_size] += d.sum(0)
+    gh = grad_hidden.to(hidden.dtype) if need_hidden else hidden.new_empty(0)
+    gw = grad_weight.to(weight.dtype) if need_weight else hidden.new_empty(0)
+    gb = grad_bias.to(hidden.dtype) if bias is not None and need_weight else hidden.new_empty(0)
+    return gh, gw, gb
