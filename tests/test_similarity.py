@@ -138,7 +138,7 @@ def test_topk_triton_with_the_h100_tile_sizes(monkeypatch, dtype, k, n, pools):
     # small interpreter tiles never show: run them here with a partial tile in every dimension.
     from s1kernels.ops.similarity import triton_impl as SK
 
-    monkeypatch.setattr(S, "_tile_config", lambda k2, dt, device: SK.gpu_config(k2, dt))
+    monkeypatch.setattr(SK, "_tile_config", lambda k2, dt, device: SK.gpu_config(k2, dt))
     x = rand(n, 100, dtype, 12)
     for m in pools:
         yy = None if m is None else rand(m, 100, dtype, 13)

@@ -60,13 +60,13 @@ def _knn_case(n, m, d, k, dtype, exclude=True):
     def run():
         import torch
 
-        from s1kernels.ops import similarity as S
+        from s1kernels.ops.similarity import triton_impl as S
 
         x = torch.empty(n, d, dtype=dtype, device="meta")
         y = x if exclude else torch.empty(m, d, dtype=dtype, device="meta")
         rx = torch.empty(n, dtype=torch.float32, device="meta")
         ry = rx if exclude else torch.empty(m, dtype=torch.float32, device="meta")
-        S._topk_triton(x, y, rx, ry, k, exclude, None)
+        S.topk_keys(x, y, rx, ry, k, exclude, None)
     return run
 
 

@@ -17,19 +17,26 @@ Semantics shared by every op:
 - Nothing of size [N, M] is ever allocated: the torch path streams M in chunks of `block_m`
   columns (and N in chunks of rows) and merges a running top-k; the Triton kernel keeps the
   running top-k in registers (k <= 128) and larger k runs the chunked path on the device.
+- Layout: `reference.py` (oracles, keys, norms), `torch_impl.py` (chunked top-k, blocked
+  dedup, greedy device loops), `triton_impl.py` (the top-k kernel and its launcher); this
+  module holds the public API, the argument checks and the custom op.
 - Argument checks run once per call at the boundary (they read a few flags back to the host);
   the per-item and per-pick loops never synchronise with the host.
 """
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Optional
+from typing import Optional
 
 import torch
 
 from s1kernels import backend as _backend
+from s1kernels.ops.similarity import torch_impl
+from s1kernels.ops.similarity.reference import (  # noqa: F401  (public names of the family)
+    KEY_SENTINEL, DedupResult, decode_keys, inverse_norms, k_center_reference, mmr_reference, normalized, score_keys,
+    threshold_dedup_reference, topk_similarity_reference)
+from s1kernels.ops.similarity.torch_impl import GreedyState as _GreedyState, run_greedy as _run_greedy
 
-KEY_SENTINEL = -(2**63)
 TRITON_MAX_K = 128  # the register-resident running list; larger k streams through torch chunks
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -57,133 +64,7 @@ def _check_matrix(name: str, t, allow_empty: bool = False) -> torch.Tensor:
     return t.contiguous()
 
 
-def inverse_norms(t: torch.Tensor, name: str = "x", normalize: bool = True) -> torch.Tensor:
-    """fp32 1/|row| (ones when normalize=False); zero-norm rows raise ValueError."""
-    if not normalize:
-        return torch.ones(t.shape[0], dtype=torch.float32, device=t.device)
-    n = torch.linalg.vector_norm(t.float(), dim=1)
-    zero = int((n == 0).sum())
-    if zero:
-        raise ValueError(f"{name}: {zero} row(s) have zero norm, so cosine similarity is undefined "
-                         f"(drop them, or pass normalize=False for inner products)")
-    return 1.0 / n
-
-
-def normalized(t: torch.Tensor, name: str = "x", normalize: bool = True) -> torch.Tensor:
-    """Rows as fp32 unit vectors (the same inverse norms the top-k path uses)."""
-    return t.float() * inverse_norms(t, name, normalize)[:, None]
-
-
-# ----------------------------------------------------------------------------- keys
-
-def score_keys(scores: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """int64 keys ordering by score (descending) then column (ascending): the tie rule."""
-    bits = (scores.float() + 0.0).view(torch.int32)  # + 0.0 maps -0.0 to +0.0
-    hi = bits ^ ((bits >> 31) & 0x7FFFFFFF)
-    return (hi.to(torch.int64) << 32) | (0x7FFFFFFF - cols).to(torch.int64)
-
-
-def decode_keys(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    hi = (keys >> 32).to(torch.int32)
-    bits = hi ^ ((hi >> 31) & 0x7FFFFFFF)
-    scores = bits.view(torch.float32)
-    idx = 0x7FFFFFFF - (keys & 0xFFFFFFFF)
-    return scores, idx
-
-
 # ----------------------------------------------------------------------------- top-k
-
-def _topk_torch(x, y, rx, ry, k, exclude_self, block_n, block_m):
-    """Chunked mm + top-k merge on any device; memory O(block_n * block_m + N * k)."""
-    n, m = x.shape[0], y.shape[0]
-    out = torch.empty(n, k, dtype=torch.int64, device=x.device)
-    for i0 in range(0, n, block_n):
-        i1 = min(n, i0 + block_n)
-        xi = x[i0:i1]
-        best = None
-        for j0 in range(0, m, block_m):
-            j1 = min(m, j0 + block_m)
-            s = _dot_fp32(xi, y[j0:j1]).mul_(rx[i0:i1, None]).mul_(ry[None, j0:j1])
-            if exclude_self:
-                # Entry (r, c) is row i0 + r against row j0 + c: the diagonal at offset i0 - j0
-                # (empty when the chunk misses the diagonal). -inf ranks below every finite
-                # score; k <= valid columns keeps it out of the result.
-                s.diagonal(i0 - j0).fill_(-math.inf)
-            keys = _chunk_topk_keys(s, j0, k)
-            if best is not None:
-                keys = torch.cat([best, keys], dim=1)
-            best = keys.topk(min(k, keys.shape[1]), dim=1).values
-        out[i0:i1] = best
-    return out
-
-
-_MM_OUT_DTYPE_OK = [True]
-
-
-def _dot_fp32(a, b):
-    """a @ b.T as fp32 with fp32 accumulation. bf16/fp16 on CUDA use the tensor-core mm with
-    an fp32 output (torch.mm(..., out_dtype=)) when this torch has it; otherwise upcast."""
-    if a.device.type == "cuda" and a.dtype != torch.float32 and _MM_OUT_DTYPE_OK[0]:
-        try:
-            return torch.mm(a, b.T, out_dtype=torch.float32)
-        except (TypeError, RuntimeError, NotImplementedError):
-            _MM_OUT_DTYPE_OK[0] = False
-    return a.float() @ b.float().T
-
-
-def _chunk_topk_keys(s, j0, k):
-    """Keys of a chunk's top-k by (score desc, index asc), without keying the whole chunk;
-    column c of the chunk is item j0 + c.
-
-    A float top-(k+1) finds the set; unless the k-th and (k+1)-th scores of a row tie, that
-    set is exact and only its k entries need keys (which fix the order among equal scores).
-    Rows with a tie at the boundary (exact duplicates in the pool make them common in large
-    chunks; one host check per chunk) are keyed in full, alone.
-    """
-    w = s.shape[1]
-    if k >= w:
-        return score_keys(s, torch.arange(j0, j0 + w, device=s.device)[None, :])
-    v, j = s.topk(k + 1, dim=1)
-    keys = score_keys(v[:, :k], j[:, :k] + j0)
-    tied = (v[:, k - 1] == v[:, k]).nonzero()[:, 0]
-    if tied.numel():
-        cols = torch.arange(j0, j0 + w, device=s.device)
-        keys[tied] = score_keys(s[tied], cols[None, :]).topk(k, dim=1).values
-    return keys
-
-
-def _tile_config(k_pow2: int, dtype: str, device: torch.device) -> dict:
-    from s1kernels.ops.similarity import triton_impl as K
-
-    if device.type == "cpu":  # the interpreter: small tiles keep it fast enough for tests
-        return dict(BLOCK_N=16, BLOCK_M=32, BLOCK_D=16, num_warps=4, num_stages=2)
-    return K.gpu_config(k_pow2, dtype)
-
-
-def _topk_triton(x, y, rx, ry, k, exclude_self, block_m):
-    from s1kernels.ops.similarity import triton_impl as K
-
-    n, m, d = x.shape[0], y.shape[0], x.shape[1]
-    k2 = max(1, 1 << (k - 1).bit_length())
-    dt = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[x.dtype]
-    cfg = _tile_config(k2, dt, x.device)
-    if block_m is not None:
-        # tl.arange needs a power of two; block_m only narrows the tile: a wider one is a
-        # register/shared-memory tile (the torch path's 8192-column chunks would not fit on chip)
-        cfg["BLOCK_M"] = min(cfg["BLOCK_M"], max(16, 1 << (block_m - 1).bit_length()))
-    keys = torch.empty(n, k2, dtype=torch.int64, device=x.device)
-    grid = (triton_cdiv(n, cfg["BLOCK_N"]),)
-    K._topk_sim_kernel[grid](
-        x, y, rx, ry, keys, n, m, d, k, x.stride(0), y.stride(0), keys.stride(0),
-        EXCLUDE_SELF=exclude_self, LOW_PRECISION_DOT=(x.dtype != torch.float32 and x.device.type != "cpu"),
-        K=k2, BLOCK_N=cfg["BLOCK_N"], BLOCK_M=cfg["BLOCK_M"], BLOCK_D=cfg["BLOCK_D"],
-        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
-    return keys[:, k2 - k:]  # sorted descending: the k2 - k unused slots come first
-
-
-def triton_cdiv(a: int, b: int) -> int:
-    return (a + b - 1) // b
-
 
 def topk_similarity(x: torch.Tensor, y: torch.Tensor | None = None, k: int = 10, *,
                     exclude_self: bool = True, normalize: bool = True, backend: str = "auto",
@@ -235,10 +116,12 @@ def _topk_op(x: torch.Tensor, y: Optional[torch.Tensor], k: int, exclude_self: b
     exclude = exclude_self and self_mode
     choice = _backend.resolve(backend, x.device, ("triton", "torch"), op="topk_similarity")
     if choice == "triton" and k <= TRITON_MAX_K:
-        keys = _topk_triton(x, y, rx, ry, k, exclude, block_m)
+        from s1kernels.ops.similarity import triton_impl
+
+        keys = triton_impl.topk_keys(x, y, rx, ry, k, exclude, block_m)
     else:
-        bn, bm = _torch_blocks(x.shape[0], y.shape[0], k, x.device, block_m)
-        keys = _topk_torch(x, y, rx, ry, k, exclude, bn, bm)
+        bn, bm = torch_impl.blocks(x.shape[0], y.shape[0], k, x.device, block_m)
+        keys = torch_impl.topk_keys(x, y, rx, ry, k, exclude, bn, bm)
     return decode_keys(keys)
 
 
@@ -246,31 +129,6 @@ def _topk_op(x: torch.Tensor, y: Optional[torch.Tensor], k: int, exclude_self: b
 def _(x, y, k, exclude_self, normalize, backend, block_m):
     n = x.shape[0]
     return x.new_empty(n, k, dtype=torch.float32), x.new_empty(n, k, dtype=torch.int64)
-
-
-def _torch_blocks(n, m, k, device, block_m):
-    # Scores per chunk: ~2M fp32 (8 MB, 512 x 4096) on CPU, where the scaling and top-k
-    # passes over the chunk then run from cache (measured at N=12,000, D=384 on 2 cores:
-    # 1.0 s against 0.83 s for the matrix products alone); 256M (1 GB) on a GPU.
-    cpu = device.type == "cpu"
-    budget = (1 << 21) if cpu else (1 << 28)
-    bm = block_m or max(k, min(m, 4096 if cpu else 8192))
-    bn = max(1, min(n, budget // max(bm + k, 1)))
-    return bn, bm
-
-
-def topk_similarity_reference(x, y=None, k=10, *, exclude_self=True, normalize=True):
-    """The oracle: the full score matrix, ranked by the same (score, index) key. Small inputs only."""
-    self_mode = y is None
-    y = x if self_mode else y
-    rx = inverse_norms(x, "x", normalize)
-    ry = rx if self_mode else inverse_norms(y, "y", normalize)
-    s = (x.float() @ y.float().T) * rx[:, None] * ry[None, :]
-    cols = torch.arange(y.shape[0], device=x.device)
-    keys = score_keys(s, cols[None, :])
-    if self_mode and exclude_self:
-        keys.fill_diagonal_(KEY_SENTINEL)
-    return decode_keys(keys.topk(k, dim=1).values)
 
 
 def max_similarity(x: torch.Tensor, y: torch.Tensor | None = None, *, normalize: bool = True,
@@ -284,11 +142,6 @@ def max_similarity(x: torch.Tensor, y: torch.Tensor | None = None, *, normalize:
 
 
 # ----------------------------------------------------------------------------- dedup
-
-class DedupResult(NamedTuple):
-    keep: torch.Tensor  # bool [N], indexed like x
-    kept: torch.Tensor  # int64 [K], the kept items in priority order
-
 
 def _check_order(order, n, device) -> torch.Tensor:
     if order is None:
@@ -364,21 +217,6 @@ def threshold_dedup(x: torch.Tensor, threshold: float, order=None, *, normalize:
     return DedupResult(keep_mask, order[kept_sorted])
 
 
-def threshold_dedup_reference(x, threshold, order=None, *, normalize=True) -> DedupResult:
-    """The oracle: one item at a time against the list of kept items."""
-    n = x.shape[0]
-    order = list(range(n)) if order is None else [int(i) for i in order]
-    xn = normalized(x, "x", normalize)
-    kept = []
-    for i in order:
-        if kept and float((xn[kept] @ xn[i]).max()) > threshold:
-            continue
-        kept.append(i)
-    keep = torch.zeros(n, dtype=torch.bool)
-    keep[kept] = True
-    return DedupResult(keep, torch.tensor(kept, dtype=torch.int64))
-
-
 # ----------------------------------------------------------------------------- greedy diversity
 
 def _check_k(k, n, what="k"):
@@ -419,65 +257,6 @@ def k_center(x: torch.Tensor, k: int, start: int | None = None, *, normalize: bo
     return _run_greedy(step, st, k, x.device, use_graph)
 
 
-class _GreedyState:
-    """Device tensors of a greedy loop, updated in place so that one step can be captured
-    in a CUDA graph and replayed: the step counter lives on the device too."""
-
-    def __init__(self, n, k, cur):
-        dev = cur.device
-        self.picks = torch.empty(k, dtype=torch.int64, device=dev)
-        self.maxsim = torch.full((n,), -math.inf, device=dev)
-        self.sims = torch.empty(n, device=dev)
-        self.cur = cur
-        self.t = torch.zeros(1, dtype=torch.int64, device=dev)
-
-    def record_pick(self):
-        self.picks.index_copy_(0, self.t, self.cur)
-        self.t.add_(1)
-
-
-def _run_greedy(step, st: _GreedyState, k, device, use_graph):
-    """Runs `step` k times (step i records pick i, then chooses pick i + 1). On CUDA
-    (use_graph None and k >= 32, or True) one step is captured in a CUDA graph and replayed:
-    one launch per pick instead of one per op, and the same arithmetic."""
-    if use_graph is None:
-        use_graph = device.type == "cuda" and k >= 32
-    if not use_graph:
-        for _ in range(k):
-            step()
-        return st.picks
-    if device.type != "cuda":
-        raise ValueError(f"use_graph: CUDA graphs need a CUDA device, got {device}")
-    side = torch.cuda.Stream(device)
-    side.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(side):  # warm-up outside the graph (allocator, lazy init): step 1
-        step()
-    torch.cuda.current_stream(device).wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):  # capture records the step without running it
-        step()
-    for _ in range(k - 1):
-        graph.replay()
-    return st.picks
-
-
-def k_center_reference(x, k, start=None, *, normalize=True):
-    """The oracle: the same arithmetic with a host loop and Python lists."""
-    xn = normalized(x, "x", normalize)
-    n = x.shape[0]
-    picks = [0 if start is None else start]
-    maxsim = torch.full((n,), -math.inf)
-    while True:
-        maxsim = torch.maximum(maxsim, torch.mv(xn, xn[picks[-1]]))
-        if len(picks) == k:
-            return torch.tensor(picks, dtype=torch.int64)
-        best, best_i = math.inf, -1
-        for i in range(n):
-            if i not in picks and float(maxsim[i]) < best:
-                best, best_i = float(maxsim[i]), i
-        picks.append(best_i)
-
-
 def mmr(x: torch.Tensor, relevance: torch.Tensor, k: int, lambda_: float = 0.5, *,
         normalize: bool = True, use_graph: bool | None = None) -> torch.Tensor:
     """Maximal marginal relevance: pick argmax of lambda_ * relevance[i] - (1 - lambda_) *
@@ -512,25 +291,6 @@ def _check_relevance(relevance, n, device):
     if not bool(torch.isfinite(relevance).all()):
         raise ValueError("relevance: contains NaN or inf")
     return relevance
-
-
-def mmr_reference(x, relevance, k, lambda_=0.5, *, normalize=True):
-    """The oracle: the same arithmetic with a host loop and Python lists."""
-    xn = normalized(x, "x", normalize)
-    relevance = torch.as_tensor(relevance).float()
-    rel = lambda_ * relevance
-    n = x.shape[0]
-    picks = [int(relevance.argmax())]
-    maxsim = torch.full((n,), -math.inf)
-    while len(picks) < k:
-        maxsim = torch.maximum(maxsim, xn @ xn[picks[-1]])
-        score = rel - (1.0 - lambda_) * maxsim
-        best, best_i = -math.inf, -1
-        for i in range(n):
-            if i not in picks and float(score[i]) > best:
-                best, best_i = float(score[i]), i
-        picks.append(best_i)
-    return torch.tensor(picks, dtype=torch.int64)
 
 
 # ----------------------------------------------------------------------------- k-means

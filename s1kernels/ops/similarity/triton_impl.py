@@ -20,6 +20,7 @@ the list.
 """
 from __future__ import annotations
 
+import torch
 import triton
 import triton.language as tl
 
@@ -91,8 +92,39 @@ def _topk_sim_kernel(x_ptr, y_ptr, rx_ptr, ry_ptr, keys_ptr,
 
 
 def gpu_config(k_pow2: int, dtype: str) -> dict:
-    """Tile sizes used on the GPU for a given power-of-two K .
+    """Tile sizes used on the GPU for a given power-of-two K.
     The running list costs BLOCK_N * K int64 registers, so large K takes fewer rows."""
     block_n = 64 if k_pow2 <= 32 else 32
     block_d = 32 if dtype == "fp32" else 64
     return dict(BLOCK_N=block_n, BLOCK_M=128, BLOCK_D=block_d, num_warps=4 if k_pow2 <= 32 else 8, num_stages=2)
+
+
+# ----------------------------------------------------------------------------- launcher
+
+def _tile_config(k_pow2: int, dtype: str, device: torch.device) -> dict:
+    if device.type == "cpu":  # the interpreter: small tiles keep it fast enough for tests
+        return dict(BLOCK_N=16, BLOCK_M=32, BLOCK_D=16, num_warps=4, num_stages=2)
+    return gpu_config(k_pow2, dtype)
+
+
+def topk_keys(x, y, rx, ry, k, exclude_self, block_m):
+    n, m, d = x.shape[0], y.shape[0], x.shape[1]
+    k2 = max(1, 1 << (k - 1).bit_length())
+    dt = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[x.dtype]
+    cfg = _tile_config(k2, dt, x.device)
+    if block_m is not None:
+        # tl.arange needs a power of two; block_m only narrows the tile: a wider one is a
+        # register/shared-memory tile (the torch path's 8192-column chunks would not fit on chip)
+        cfg["BLOCK_M"] = min(cfg["BLOCK_M"], max(16, 1 << (block_m - 1).bit_length()))
+    keys = torch.empty(n, k2, dtype=torch.int64, device=x.device)
+    grid = (triton_cdiv(n, cfg["BLOCK_N"]),)
+    _topk_sim_kernel[grid](
+        x, y, rx, ry, keys, n, m, d, k, x.stride(0), y.stride(0), keys.stride(0),
+        EXCLUDE_SELF=exclude_self, LOW_PRECISION_DOT=(x.dtype != torch.float32 and x.device.type != "cpu"),
+        K=k2, BLOCK_N=cfg["BLOCK_N"], BLOCK_M=cfg["BLOCK_M"], BLOCK_D=cfg["BLOCK_D"],
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+    return keys[:, k2 - k:]  # sorted descending: the k2 - k unused slots come first
+
+
+def triton_cdiv(a: int, b: int) -> int:
+    return (a + b - 1) // b
