@@ -1,0 +1,284 @@
+"""Configuration and state of the fused decode step: the forcing token lists, the budget,
+the sampling parameters (each validated on the host at setup time and turned into device
+tensors) and the per-row state the step updates in place. The numbers mirror
+csrc/include/s1k/budget_forcing.h.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import NamedTuple
+
+import torch
+
+# Phases, injection kinds, events, modes and error bits: the same numbers as in
+# csrc/include/s1k/budget_forcing.h.
+THINKING, ANSWER, DONE = 0, 1, 2
+INJECT_NONE, INJECT_WAIT, INJECT_DELIMITER, INJECT_EXIT = 0, 1, 2, 3
+EVENT_PAD, EVENT_SAMPLED, EVENT_WAIT, EVENT_DELIMITER, EVENT_EXIT, EVENT_ERROR = 0, 1, 2, 3, 4, 5
+MODE_WAIT, MODE_SUPPRESS = 0, 1
+ERROR_NONFINITE, ERROR_NO_TOKEN = 1, 2
+MAX_STOP_IDS = 16  # end-of-thinking + EOS ids, kept in the kernel's shared memory
+
+_PHASES = {"thinking": THINKING, "answer": ANSWER}
+_MODES = {"wait": MODE_WAIT, "suppress": MODE_SUPPRESS}
+_LOGIT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+PHILOX_TAG = 0x53314B44  # counter word 3: keeps this stream apart from other Philox users
+
+
+def _as_list(name: str, value, batch: int, kind) -> list:
+    """A scalar or a per-row sequence/tensor as a list of `batch` Python values (setup time)."""
+    if isinstance(value, torch.Tensor):
+        if value.dim() == 0:
+            return [kind(value.item())] * batch
+        if value.dim() != 1:
+            raise ValueError(f"{name}: expected a scalar or a 1-D per-row tensor, got shape {tuple(value.shape)}")
+        value = value.tolist()
+    if isinstance(value, (list, tuple)):
+        if len(value) != batch:
+            raise ValueError(f"{name}: expected {batch} per-row values (the batch size), got {len(value)}")
+        return [kind(v) for v in value]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name}: expected a number, a sequence or a tensor, got {type(value).__name__}")
+    return [kind(value)] * batch
+
+
+def _check_ids(name: str, ids, allow_empty=False) -> tuple[int, ...]:
+    if isinstance(ids, torch.Tensor):
+        ids = ids.tolist()
+    if isinstance(ids, int):
+        ids = [ids]
+    if not isinstance(ids, (list, tuple)):
+        raise TypeError(f"{name}: expected a list of token ids, got {type(ids).__name__}")
+    ids = tuple(ids)
+    if not ids and not allow_empty:
+        raise ValueError(f"{name}: expected at least one token id, got an empty list")
+    for t in ids:
+        if isinstance(t, bool) or not isinstance(t, int):
+            raise TypeError(f"{name}: token ids must be ints, got {t!r}")
+        if t < 0:
+            raise ValueError(f"{name}: token ids must be >= 0, got {t}")
+    return ids
+
+
+@dataclasses.dataclass(frozen=True)
+class ForcingTokens:
+    """The token ids budget forcing emits or watches for (shared by every row).
+
+    end_think_ids: ids that end thinking when sampled (s1: `<|im_start|>` opening `answer`).
+    delimiter_completion_ids: injected after a sampled end-of-thinking id (s1: `answer\\n`);
+      may be empty.
+    wait_ids: the wait sequence injected in place of an early end (s1: "Wait").
+    forced_exit_ids: injected at max_thinking_tokens (end-of-thinking + `answer\\nFinal Answer:`).
+    eos_ids: ids that end a row (`<|im_end|>`, `<|endoftext|>`).
+    pad_id: emitted by finished rows.
+    """
+
+    end_think_ids: tuple[int, ...]
+    delimiter_completion_ids: tuple[int, ...]
+    wait_ids: tuple[int, ...]
+    forced_exit_ids: tuple[int, ...]
+    eos_ids: tuple[int, ...]
+    pad_id: int
+
+    def __post_init__(self):
+        object.__setattr__(self, "end_think_ids", _check_ids("end_think_ids", self.end_think_ids))
+        object.__setattr__(self, "delimiter_completion_ids",
+                           _check_ids("delimiter_completion_ids", self.delimiter_completion_ids, allow_empty=True))
+        object.__setattr__(self, "wait_ids", _check_ids("wait_ids", self.wait_ids))
+        object.__setattr__(self, "forced_exit_ids", _check_ids("forced_exit_ids", self.forced_exit_ids))
+        object.__setattr__(self, "eos_ids", _check_ids("eos_ids", self.eos_ids))
+        (pad,) = _check_ids("pad_id", self.pad_id)
+        object.__setattr__(self, "pad_id", pad)
+        object.__setattr__(self, "_tables", {})
+
+    @classmethod
+    def from_tokenizer(cls, tok, wait_string: str = "Wait", final_answer: str = "Final Answer:",
+                       end_think: str = "<|im_start|>", delimiter_completion: str = "answer\n") -> "ForcingTokens":
+        """Builds the s1 token lists from a tokenizer (`encode`, `token_to_id`, `eos_ids`, `pad_id`)."""
+        end_id = tok.token_to_id(end_think)
+        if end_id is None:
+            raise ValueError(f"from_tokenizer: the tokenizer has no token {end_think!r} to end thinking")
+        completion = list(tok.encode(delimiter_completion))
+        return cls(end_think_ids=(end_id,),
+                   delimiter_completion_ids=tuple(completion),
+                   wait_ids=tuple(tok.encode(wait_string)),
+                   forced_exit_ids=(end_id, *completion, *tok.encode(final_answer)),
+                   eos_ids=tuple(tok.eos_ids),
+                   pad_id=int(tok.pad_id))
+
+    @property
+    def lengths(self) -> list[int]:
+        """Lengths of the five lists in table order: end, delimiter, wait, exit, eos."""
+        return [len(self.end_think_ids), len(self.delimiter_completion_ids), len(self.wait_ids),
+                len(self.forced_exit_ids), len(self.eos_ids)]
+
+    def max_id(self) -> int:
+        return max((*self.end_think_ids, *self.delimiter_completion_ids, *self.wait_ids,
+                    *self.forced_exit_ids, *self.eos_ids, self.pad_id))
+
+    def table(self, device) -> torch.Tensor:
+        """All lists concatenated (end, delimiter, wait, exit, eos) as an int32 tensor, cached per device."""
+        device = torch.device(device)
+        key = str(device)
+        if key not in self._tables:
+            ids = (*self.end_think_ids, *self.delimiter_completion_ids, *self.wait_ids,
+                   *self.forced_exit_ids, *self.eos_ids)
+            self._tables[key] = torch.tensor(ids, dtype=torch.int32, device=device)
+        return self._tables[key]
+
+
+class BudgetTensors(NamedTuple):
+    """Per-row budget configuration on the device (int32 [B] each)."""
+    min_thinking_tokens: torch.Tensor
+    max_thinking_tokens: torch.Tensor
+    num_waits: torch.Tensor
+    max_answer_tokens: torch.Tensor
+    mode: torch.Tensor  # 0 = wait, 1 = suppress
+
+
+class SamplingTensors(NamedTuple):
+    """Per-row sampling configuration on the device."""
+    temperature: torch.Tensor  # fp32 [B], 0 = greedy
+    top_k: torch.Tensor  # int32 [B], 0 = off
+    top_p: torch.Tensor  # fp32 [B], 1 = off
+    min_p: torch.Tensor  # fp32 [B], 0 = off
+    seed: torch.Tensor  # int64 [B]
+
+
+_INT32_MAX = 2**31 - 1
+
+
+@dataclasses.dataclass
+class Budget:
+    """Thinking budget. Each field is an int or a per-row sequence/tensor; mode "wait" or "suppress".
+
+    The default imposes nothing: no minimum, no extension, thinking and answer capped only
+    at 2**31-1 tokens.
+    """
+
+    min_thinking_tokens: object = 0
+    max_thinking_tokens: object = _INT32_MAX
+    num_waits: object = 0
+    max_answer_tokens: object = _INT32_MAX
+    mode: object = "wait"
+
+    def tensors(self, batch: int, device) -> BudgetTensors:
+        """Validates the budget for `batch` rows and returns it as device tensors (setup time)."""
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise ValueError(f"Budget.tensors: batch must be a positive int, got {batch!r}")
+        mn = _as_list("min_thinking_tokens", self.min_thinking_tokens, batch, int)
+        mx = _as_list("max_thinking_tokens", self.max_thinking_tokens, batch, int)
+        nw = _as_list("num_waits", self.num_waits, batch, int)
+        ma = _as_list("max_answer_tokens", self.max_answer_tokens, batch, int)
+        modes = self.mode if isinstance(self.mode, (list, tuple)) else [self.mode] * batch
+        if len(modes) != batch:
+            raise ValueError(f"mode: expected {batch} per-row values (the batch size), got {len(modes)}")
+        for m in modes:
+            if m not in _MODES:
+                raise ValueError(f"mode: expected 'wait' or 'suppress', got {m!r}")
+        for r in range(batch):
+            if not 0 <= mn[r] <= mx[r] <= _INT32_MAX:
+                raise ValueError(f"Budget: need 0 <= min_thinking_tokens <= max_thinking_tokens <= 2**31-1, "
+                                 f"got min={mn[r]}, max={mx[r]} (row {r})")
+            if not 0 <= nw[r] <= _INT32_MAX:
+                raise ValueError(f"num_waits: expected >= 0, got {nw[r]} (row {r})")
+            if not 1 <= ma[r] <= _INT32_MAX:
+                raise ValueError(f"max_answer_tokens: expected >= 1, got {ma[r]} (row {r})")
+        i32 = dict(dtype=torch.int32, device=device)
+        return BudgetTensors(torch.tensor(mn, **i32), torch.tensor(mx, **i32), torch.tensor(nw, **i32),
+                             torch.tensor(ma, **i32), torch.tensor([_MODES[m] for m in modes], **i32))
+
+
+@dataclasses.dataclass
+class Sampling:
+    """Sampling parameters; each an scalar or per-row sequence/tensor. temperature 0 = greedy.
+
+    A scalar seed gives every row the same seed (rows with the same logits then draw the same
+    token); pass per-row seeds for independent rows.
+    """
+
+    temperature: object = 0.0
+    top_k: object = 0
+    top_p: object = 1.0
+    min_p: object = 0.0
+    seed: object = 0
+
+    def tensors(self, batch: int, device) -> SamplingTensors:
+        """Validates the parameters for `batch` rows and returns them as device tensors (setup time)."""
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise ValueError(f"Sampling.tensors: batch must be a positive int, got {batch!r}")
+        t = _as_list("temperature", self.temperature, batch, float)
+        k = _as_list("top_k", self.top_k, batch, int)
+        p = _as_list("top_p", self.top_p, batch, float)
+        mp = _as_list("min_p", self.min_p, batch, float)
+        s = _as_list("seed", self.seed, batch, int)
+        for r in range(batch):
+            if not (math.isfinite(t[r]) and t[r] >= 0):
+                raise ValueError(f"temperature: expected a finite value >= 0, got {t[r]} (row {r})")
+            if 0 < t[r] < _FP32_TINY:  # an fp32 subnormal: the GPU kernel (fast math) flushes it to 0
+                raise ValueError(f"temperature: expected 0 (greedy) or at least {_FP32_TINY:.4g} (the smallest "
+                                 f"normal fp32), got {t[r]} (row {r})")
+            if not 0 <= k[r] <= _INT32_MAX:
+                raise ValueError(f"top_k: expected 0 (off) or a positive int, got {k[r]} (row {r})")
+            if not 0 < p[r] <= 1:
+                raise ValueError(f"top_p: expected a value in (0, 1], got {p[r]} (row {r})")
+            if not 0 <= mp[r] <= 1:
+                raise ValueError(f"min_p: expected a value in [0, 1], got {mp[r]} (row {r})")
+            if not -2**63 <= s[r] < 2**64:
+                raise ValueError(f"seed: expected a 64-bit integer, got {s[r]} (row {r})")
+        s = [v - 2**64 if v >= 2**63 else v for v in s]  # same bits as uint64
+        return SamplingTensors(torch.tensor(t, dtype=torch.float32, device=device),
+                               torch.tensor(k, dtype=torch.int32, device=device),
+                               torch.tensor(p, dtype=torch.float32, device=device),
+                               torch.tensor(mp, dtype=torch.float32, device=device),
+                               torch.tensor(s, dtype=torch.int64, device=device))
+
+
+_FP32_TINY = torch.finfo(torch.float32).tiny
+
+_STATE_FIELDS = ("phase", "thinking_tokens", "waits_used", "inject_kind", "inject_pos", "answer_tokens",
+                 "error", "event", "step")
+
+
+@dataclasses.dataclass
+class DecodeState:
+    """Per-row decode state on the device, updated in place by `decode_step`.
+
+    phase (THINKING/ANSWER/DONE), thinking_tokens, waits_used, inject_kind (NONE/WAIT/
+    DELIMITER/EXIT), inject_pos (cursor into the pending sequence), answer_tokens (sampled
+    answer tokens), error (bit 1: non-finite logits, bit 2: no allowed token), event (what the
+    last step did: EVENT_*) are int32 [B]; step (the row's RNG counter, +1 per call) is int64 [B].
+    """
+
+    phase: torch.Tensor
+    thinking_tokens: torch.Tensor
+    waits_used: torch.Tensor
+    inject_kind: torch.Tensor
+    inject_pos: torch.Tensor
+    answer_tokens: torch.Tensor
+    error: torch.Tensor
+    event: torch.Tensor
+    step: torch.Tensor
+
+    @classmethod
+    def new(cls, batch: int, device="cpu", start_phase: str = "thinking") -> "DecodeState":
+        """Fresh state for `batch` rows starting in `start_phase` ("thinking" or "answer")."""
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise ValueError(f"DecodeState.new: batch must be a positive int, got {batch!r}")
+        if start_phase not in _PHASES:
+            raise ValueError(f"DecodeState.new: start_phase must be 'thinking' or 'answer', got {start_phase!r}")
+        z = lambda: torch.zeros(batch, dtype=torch.int32, device=device)  # noqa: E731
+        return cls(torch.full((batch,), _PHASES[start_phase], dtype=torch.int32, device=device),
+                   z(), z(), z(), z(), z(), z(), z(), torch.zeros(batch, dtype=torch.int64, device=device))
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [getattr(self, f) for f in _STATE_FIELDS]
+
+    def clone(self) -> "DecodeState":
+        return DecodeState(*[t.clone() for t in self.tensors()])
+
+    @property
+    def done(self) -> torch.Tensor:
+        """Bool [B]: rows that finished (device tensor, no sync)."""
+        return self.phase == DONE

@@ -1,0 +1,33 @@
+"""Argument packing for the compiled decode step (s1kernels._C, csrc/bindings/decode.cpp):
+raw pointers, sizes, a dtype code and the CUDA stream, in the order of the C++ struct
+s1k::DecodeArgs (csrc/include/s1k/decode.h).
+"""
+from __future__ import annotations
+
+import torch
+
+from s1kernels import backend as _backend
+
+_DTYPE_CODE = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
+
+
+def step(fn_name, logits, state_tensors, budget_tensors, sampling_tensors, table, lengths, pad_id,
+         vocab_size, stream):
+    mod = _backend.native()
+    B, V = logits.shape
+    tokens = torch.empty(B, dtype=torch.int64, device=logits.device)
+    logprobs = torch.empty(B, dtype=torch.float32, device=logits.device)
+    ptrs = lambda ts: [t.data_ptr() for t in ts]  # noqa: E731
+    # a single row's stride(0) is arbitrary (e.g. a transposed [V, 1]) and never used; the native
+    # step takes non-overlapping rows, so an expanded tensor (stride 0) is copied as the reference accepts it
+    if B > 1 and logits.stride(0) < vocab_size:
+        logits = logits.contiguous()
+    row_stride = logits.stride(0) if B > 1 else V
+    code = getattr(mod, fn_name)(logits.data_ptr(), _DTYPE_CODE[logits.dtype], B, V, row_stride, vocab_size,
+                                 ptrs(state_tensors), ptrs(budget_tensors), ptrs(sampling_tensors),
+                                 table.data_ptr(), list(lengths), pad_id, tokens.data_ptr(), logprobs.data_ptr(),
+                                 stream)
+    if code != 0:
+        detail = mod.cuda_last_error() if fn_name == "decode_step_cuda" else "invalid argument"
+        raise RuntimeError(f"decode_step ({fn_name}) failed with code {code}: {detail}")
+    return tokens, logprobs
