@@ -38,15 +38,15 @@ from typing import Sequence
 from s1kernels import extras
 from s1kernels.answers import answers_match, extract_answer
 from s1kernels.control import control, thinking_span
-from s1kernels.generate import (
+from s1kernels.cli import (
     add_budget_sampling_args,
     budget_sampling_from_args,
-    build_forcing,
     delimiters_from_args,
-    generate,
     load_model_and_tokenizer,
     set_cpu_threads,
 )
+from s1kernels.data.readers import question_of
+from s1kernels.generate import generate
 from s1kernels.generate.sharded import generate_sharded, rank_and_world
 
 __all__ = ["EVAL_SEED", "load_eval_rows", "training_questions", "evaluate", "scaling_metrics", "plot_scaling", "main"]
@@ -77,7 +77,7 @@ def load_eval_rows(path: str | None = None, limit: int | None = None, num_synthe
                    exclude_questions: set[str] | frozenset = frozenset()) -> list[dict]:
     """Rows ``{"question", "answer"}`` from a benchmark file, or held-out built-in task rows.
 
-    A file row needs a question (``problem``, ``question`` or ``prompt``) and an ``answer``
+    A file row needs a question (an alias of s1kernels.data.readers.QUESTION_KEYS) and an ``answer``
     (string or number; AIME answers are integers). Other fields are kept. Built-in rows come
     from ``EVAL_SEED``, skipping repeated questions and those in ``exclude_questions`` (the
     training questions: the task's question space is small enough for a training set to
@@ -111,7 +111,7 @@ def load_eval_rows(path: str | None = None, limit: int | None = None, num_synthe
             raw = [json.loads(line) for line in f if line.strip()]
     rows = []
     for n, r in enumerate(raw, 1):
-        q = next((r[k] for k in ("problem", "question", "prompt") if isinstance(r.get(k), str)), None)
+        q = question_of(r)
         a = r.get("answer")
         if q is None or a is None:
             raise ValueError(f"--data: row {n} of {path} needs a problem/question and an answer, "
@@ -140,7 +140,7 @@ def evaluate(model, tokenizer, rows: list[dict], budgets: Sequence[int], *, min_
              num_waits: int = 0, max_answer_tokens: int = 64, mode: str = "wait", sampling=None,
              use_math_verify: bool = True, keep_rows: bool = False, progress: bool = True, **gen_kwargs) -> dict:
     """Runs ``generate`` at each max thinking budget and scores the answers; returns the report."""
-    from s1kernels.ops.decode import Budget
+    from s1kernels.ops.decode import Budget, ForcingTokens
 
     if not budgets:
         raise ValueError("budgets: expected at least one thinking budget")
@@ -150,7 +150,7 @@ def evaluate(model, tokenizer, rows: list[dict], budgets: Sequence[int], *, min_
     forcing = gen_kwargs.pop("forcing", None)
     delims = {k: gen_kwargs.pop(k) for k in ("answer_start", "wait_string", "final_answer") if k in gen_kwargs}
     if forcing is None:
-        forcing = build_forcing(tokenizer, **delims)
+        forcing = ForcingTokens.from_tokenizer(tokenizer, **delims)
     per_budget = []
     iterator = list(budgets)
     if progress:

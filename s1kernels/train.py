@@ -189,13 +189,16 @@ def tiny_model_config(cfg: TrainConfig, tok) -> ModelConfig:
                        eos_token_id=tok.eos_ids[0] if tok.eos_ids else None, pad_token_id=tok.pad_id)
 
 
-def load_tokenizer_and_model(cfg: TrainConfig, device, world_size: int = 1, mp_policy=None):
-    """The tokenizer and the fp32 model on `device`; with world_size > 1 the model is FSDP2-sharded.
+def model_and_tokenizer(cfg: TrainConfig, device, world_size: int = 1, mp_policy=None):
+    """The fp32 model on `device` and its tokenizer; with world_size > 1 the model is FSDP2-sharded.
 
-    From --model under FSDP the model is built on the meta device, sharded, materialised with
-    only this rank's shard on `device`, and each rank reads only its rows of every tensor.
+    Without --model a tiny model is built for the built-in tokenizer. From --model it is the
+    CLIs' one loader (s1kernels.cli.load_model_and_tokenizer); under FSDP the model is built
+    on the meta device, sharded, materialised with only this rank's shard on `device`, and
+    each rank reads only its rows of every tensor.
     """
-    from s1kernels.data import S1Tokenizer, build_default_tokenizer
+    from s1kernels.cli import load_model_and_tokenizer
+    from s1kernels.data import build_default_tokenizer
 
     shard = (lambda m: dist_utils.shard(m, device, mp_policy)) if world_size > 1 else None
     if cfg.model is None:
@@ -205,16 +208,10 @@ def load_tokenizer_and_model(cfg: TrainConfig, device, world_size: int = 1, mp_p
         if shard is not None:
             shard(model)
     else:
-        if not os.path.isdir(cfg.model):
-            raise FileNotFoundError(f"--model: folder {cfg.model!r} does not exist")
-        if not os.path.isfile(os.path.join(cfg.model, "tokenizer.json")):
-            raise FileNotFoundError(f"--model: {cfg.model!r} has no tokenizer.json (the checkpoint folder must "
-                                    f"hold the tokenizer files)")
-        tok = S1Tokenizer.from_folder(cfg.model)
-        real_vocab_size(tok, ModelConfig.from_json(cfg.model).vocab_size, cfg.vocab_size)  # fails before loading
-        model = load_model(cfg.model, dtype=torch.float32, device=device, shard=shard)
+        model, tok = load_model_and_tokenizer(cfg.model, device, torch.float32, shard=shard,
+                                              vocab_size=cfg.vocab_size)
     check_chat_tokenizer(tok)
-    return tok, model
+    return model, tok
 
 
 # Below this size a model's ops are too small to gain from a second thread, and on a machine
@@ -285,7 +282,7 @@ def train(cfg: TrainConfig) -> dict:
     bf16 = cfg.bf16 if cfg.bf16 is not None else device.type == "cuda"
 
     mp_policy, amp = dist_utils.precision(bf16, device, world_size)
-    tok, model = load_tokenizer_and_model(cfg, device, world_size, mp_policy)
+    model, tok = model_and_tokenizer(cfg, device, world_size, mp_policy)
     vocab_size = real_vocab_size(tok, model.config.vocab_size, cfg.vocab_size)
     n_params = sum(p.numel() for p in model.parameters())
     threads = default_threads(cfg.threads, device, n_params)

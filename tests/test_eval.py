@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from s1kernels import eval as s1eval
+from s1kernels import cli as s1cli
 from s1kernels import generate as s1gen
 from s1kernels.data import build_default_tokenizer, make_rows
 from s1kernels.generate import GenerationResult
@@ -181,7 +182,7 @@ def test_generate_cli_errors(tmp_path):
     with pytest.raises(SystemExit):
         s1gen.main(["--model", str(tmp_path)])  # no prompt
     with pytest.raises(ValueError, match="--dtype"):
-        s1gen.resolve_device_dtype("cpu", "float8")
+        s1cli.resolve_device_dtype("cpu", "float8")
 
 
 def test_train_then_eval_end_to_end(tmp_path):

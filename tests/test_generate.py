@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from s1kernels.data import build_default_tokenizer, make_rows
-from s1kernels.generate import GenerationResult, build_forcing, format_prompt, generate
+from s1kernels.generate import GenerationResult, format_prompt, generate
 from s1kernels.model import ModelConfig, Transformer
 from s1kernels.ops.decode import Budget, ForcingTokens, Sampling
 
@@ -155,8 +155,8 @@ def test_generate_matches_host_reference(model, tok, forcing, prompts):
 def test_default_forcing_matches_reference(model, tok, prompts):
     # The s1 delimiters of the default tokenizer: a random model never ends thinking itself,
     # so every row runs into the forced exit "<|im_start|>answer\nFinal Answer:".
-    forcing = build_forcing(tok)
-    assert forcing == ForcingTokens.from_tokenizer(tok)
+    forcing = ForcingTokens.from_tokenizer(tok)
+    assert tok.decode(list(forcing.forced_exit_ids)) == "<|im_start|>answer\nFinal Answer:"
     budget = Budget(min_thinking_tokens=2, max_thinking_tokens=9, max_answer_tokens=4)
     res = generate(model, tok, prompts[:2], budget=budget, backend="torch")
     for p, r in zip(prompts, res):

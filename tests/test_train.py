@@ -273,7 +273,7 @@ import json, os, sys
 import torch
 from safetensors import safe_open
 import s1kernels.model.checkpoint as mc
-from s1kernels.train import TrainConfig, load_tokenizer_and_model
+from s1kernels.train import TrainConfig, model_and_tokenizer
 from s1kernels.model.transformer import rope_inv_freq
 from s1kernels.training import checkpoint as ckpt, distributed as dist_utils
 
@@ -282,7 +282,7 @@ device, rank, world = dist_utils.init()
 res = {"errors": []}
 for folder in bad:
     try:
-        load_tokenizer_and_model(TrainConfig(model=folder), device, world)
+        model_and_tokenizer(TrainConfig(model=folder), device, world)
         res["errors"].append(None)
     except ValueError as e:
         res["errors"].append(str(e))
@@ -304,7 +304,7 @@ class Recording:
     def get_tensor(self, name): raise AssertionError(f"rank {rank} read all of {name}")
 mc.safe_open = Recording
 mp_policy, _ = dist_utils.precision(True, device, world)
-tok, model = load_tokenizer_and_model(TrainConfig(model=good), device, world, mp_policy)
+model, tok = model_and_tokenizer(TrainConfig(model=good), device, world, mp_policy)
 mc.safe_open = real_open
 
 files = mc._weight_files(good)

@@ -15,6 +15,7 @@ from typing import Sequence
 THINK_START = "<|im_start|>think\n"
 ANSWER_START = "<|im_start|>answer\n"
 ANSWER_PREFIX = "Answer: "
+FINAL_ANSWER = "Final Answer:"  # appended after a forced exit of thinking
 END_OF_TURN = "<|im_end|>"
 QWEN_DEFAULT_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
 

@@ -3,7 +3,7 @@
 Every row is normalised to `{"question": str, "thinking": list[str], "answer": str}` from
 s1K's column names or simple aliases (first one present wins):
 
-    question  <- question | problem
+    question  <- question | problem | prompt | instruction
     thinking  <- thinking_trajectories | thinking | solution    (a list of strings or one string)
     answer    <- attempt | answer                               (numbers become strings)
 
@@ -19,7 +19,9 @@ from typing import Iterator
 
 from s1kernels import extras
 
-QUESTION_KEYS = ("question", "problem")
+# The only lists of field aliases in s1kernels, in one order (first present wins): train,
+# eval, generate's prompt files and select all read rows through them.
+QUESTION_KEYS = ("question", "problem", "prompt", "instruction")
 THINKING_KEYS = ("thinking_trajectories", "thinking", "solution")
 ANSWER_KEYS = ("attempt", "answer")
 FIELDS = ("question", "thinking", "answer")
@@ -42,6 +44,18 @@ def _first(raw: dict, keys: tuple[str, ...], name: str, require: tuple[str, ...]
     if name in require:
         raise RowError(f"{where}: field '{name}' missing (looked for {', '.join(keys)})")
     return None, None
+
+
+def field(raw: dict, keys: tuple[str, ...]):
+    """The value of the first alias in `keys` that `raw` holds (not None); None when absent."""
+    return next((raw[k] for k in keys if raw.get(k) is not None), None)
+
+
+def question_of(raw) -> str | None:
+    """The question text of a raw row: the first question alias holding a string, else None."""
+    if not isinstance(raw, dict):
+        return None
+    return next((raw[k] for k in QUESTION_KEYS if isinstance(raw.get(k), str)), None)
 
 
 def normalize_row(raw, where: str, require: tuple[str, ...] = FIELDS) -> dict:

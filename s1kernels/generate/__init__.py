@@ -26,30 +26,29 @@ How a batch is decoded:
    then they are dropped (their tokens copied out, the cache rows, state and buffers of the
    rest gathered, the graph captured again for the smaller batch). Outputs do not change.
 
+The engine (prefill, decode step, decode until done, compaction) is in engine.py; the
+command line in __main__.py (`python -m s1kernels.generate`), its flags in s1kernels.cli.
+
 Results are decoded on the host at the end: the thinking span is everything before the first
 end-of-thinking token, the answer span everything after the answer delimiter; the decode
 state gives the number of "Wait" extensions used per row.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
-import os
 import sys
-from typing import Sequence
 
 import torch
 
 from s1kernels.answers import extract_answer
 from s1kernels.control import thinking_span
-from s1kernels.data.format import ANSWER_START, THINK_START, prompt_text
+from s1kernels.data.format import ANSWER_START, FINAL_ANSWER, THINK_START, prompt_text
 from s1kernels.data.tokenizer import real_vocab_size
-from s1kernels.ops.decode import DONE, EVENT_EXIT, Budget, DecodeState, ForcingTokens, Sampling, decode_step
+from s1kernels.generate import engine
+from s1kernels.generate.engine import Decoder as _Decoder  # noqa: F401  (tests patch it here)
+from s1kernels.ops.decode import Budget, ForcingTokens, Sampling
 
-__all__ = ["GenerationResult", "generate", "build_forcing", "format_prompt", "main"]
-
-FINAL_ANSWER = "Final Answer:"
+__all__ = ["GenerationResult", "generate", "format_prompt", "main"]
 
 
 @dataclasses.dataclass
@@ -87,134 +86,6 @@ class GenerationResult:
 def format_prompt(question: str, tokenizer=None, think_start: str = THINK_START, system: str | None = None) -> str:
     """The s1 prompt for ``question``: chat prompt + assistant header + thinking start."""
     return prompt_text(question, tokenizer, system) + think_start
-
-
-def _encode_ids(tokenizer, text: str, what: str) -> list[int]:
-    ids = tokenizer.encode(text)
-    if not ids:
-        raise ValueError(f"{what}: {text!r} encodes to no tokens")
-    return list(ids)
-
-
-def build_forcing(tokenizer, answer_start: str = ANSWER_START, wait_string: str = "Wait",
-                  final_answer: str = FINAL_ANSWER, eos_ids: Sequence[int] | None = None) -> ForcingTokens:
-    """Budget-forcing token lists for ``tokenizer`` and configurable delimiters.
-
-    The first token of ``answer_start`` is the end-of-thinking token (s1: ``<|im_start|>``);
-    the rest completes the delimiter (``answer\\n``). The forced exit is the whole delimiter
-    followed by ``final_answer``; the wait sequence is ``wait_string`` as encoded (s1 appends
-    "Wait" to the text as it is). With the defaults this equals
-    ``ForcingTokens.from_tokenizer(tokenizer)``.
-    """
-    delim = _encode_ids(tokenizer, answer_start, "answer_start")
-    wait = _encode_ids(tokenizer, wait_string, "wait_string")
-    forced = delim + (_encode_ids(tokenizer, final_answer, "final_answer") if final_answer else [])
-    eos = list(tokenizer.eos_ids if eos_ids is None else eos_ids)
-    if not eos:
-        raise ValueError("eos_ids: expected at least one end-of-sequence id, got none")
-    return ForcingTokens(end_think_ids=(delim[0],), delimiter_completion_ids=tuple(delim[1:]), wait_ids=tuple(wait),
-                         forced_exit_ids=tuple(forced), eos_ids=tuple(eos), pad_id=int(tokenizer.pad_id))
-
-
-# ---------------------------------------------------------------------------------------------
-# The decode loop
-# ---------------------------------------------------------------------------------------------
-
-
-class _StepBuffers:
-    """Static tensors one decode step reads and writes (the CUDA graph's inputs/outputs)."""
-
-    def __init__(self, batch: int, max_new: int, device: torch.device):
-        self.tokens = torch.zeros(batch, dtype=torch.int64, device=device)  # last token per row
-        self.pos = torch.zeros(batch, dtype=torch.int64, device=device)  # its cache position
-        self.step = torch.zeros(1, batch, dtype=torch.int64, device=device)  # output column
-        self.out = torch.zeros(batch, max_new, dtype=torch.int64, device=device)
-        self.out_logprobs = torch.zeros(batch, max_new, dtype=torch.float32, device=device)
-        self.n_tokens = torch.zeros(batch, dtype=torch.int64, device=device)  # real tokens per row
-        self.forced = torch.zeros(batch, dtype=torch.bool, device=device)  # a forced exit was injected
-
-    _FIELDS = ("tokens", "pos", "out", "out_logprobs", "n_tokens", "forced")
-
-    def select(self, idx: torch.Tensor) -> None:
-        """Keep only rows ``idx`` (fresh tensors: a captured graph must be captured again)."""
-        for name in self._FIELDS:
-            setattr(self, name, getattr(self, name)[idx].contiguous())
-        self.step = self.step[:, idx].contiguous()
-
-    def record(self, tokens: torch.Tensor, logprobs: torch.Tensor, active: torch.Tensor, state: DecodeState) -> None:
-        # scatter with a device-side column index: no host value enters the step
-        self.n_tokens.add_(active.to(torch.int64))
-        self.forced.logical_or_(state.event == EVENT_EXIT)
-        col = self.step.t()
-        self.out.scatter_(1, col, tokens[:, None])
-        self.out_logprobs.scatter_(1, col, logprobs[:, None].float())
-        self.tokens.copy_(tokens)
-        self.step.add_(1)
-
-
-class _Decoder:
-    """Runs decode steps eagerly or through a captured CUDA graph."""
-
-    def __init__(self, model, cache, state, budget_t, sampling_t, forcing, bufs: _StepBuffers,
-                 vocab_size: int, backend: str):
-        self.model, self.cache, self.state = model, cache, state
-        self.budget_t, self.sampling_t, self.forcing = budget_t, sampling_t, forcing
-        self.bufs, self.vocab_size, self.backend = bufs, vocab_size, backend
-        self.graph = None
-
-    def first(self, logits: torch.Tensor) -> None:
-        """The first generated token, from the prefill's last-position logits."""
-        active = ~_row_done_mask(self.state)
-        tokens, logprobs = decode_step(logits, self.state, self.budget_t, self.sampling_t, self.forcing,
-                                       vocab_size=self.vocab_size, backend=self.backend)
-        self.bufs.record(tokens, logprobs, active, self.state)
-
-    def _step(self) -> None:
-        b = self.bufs
-        hidden = self.model.forward_cached(b.tokens[:, None], b.pos, self.cache)
-        logits = self.model.logits(hidden[:, 0])
-        active = ~_row_done_mask(self.state)
-        tokens, logprobs = decode_step(logits, self.state, self.budget_t, self.sampling_t, self.forcing,
-                                       vocab_size=self.vocab_size, backend=self.backend)
-        b.pos.add_(1)
-        b.record(tokens, logprobs, active, self.state)
-
-    def capture(self, warmup: int = 2) -> int:
-        """Captures one step in a CUDA graph. The warm-up steps are real decode steps (run on
-        a side stream, as graph capture requires); returns how many were taken."""
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for _ in range(warmup):
-                self._step()
-        torch.cuda.current_stream().wait_stream(stream)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self._step()  # recorded only: capture does not execute the kernels
-        return warmup
-
-    def step(self) -> None:
-        if self.graph is not None:
-            self.graph.replay()
-        else:
-            self._step()
-
-    def select(self, idx: torch.Tensor) -> None:
-        """Drop finished rows: keep rows ``idx`` of the state, the configuration, the buffers
-        and the cache (moved to the cache's first rows; forward_cached uses the first B)."""
-        n = idx.numel()
-        for t in (self.cache.k, self.cache.v):
-            t[:, :n] = t[:, idx]
-        self.state = DecodeState(*[t[idx].contiguous() for t in self.state.tensors()])
-        self.budget_t = type(self.budget_t)(*[t[idx].contiguous() for t in self.budget_t])
-        self.sampling_t = type(self.sampling_t)(*[t[idx].contiguous() for t in self.sampling_t])
-        self.bufs.select(idx)
-        self.graph = None
-
-
-def _row_done_mask(state: DecodeState) -> torch.Tensor:
-    """[B] bool device tensor: rows that finished (an error also finishes a row)."""
-    return state.phase == DONE
 
 
 def _as_int_max(x) -> int | None:
@@ -267,124 +138,6 @@ def _emit_fn(stream):
     if callable(stream):
         return stream
     raise TypeError(f"stream: expected None, a bool or a callable taking text, got {type(stream).__name__}")
-
-
-class _Harvest:
-    """Host copies of finished rows, indexed by their row in the batch as given."""
-
-    def __init__(self, batch: int):
-        self.ids: list = [None] * batch
-        self.logprobs: list = [None] * batch
-        self.done, self.error = [False] * batch, [False] * batch
-        self.thinking, self.waits, self.forced = [0] * batch, [0] * batch, [False] * batch
-
-    def take(self, dec: _Decoder, local: list[int], rows: list[int]) -> None:
-        """Copies rows ``local`` of the decoder (original rows ``rows``) to the host."""
-        if not local:
-            return
-        st, b = dec.state, dec.bufs
-        idx = torch.as_tensor(local, device=b.out.device)
-        n_tok = b.n_tokens[idx].cpu().tolist()
-        out, lp = b.out[idx].cpu().tolist(), b.out_logprobs[idx].cpu().tolist()
-        done, err = _row_done_mask(st)[idx].cpu().tolist(), (st.error[idx] != 0).cpu().tolist()
-        think, waits = st.thinking_tokens[idx].cpu().tolist(), st.waits_used[idx].cpu().tolist()
-        forced = b.forced[idx].cpu().tolist()
-        for j, r in enumerate(rows):
-            self.ids[r], self.logprobs[r] = out[j][: n_tok[j]], lp[j][: n_tok[j]]
-            self.done[r], self.error[r] = done[j], err[j]
-            self.thinking[r], self.waits[r], self.forced[r] = think[j], waits[j], forced[j]
-
-
-@torch.inference_mode()
-def _generate_batch(model, tokenizer, prompt_ids: list[list[int]], budget, sampling, forcing,
-                    max_new: int, emit, cuda_graph: bool, check_every: int, backend: str,
-                    vocab_size: int, compact: bool = True) -> _Harvest:
-    """Prefills and decodes one batch; returns the rows' tokens and events on the host."""
-    device = next(model.parameters()).device
-    B = len(prompt_ids)
-    lengths = [len(p) for p in prompt_ids]
-    L = max(lengths)
-    cache = model.new_kv_cache(B, L + max_new, device=device)
-    ids = torch.full((B, L), int(tokenizer.pad_id), dtype=torch.int64)
-    for b, p in enumerate(prompt_ids):
-        ids[b, : len(p)] = torch.as_tensor(p, dtype=torch.int64)
-    ids = ids.to(device)
-    len_t = torch.as_tensor(lengths, dtype=torch.int64, device=device)
-
-    hidden = model.forward_cached(ids, torch.zeros(B, dtype=torch.int64, device=device), cache)
-    last = hidden[torch.arange(B, device=device), len_t - 1]  # [B, H]: only these need logits
-    logits = model.logits(last)
-    del hidden
-
-    state = DecodeState.new(B, device, start_phase="thinking")
-    bufs = _StepBuffers(B, max_new, device)
-    bufs.pos.copy_(len_t)
-    dec = _Decoder(model, cache, state, budget.tensors(B, device), sampling.tensors(B, device), forcing, bufs,
-                   vocab_size, backend)
-    dec.first(logits)
-    steps = 1
-    harvest = _Harvest(B)
-    rows = list(range(B))  # decoder row -> row of the batch as given
-    if emit is not None:
-        # one prompt printed as it is generated: one host sync per step, by nature
-        shown: list[int] = []
-        prev = ""
-        while True:
-            if int(dec.bufs.n_tokens[0].item()) > len(shown):
-                shown.append(int(dec.bufs.tokens[0].item()))
-                text = tokenizer.decode(shown)
-                if text.startswith(prev):  # a multi-byte character may need more tokens
-                    emit(text[len(prev):])
-                    prev = text
-            if bool(_row_done_mask(dec.state).all().item()) or steps >= max_new:
-                break
-            dec.step()
-            steps += 1
-        emit("\n")
-        harvest.take(dec, [0], rows)
-        return harvest
-
-    use_graph = cuda_graph and device.type == "cuda"
-    if use_graph and max_new - steps > 2:
-        steps += dec.capture(warmup=2)
-    pinned = device.type == "cuda"
-    mask_host = event = None
-    while steps < max_new:
-        dec.step()
-        steps += 1
-        if steps % check_every:
-            continue
-        if pinned:
-            # read the done mask copied at the previous check (finished long ago, or nearly),
-            # then queue a fresh copy: the GPU never waits for the host
-            done_then = None
-            if event is not None:
-                event.synchronize()
-                done_then = mask_host.tolist()
-            if mask_host is None or mask_host.numel() != len(rows):
-                mask_host = torch.zeros(len(rows), dtype=torch.bool, pin_memory=True)
-            mask_host.copy_(_row_done_mask(dec.state), non_blocking=True)
-            event = torch.cuda.Event()
-            event.record()
-            if done_then is None:
-                continue
-        else:
-            done_then = _row_done_mask(dec.state).tolist()
-        keep = [i for i, d in enumerate(done_then) if not d]
-        if not keep:
-            break
-        if compact and len(keep) <= len(rows) // 2:
-            # half the rows or more have finished: stop spending work on them (done is final,
-            # so a mask read one interval late is still right)
-            gone = [i for i, d in enumerate(done_then) if d]
-            harvest.take(dec, gone, [rows[i] for i in gone])
-            dec.select(torch.as_tensor(keep, device=device))
-            rows = [rows[i] for i in keep]
-            event = None
-            if use_graph and max_new - steps > 2:
-                steps += dec.capture(warmup=2)
-    harvest.take(dec, list(range(len(rows))), rows)
-    return harvest
 
 
 def _build_result(tokenizer, forcing: ForcingTokens, prompt: str, n_prompt: int, ids: list[int],
@@ -469,8 +222,8 @@ def generate(model, tokenizer, prompts, budget=None, sampling=None, max_new_toke
         raise ValueError(f"stream: streams one prompt, got {len(prompts)} prompts")
     device = next(model.parameters()).device
     if forcing is None:
-        forcing = build_forcing(tokenizer, answer_start=answer_start, wait_string=wait_string,
-                                final_answer=final_answer)
+        forcing = ForcingTokens.from_tokenizer(tokenizer, answer_start=answer_start, wait_string=wait_string,
+                                               final_answer=final_answer)
     rows = getattr(getattr(model, "config", None), "vocab_size", None)
     vocab_size = real_vocab_size(tokenizer, rows, vocab_size) if rows is not None else vocab_size
     if max_new_tokens is None:
@@ -516,177 +269,17 @@ def generate(model, tokenizer, prompts, budget=None, sampling=None, max_new_toke
     for rows in iterator:
         b_budget = _slice_rows(budget, rows, n)
         b_sampling = _slice_rows(sampling, rows, n)
-        h = _generate_batch(model, tokenizer, [prompt_ids[i] for i in rows], b_budget, b_sampling, forcing,
-                            max_new_tokens, emit, use_graph, check_every, backend, vocab_size, compact)
+        h = engine.run_batch(model, tokenizer, [prompt_ids[i] for i in rows], b_budget, b_sampling, forcing,
+                             max_new_tokens, emit, use_graph, check_every, backend, compact_rows=compact,
+                             vocab_size=vocab_size)
         for j, i in enumerate(rows):
             results[i] = _build_result(tokenizer, forcing, texts[i], len(prompt_ids[i]), h.ids[j], h.logprobs[j],
                                        h.done[j], h.error[j], h.thinking[j], h.waits[j], h.forced[j])
     return results
 
 
-# ---------------------------------------------------------------------------------------------
-# Command line
-# ---------------------------------------------------------------------------------------------
+def main(argv=None) -> int:
+    """`python -m s1kernels.generate` (see s1kernels/generate/__main__.py)."""
+    from s1kernels.generate.__main__ import main as cli_main
 
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-           "float16": torch.float16, "fp16": torch.float16}
-
-
-def resolve_device_dtype(device: str | None, dtype: str | None) -> tuple[torch.device, torch.dtype]:
-    """CLI defaults: CUDA when available; bf16 on CUDA, fp32 on CPU."""
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if dtype is None or dtype == "auto":
-        dt = torch.bfloat16 if dev.type == "cuda" else torch.float32
-    elif dtype in _DTYPES:
-        dt = _DTYPES[dtype]
-    else:
-        raise ValueError(f"--dtype: expected one of auto, {', '.join(_DTYPES)}, got {dtype!r}")
-    return dev, dt
-
-
-def load_model_and_tokenizer(folder: str, device=None, dtype=None):
-    """Model and tokenizer from a checkpoint folder (config.json, safetensors, tokenizer files)."""
-    from s1kernels.data.tokenizer import S1Tokenizer
-    from s1kernels.model import load_model
-
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(
-            f"--model: {folder!r} is not a folder; train one first (python -m s1kernels.train) or pass "
-            "a Hugging Face model folder")
-    dev, dt = resolve_device_dtype(device, dtype)
-    model = load_model(folder, dtype=dt, device=dev)
-    model.eval()
-    return model, S1Tokenizer.from_folder(folder)
-
-
-def add_budget_sampling_args(p: argparse.ArgumentParser) -> None:
-    """Flags shared by generate and eval (budget forcing, sampling, delimiters, runtime)."""
-    g = p.add_argument_group("budget forcing")
-    g.add_argument("--min-thinking-tokens", type=int, default=0,
-                   help="thinking may not end before this many tokens (default 0)")
-    g.add_argument("--num-waits", type=int, default=0,
-                   help="ignore the end of thinking this many times (s1's NUM_IGNORE; default 0)")
-    g.add_argument("--wait-string", default="Wait", help='text injected instead of the end of thinking ("Wait")')
-    g.add_argument("--mode", choices=("wait", "suppress"), default="wait",
-                   help="before the minimum/waits are met: replace the end of thinking with the wait "
-                        "string (wait) or forbid it (suppress)")
-    g.add_argument("--max-answer-tokens", type=int, default=64, help="answer tokens before the row is cut (64)")
-    g.add_argument("--think-start", default=THINK_START.replace("\n", "\\n"),
-                   help="text that opens the thinking block, ends every prompt (\\n = newline)")
-    g.add_argument("--answer-start", default=ANSWER_START.replace("\n", "\\n"),
-                   help="text that closes thinking and opens the answer; its first token is the "
-                        "end-of-thinking token, the rest is injected after it")
-    g.add_argument("--final-answer", default=FINAL_ANSWER, help="text appended after a forced exit")
-    s = p.add_argument_group("sampling")
-    s.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    s.add_argument("--top-p", type=float, default=1.0)
-    s.add_argument("--top-k", type=int, default=0)
-    s.add_argument("--min-p", type=float, default=0.0)
-    s.add_argument("--seed", type=int, default=0, help="row i samples with seed + i")
-    r = p.add_argument_group("runtime")
-    r.add_argument("--max-new-tokens", type=int, default=None,
-                   help="cap on generated tokens per row (default: thinking budget + forced exit + answer cap)")
-    r.add_argument("--batch-size", type=int, default=None, help="rows decoded together (default: all)")
-    r.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16")
-    r.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
-    r.add_argument("--backend", default="auto", choices=("auto", "cuda", "cpp", "torch"),
-                   help="decode step backend")
-    r.add_argument("--no-cuda-graph", action="store_true", help="run the decode step eagerly on CUDA")
-    r.add_argument("--vocab-size", type=int, default=None,
-                   help="logit rows that are real tokens; padded lm_head rows past it are never sampled "
-                        "(default: the tokenizer's size)")
-    r.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for torch (default: 1 for models under 20M parameters on CPU, whose ops "
-                        "are too small to split, else torch's default)")
-
-
-def set_cpu_threads(model, threads: int | None) -> None:
-    """Applies --threads: small CPU models run fastest on one thread (and do not stall when
-    other processes share the cores)."""
-    if threads is not None:
-        if threads < 1:
-            raise ValueError(f"--threads: expected >= 1, got {threads}")
-        torch.set_num_threads(threads)
-        return
-    params = sum(p.numel() for p in model.parameters())
-    if next(model.parameters()).device.type == "cpu" and params < 20_000_000:
-        torch.set_num_threads(1)
-
-
-def _unescape(text: str) -> str:
-    """Delimiters typed on a command line: "\\n" and "\\t" stand for a newline and a tab."""
-    return text.replace("\\n", "\n").replace("\\t", "\t")
-
-
-def delimiters_from_args(args) -> dict:
-    """The delimiter keyword arguments of ``generate`` from parsed CLI flags."""
-    return dict(think_start=_unescape(args.think_start), answer_start=_unescape(args.answer_start),
-                wait_string=_unescape(args.wait_string), final_answer=_unescape(args.final_answer))
-
-
-def budget_sampling_from_args(args, max_thinking_tokens: int):
-    budget = Budget(min_thinking_tokens=args.min_thinking_tokens, max_thinking_tokens=max_thinking_tokens,
-                    num_waits=args.num_waits, max_answer_tokens=args.max_answer_tokens, mode=args.mode)
-    sampling = Sampling(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
-                        seed=args.seed)
-    return budget, sampling
-
-
-def _read_prompts_file(path: str) -> list[str]:
-    prompts = []
-    with open(path, encoding="utf-8") as f:
-        if path.endswith(".jsonl") or path.endswith(".json"):
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                row = json.loads(line)
-                q = row.get("question", row.get("problem", row.get("prompt"))) if isinstance(row, dict) else row
-                if not isinstance(q, str):
-                    raise ValueError(f"--prompts-file: line {n} has no question/problem/prompt text")
-                prompts.append(q)
-        else:
-            prompts = [ln.rstrip("\n") for ln in f if ln.strip()]
-    return prompts
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m s1kernels.generate",
-                                description="Generate with s1 budget forcing from a model folder.")
-    p.add_argument("--model", default="runs/default", help="checkpoint folder (default runs/default)")
-    p.add_argument("--prompt", action="append", default=[], help="a question (repeatable)")
-    p.add_argument("--prompts-file", default=None, help="questions: .jsonl (question/problem field) or text lines")
-    p.add_argument("--raw", action="store_true", help="use prompts as they are (no chat format, no think start)")
-    p.add_argument("--max-thinking-tokens", type=int, default=256, help="thinking budget (default 256)")
-    add_budget_sampling_args(p)
-    p.add_argument("--output", default=None, help="write results as JSON lines here")
-    p.add_argument("--no-stream", action="store_true", help="do not stream a single prompt to the terminal")
-    args = p.parse_args(argv)
-
-    prompts = list(args.prompt)
-    if args.prompts_file:
-        prompts += _read_prompts_file(args.prompts_file)
-    if not prompts:
-        p.error("give --prompt or --prompts-file")
-    model, tokenizer = load_model_and_tokenizer(args.model, args.device, args.dtype)
-    set_cpu_threads(model, args.threads)
-    budget, sampling = budget_sampling_from_args(args, args.max_thinking_tokens)
-    stream = len(prompts) == 1 and not args.no_stream and args.output is None
-    delims = delimiters_from_args(args)
-    if stream:
-        sys.stdout.write(delims["think_start"] if not args.raw else "")
-    results = generate(model, tokenizer, prompts, budget=budget, sampling=sampling,
-                       max_new_tokens=args.max_new_tokens, stream=stream, chat=not args.raw, **delims,
-                       batch_size=args.batch_size, cuda_graph=not args.no_cuda_graph, backend=args.backend,
-                       vocab_size=args.vocab_size, progress=len(prompts) > 1)
-    if args.output:
-        with open(args.output, "w", encoding="utf-8") as f:
-            for r in results:
-                f.write(json.dumps(r.to_dict(), ensure_ascii=False) + "\n")
-    for i, r in enumerate(results):
-        if not stream:
-            print(f"=== prompt {i}: {prompts[i]}")
-            print(delims["think_start"] + r.text if not args.raw else r.text)
-        print(f"[thinking tokens: {r.thinking_tokens}, waits: {r.waits_used}, forced exit: "
-              f"{'yes' if r.forced_exit else 'no'}, finished: {r.finished_reason}, answer: {r.answer}]")
-    return 0
-
+    return cli_main(argv)

@@ -1,6 +1,78 @@
-"""`python -m s1kernels.generate`: the generation CLI (see s1kernels.generate.main)."""
+"""`python -m s1kernels.generate`: generate with s1 budget forcing from a model folder.
+
+    python -m s1kernels.generate --model runs/default --prompt $'Start 8\\nA + 7 = ?\\nResult mod 10 ?'
+"""
+from __future__ import annotations
+
+import argparse
+import json
 import sys
+from typing import Sequence
 
-from s1kernels.generate import main
+from s1kernels.cli import (add_budget_sampling_args, budget_sampling_from_args, delimiters_from_args,
+                           load_model_and_tokenizer, set_cpu_threads)
+from s1kernels.data.readers import question_of
+from s1kernels.generate import generate
 
-sys.exit(main())
+
+def _read_prompts_file(path: str) -> list[str]:
+    prompts = []
+    with open(path, encoding="utf-8") as f:
+        if path.endswith(".jsonl") or path.endswith(".json"):
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                row = json.loads(line)
+                q = question_of(row) if isinstance(row, dict) else row
+                if not isinstance(q, str):
+                    raise ValueError(f"--prompts-file: line {n} has no question/problem/prompt text")
+                prompts.append(q)
+        else:
+            prompts = [ln.rstrip("\n") for ln in f if ln.strip()]
+    return prompts
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m s1kernels.generate",
+                                description="Generate with s1 budget forcing from a model folder.")
+    p.add_argument("--model", default="runs/default", help="checkpoint folder (default runs/default)")
+    p.add_argument("--prompt", action="append", default=[], help="a question (repeatable)")
+    p.add_argument("--prompts-file", default=None, help="questions: .jsonl (question/problem field) or text lines")
+    p.add_argument("--raw", action="store_true", help="use prompts as they are (no chat format, no think start)")
+    p.add_argument("--max-thinking-tokens", type=int, default=256, help="thinking budget (default 256)")
+    add_budget_sampling_args(p)
+    p.add_argument("--output", default=None, help="write results as JSON lines here")
+    p.add_argument("--no-stream", action="store_true", help="do not stream a single prompt to the terminal")
+    args = p.parse_args(argv)
+
+    prompts = list(args.prompt)
+    if args.prompts_file:
+        prompts += _read_prompts_file(args.prompts_file)
+    if not prompts:
+        p.error("give --prompt or --prompts-file")
+    model, tokenizer = load_model_and_tokenizer(args.model, args.device, args.dtype)
+    set_cpu_threads(model, args.threads)
+    budget, sampling = budget_sampling_from_args(args, args.max_thinking_tokens)
+    stream = len(prompts) == 1 and not args.no_stream and args.output is None
+    delims = delimiters_from_args(args)
+    if stream:
+        sys.stdout.write(delims["think_start"] if not args.raw else "")
+    results = generate(model, tokenizer, prompts, budget=budget, sampling=sampling,
+                       max_new_tokens=args.max_new_tokens, stream=stream, chat=not args.raw, **delims,
+                       batch_size=args.batch_size, cuda_graph=not args.no_cuda_graph, backend=args.backend,
+                       vocab_size=args.vocab_size, progress=len(prompts) > 1)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            for r in results:
+                f.write(json.dumps(r.to_dict(), ensure_ascii=False) + "\n")
+    for i, r in enumerate(results):
+        if not stream:
+            print(f"=== prompt {i}: {prompts[i]}")
+            print(delims["think_start"] + r.text if not args.raw else r.text)
+        print(f"[thinking tokens: {r.thinking_tokens}, waits: {r.waits_used}, forced exit: "
+              f"{'yes' if r.forced_exit else 'no'}, finished: {r.finished_reason}, answer: {r.answer}]")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

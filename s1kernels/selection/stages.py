@@ -12,9 +12,9 @@ import re
 import numpy as np
 import torch
 
+from s1kernels.data.readers import QUESTION_KEYS
 from s1kernels.ops import similarity as sim
 
-QUESTION_KEYS = ("question", "problem", "prompt", "instruction")
 TRACE_KEYS = ("thinking_trajectories", "thinking", "trace", "reasoning", "solution", "attempt", "response")
 DOMAIN_KEYS = ("source_type", "domain", "subject", "category", "source")
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from s1kernels.data import Packed, make_rows, pack, render_sample
+from s1kernels.data.readers import ANSWER_KEYS, QUESTION_KEYS, THINKING_KEYS, field
 
 OVERLONG_POLICIES = ("truncate", "drop", "error")
 
@@ -33,11 +34,12 @@ def rows_to_samples(tok, rows: list[dict]) -> list[tuple[list[int], list[bool]]]
     """Renders rows ({question, thinking|thinking_trajectories, answer|attempt}) in the s1 format."""
     out = []
     for i, r in enumerate(rows):
-        thinking = r.get("thinking", r.get("thinking_trajectories"))
-        answer = r.get("attempt", r.get("answer"))
-        if r.get("question") is None or thinking is None or answer is None:
+        question = field(r, QUESTION_KEYS)
+        thinking = field(r, THINKING_KEYS)
+        answer = field(r, ANSWER_KEYS)
+        if question is None or thinking is None or answer is None:
             raise ValueError(f"data: row {i} needs question, thinking and answer fields, has {sorted(r)}")
-        out.append(render_sample(tok, r["question"], thinking, str(answer)))
+        out.append(render_sample(tok, question, thinking, str(answer)))
     return out
 
 

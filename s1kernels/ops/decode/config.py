@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import torch
 
@@ -61,6 +61,13 @@ def _check_ids(name: str, ids, allow_empty=False) -> tuple[int, ...]:
     return ids
 
 
+def _encode_ids(tok, text: str, what: str) -> list[int]:
+    ids = tok.encode(text)
+    if not ids:
+        raise ValueError(f"{what}: {text!r} encodes to no tokens")
+    return list(ids)
+
+
 @dataclasses.dataclass(frozen=True)
 class ForcingTokens:
     """The token ids budget forcing emits or watches for (shared by every row).
@@ -93,19 +100,26 @@ class ForcingTokens:
         object.__setattr__(self, "_tables", {})
 
     @classmethod
-    def from_tokenizer(cls, tok, wait_string: str = "Wait", final_answer: str = "Final Answer:",
-                       end_think: str = "<|im_start|>", delimiter_completion: str = "answer\n") -> "ForcingTokens":
-        """Builds the s1 token lists from a tokenizer (`encode`, `token_to_id`, `eos_ids`, `pad_id`)."""
-        end_id = tok.token_to_id(end_think)
-        if end_id is None:
-            raise ValueError(f"from_tokenizer: the tokenizer has no token {end_think!r} to end thinking")
-        completion = list(tok.encode(delimiter_completion))
-        return cls(end_think_ids=(end_id,),
-                   delimiter_completion_ids=tuple(completion),
-                   wait_ids=tuple(tok.encode(wait_string)),
-                   forced_exit_ids=(end_id, *completion, *tok.encode(final_answer)),
-                   eos_ids=tuple(tok.eos_ids),
-                   pad_id=int(tok.pad_id))
+    def from_tokenizer(cls, tok, answer_start: str = "<|im_start|>answer\n", wait_string: str = "Wait",
+                       final_answer: str = "Final Answer:", eos_ids: Sequence[int] | None = None) -> "ForcingTokens":
+        """The one constructor from a tokenizer (`encode`, `token_to_id`, `eos_ids`, `pad_id`).
+
+        The first token of `answer_start` is the end-of-thinking token (s1: `<|im_start|>`);
+        the rest completes the delimiter (`answer\\n`). The forced exit is the whole delimiter
+        followed by `final_answer` (none when empty); the wait sequence is `wait_string` as
+        encoded (s1 appends "Wait" to the text as it is). `eos_ids` default: the tokenizer's.
+        """
+        special = "<|im_start|>"
+        if answer_start.startswith(special) and tok.token_to_id(special) is None:
+            raise ValueError(f"from_tokenizer: the tokenizer has no token {special!r} to end thinking")
+        delim = _encode_ids(tok, answer_start, "answer_start")
+        wait = _encode_ids(tok, wait_string, "wait_string")
+        forced = delim + (_encode_ids(tok, final_answer, "final_answer") if final_answer else [])
+        eos = list(tok.eos_ids if eos_ids is None else eos_ids)
+        if not eos:
+            raise ValueError("eos_ids: expected at least one end-of-sequence id, got none")
+        return cls(end_think_ids=(delim[0],), delimiter_completion_ids=tuple(delim[1:]), wait_ids=tuple(wait),
+                   forced_exit_ids=tuple(forced), eos_ids=tuple(eos), pad_id=int(tok.pad_id))
 
     @property
     def lengths(self) -> list[int]:

@@ -1,0 +1,130 @@
+"""What the command-line tools share: the budget/sampling/runtime flags of generate and eval,
+turning parsed flags into `Budget`/`Sampling` and delimiter arguments, the device/dtype
+defaults, and the one model + tokenizer loader (`load_model_and_tokenizer`) used by
+generate, eval and train.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+import torch
+
+from s1kernels.data.format import ANSWER_START, FINAL_ANSWER, THINK_START
+from s1kernels.ops.decode import Budget, Sampling
+
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+           "float16": torch.float16, "fp16": torch.float16}
+
+
+def resolve_device_dtype(device: str | None, dtype: str | None) -> tuple[torch.device, torch.dtype]:
+    """CLI defaults: CUDA when available; bf16 on CUDA, fp32 on CPU."""
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if isinstance(dtype, torch.dtype):
+        dt = dtype
+    elif dtype is None or dtype == "auto":
+        dt = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    elif dtype in _DTYPES:
+        dt = _DTYPES[dtype]
+    else:
+        raise ValueError(f"--dtype: expected one of auto, {', '.join(_DTYPES)}, got {dtype!r}")
+    return dev, dt
+
+
+def load_model_and_tokenizer(folder: str, device=None, dtype=None, *, shard=None, vocab_size: int | None = None):
+    """The one loader of the CLIs: model and tokenizer from a checkpoint folder (config.json,
+    safetensors, tokenizer files). `device`/`dtype` as `resolve_device_dtype` (a torch.dtype
+    is taken as it is); `shard` is passed to `load_model` (FSDP2 sharded loading). The
+    tokenizer must fit the model's vocabulary (`real_vocab_size`, with `vocab_size` as its
+    override), checked before the weights are read. The model comes back in eval mode.
+    """
+    from s1kernels.data.tokenizer import S1Tokenizer, real_vocab_size
+    from s1kernels.model import ModelConfig, load_model
+
+    hint = "train one first (python -m s1kernels.train) or pass a Hugging Face model folder"
+    if not os.path.exists(folder):
+        raise FileNotFoundError(f"--model: folder {folder!r} does not exist; {hint}")
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"--model: {folder!r} is not a folder; {hint}")
+    if not os.path.isfile(os.path.join(folder, "tokenizer.json")):
+        raise FileNotFoundError(f"--model: {folder!r} has no tokenizer.json (the checkpoint folder must "
+                                f"hold the tokenizer files)")
+    tok = S1Tokenizer.from_folder(folder)
+    real_vocab_size(tok, ModelConfig.from_json(folder).vocab_size, vocab_size)  # fails before loading
+    dev, dt = resolve_device_dtype(device, dtype)
+    model = load_model(folder, dtype=dt, device=dev, shard=shard)
+    model.eval()
+    return model, tok
+
+
+def add_budget_sampling_args(p: argparse.ArgumentParser) -> None:
+    """Flags shared by generate and eval (budget forcing, sampling, delimiters, runtime)."""
+    g = p.add_argument_group("budget forcing")
+    g.add_argument("--min-thinking-tokens", type=int, default=0,
+                   help="thinking may not end before this many tokens (default 0)")
+    g.add_argument("--num-waits", type=int, default=0,
+                   help="ignore the end of thinking this many times (s1's NUM_IGNORE; default 0)")
+    g.add_argument("--wait-string", default="Wait", help='text injected instead of the end of thinking ("Wait")')
+    g.add_argument("--mode", choices=("wait", "suppress"), default="wait",
+                   help="before the minimum/waits are met: replace the end of thinking with the wait "
+                        "string (wait) or forbid it (suppress)")
+    g.add_argument("--max-answer-tokens", type=int, default=64, help="answer tokens before the row is cut (64)")
+    g.add_argument("--think-start", default=THINK_START.replace("\n", "\\n"),
+                   help="text that opens the thinking block, ends every prompt (\\n = newline)")
+    g.add_argument("--answer-start", default=ANSWER_START.replace("\n", "\\n"),
+                   help="text that closes thinking and opens the answer; its first token is the "
+                        "end-of-thinking token, the rest is injected after it")
+    g.add_argument("--final-answer", default=FINAL_ANSWER, help="text appended after a forced exit")
+    s = p.add_argument_group("sampling")
+    s.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    s.add_argument("--top-p", type=float, default=1.0)
+    s.add_argument("--top-k", type=int, default=0)
+    s.add_argument("--min-p", type=float, default=0.0)
+    s.add_argument("--seed", type=int, default=0, help="row i samples with seed + i")
+    r = p.add_argument_group("runtime")
+    r.add_argument("--max-new-tokens", type=int, default=None,
+                   help="cap on generated tokens per row (default: thinking budget + forced exit + answer cap)")
+    r.add_argument("--batch-size", type=int, default=None, help="rows decoded together (default: all)")
+    r.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16")
+    r.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    r.add_argument("--backend", default="auto", choices=("auto", "cuda", "cpp", "torch"),
+                   help="decode step backend")
+    r.add_argument("--no-cuda-graph", action="store_true", help="run the decode step eagerly on CUDA")
+    r.add_argument("--vocab-size", type=int, default=None,
+                   help="logit rows that are real tokens; padded lm_head rows past it are never sampled "
+                        "(default: the tokenizer's size)")
+    r.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: 1 for models under 20M parameters on CPU, whose ops "
+                        "are too small to split, else torch's default)")
+
+
+def set_cpu_threads(model, threads: int | None) -> None:
+    """Applies --threads: small CPU models run fastest on one thread (and do not stall when
+    other processes share the cores)."""
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"--threads: expected >= 1, got {threads}")
+        torch.set_num_threads(threads)
+        return
+    params = sum(p.numel() for p in model.parameters())
+    if next(model.parameters()).device.type == "cpu" and params < 20_000_000:
+        torch.set_num_threads(1)
+
+
+def _unescape(text: str) -> str:
+    """Delimiters typed on a command line: "\\n" and "\\t" stand for a newline and a tab."""
+    return text.replace("\\n", "\n").replace("\\t", "\t")
+
+
+def delimiters_from_args(args) -> dict:
+    """The delimiter keyword arguments of ``generate`` from parsed CLI flags."""
+    return dict(think_start=_unescape(args.think_start), answer_start=_unescape(args.answer_start),
+                wait_string=_unescape(args.wait_string), final_answer=_unescape(args.final_answer))
+
+
+def budget_sampling_from_args(args, max_thinking_tokens: int):
+    budget = Budget(min_thinking_tokens=args.min_thinking_tokens, max_thinking_tokens=max_thinking_tokens,
+                    num_waits=args.num_waits, max_answer_tokens=args.max_answer_tokens, mode=args.mode)
+    sampling = Sampling(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
+                        seed=args.seed)
+    return budget, sampling
