@@ -15,7 +15,8 @@ from real_models import shared_data, smollm2_folder
 transformers = pytest.importorskip("transformers")
 
 from s1kernels.data.format import prompt_text  # noqa: E402
-from s1kernels.generate import generate, load_model_and_tokenizer  # noqa: E402
+from s1kernels.cli import load_model_and_tokenizer  # noqa: E402
+from s1kernels.generate import generate  # noqa: E402
 from s1kernels.ops.decode import Budget  # noqa: E402
 
 # questions whose greedy answers run long (no early <|im_end|>), from MATH500's style
