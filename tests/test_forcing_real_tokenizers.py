@@ -11,7 +11,6 @@ import torch
 from real_models import qwen_tokenizer_folder, smollm2_folder
 from s1kernels import backend as _backend
 from s1kernels.data.tokenizer import S1Tokenizer
-from s1kernels.generate import build_forcing
 from s1kernels.ops import decode as D
 from s1kernels.ops.decode import Budget, DecodeState, ForcingTokens, Sampling, decode_step
 
@@ -35,7 +34,7 @@ def tok(request):
 
 def test_derived_forcing_tokens(tok):
     name, t = tok
-    f = build_forcing(t)
+    f = ForcingTokens.from_tokenizer(t)
     assert f == ForcingTokens(**EXPECTED[name])
     assert f == ForcingTokens.from_tokenizer(t)
     assert t.decode(f.forced_exit_ids) == "<|im_start|>answer\nFinal Answer:"
@@ -89,7 +88,7 @@ def test_a_row_that_started_the_delimiter_finishes_it(tok, backend):
     """Rows that emit <|im_start|> themselves one step before, at, or after reaching their
     budget get exactly one "<|im_start|>answer\\n" and no "Final Answer:" on top of it."""
     name, t = tok
-    f = build_forcing(t)
+    f = ForcingTokens.from_tokenizer(t)
     words = t.encode(" so the sum is 5")  # ordinary thinking tokens
     max_t = 4
     scripts = []
@@ -113,7 +112,7 @@ def test_a_multi_token_wait_is_never_cut(tok, backend, wait_string):
     """The model tries to end early at every distance from its budget; the injected wait is
     always whole (or the row takes the forced exit), so the text never holds "Wa" + exit."""
     name, t = tok
-    f = build_forcing(t, wait_string=wait_string)
+    f = ForcingTokens.from_tokenizer(t, wait_string=wait_string)
     n_wait = len(f.wait_ids)
     assert n_wait > 1
     max_t = 12
@@ -141,7 +140,7 @@ def test_a_wait_injected_after_a_word_piece_decodes_cleanly(tok, backend):
     Wait goes in after the piece and the text reads piece + "Wait", with nothing lost or
     garbled, and the model's next tokens follow it."""
     name, t = tok
-    f = build_forcing(t, wait_string=" Wait")
+    f = ForcingTokens.from_tokenizer(t, wait_string=" Wait")
     word = t.encode(" hypotenuse")
     assert len(word) > 1, [t.id_to_token(i) for i in word]
     piece = word[:1]

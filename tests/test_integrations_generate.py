@@ -155,14 +155,15 @@ def test_real_smollm2_generate_with_processor_equals_s1kernels(tmp_path):
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
     from real_models import smollm2_folder
 
-    from s1kernels.generate import build_forcing, load_model_and_tokenizer
+    from s1kernels.cli import load_model_and_tokenizer
+    from s1kernels.ops.decode import ForcingTokens
 
     folder = smollm2_folder()
     ours, tok = load_model_and_tokenizer(folder, "cpu", "float32")
     hf = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
     hf_tok = transformers.AutoTokenizer.from_pretrained(folder)
     forcing = forcing_for_tokenizer(hf_tok)
-    mine = build_forcing(tok)
+    mine = ForcingTokens.from_tokenizer(tok)
     assert (forcing.end_think_ids, forcing.delimiter_completion_ids, forcing.wait_ids, forcing.forced_exit_ids) == \
         (mine.end_think_ids, mine.delimiter_completion_ids, mine.wait_ids, mine.forced_exit_ids)
     questions = ["What is 17 * 23?", "Name the largest planet of the solar system and say why it is so large."]
