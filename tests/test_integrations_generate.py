@@ -156,7 +156,6 @@ def test_real_smollm2_generate_with_processor_equals_s1kernels(tmp_path):
     from real_models import smollm2_folder
 
     from s1kernels.cli import load_model_and_tokenizer
-    from s1kernels.ops.decode import ForcingTokens
 
     folder = smollm2_folder()
     ours, tok = load_model_and_tokenizer(folder, "cpu", "float32")
