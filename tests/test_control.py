@@ -67,7 +67,7 @@ def test_thinking_tokens_of_text(tok):
 def test_generate_counts_agree_with_the_measurement(model, tok):
     """With working forcing, the emitted span and the decoder's counter agree on every row."""
     qs = ["Start at 1 .", "Start at 2 .\nA + 3 = ?", "Start at 9 ."]
-    forcing = s1gen.build_forcing(tok)
+    forcing = ForcingTokens.from_tokenizer(tok)
     for budget in (Budget(max_thinking_tokens=5, max_answer_tokens=3),
                    Budget(min_thinking_tokens=4, max_thinking_tokens=9, num_waits=1, max_answer_tokens=3)):
         for r in s1gen.generate(model, tok, qs, budget=budget, forcing=forcing, backend="torch",
@@ -114,7 +114,7 @@ def test_eval_control_fails_when_the_budget_is_not_enforced(model, tok, monkeypa
 def test_eval_control_fails_when_the_forced_exit_does_not_end_thinking(model, tok):
     """A forced exit without the end-of-thinking token: the decoder moves to its answer phase
     at the budget, but the emitted text never leaves the thinking."""
-    good = s1gen.build_forcing(tok)
+    good = ForcingTokens.from_tokenizer(tok)
     broken = ForcingTokens(end_think_ids=good.end_think_ids, delimiter_completion_ids=good.delimiter_completion_ids,
                            wait_ids=good.wait_ids, forced_exit_ids=tuple(tok.encode("Final Answer:")),
                            eos_ids=good.eos_ids, pad_id=good.pad_id)
