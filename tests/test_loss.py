@@ -496,20 +496,31 @@ def test_triton_cuda_against_reference(dtype, n, h, v):
 
 
 @pytest.mark.cuda
-def test_triton_cuda_memory_is_bounded():
-    # No [N, V] buffer: beyond inputs and gradients, only the dlogits workspace, the fp32 dH
-    # accumulator and O(N) vectors.
+@pytest.mark.parametrize("reduction", ["none", "mean"])
+def test_triton_cuda_memory_is_bounded(monkeypatch, reduction):
+    # No [N, V] buffer. reduction="none" (recomputing backward): beyond inputs and gradients,
+    # only the dlogits workspace, the fp32 dH accumulator and O(N) vectors. A scalar loss
+    # (gradient in the forward pass, triton_fused.py) with a budget of a quarter of [N, V]:
+    # the workspace, the tile maxima, the fp32 dW accumulator and the scaled gradients.
+    from s1kernels.ops.loss import triton_fused
+
     dev = torch.device("cuda")
     n, h, v = 8192, 512, 65536
+    monkeypatch.setattr(triton_fused, "FUSED_WORKSPACE_BYTES", n * v * 2 // 4)
     hidden = torch.randn(n, h, device=dev, dtype=torch.bfloat16, requires_grad=True)
     weight = (torch.randn(v, h, device=dev) / h**0.5).to(torch.bfloat16).requires_grad_()
     labels = torch.randint(0, v, (n,), device=dev)
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.memory_allocated()
-    loss = linear_cross_entropy(hidden, weight, labels, backend="triton")
-    loss.backward()
+    loss = linear_cross_entropy(hidden, weight, labels, backend="triton", reduction=reduction)
+    (loss.sum() if reduction == "none" else loss).backward()
     torch.cuda.synchronize()
     extra = torch.cuda.max_memory_allocated() - base - (hidden.numel() + weight.numel()) * 2
-    bound = K.WORKSPACE_BYTES + n * h * 4 + 32 * 2**20
+    grads = (n * h + v * h) * 2
+    if reduction == "none":
+        bound = K.WORKSPACE_BYTES + n * h * 4 + 32 * 2**20
+    else:
+        tile_max = (n // 4) * (v // 128) * 4
+        bound = triton_fused.FUSED_WORKSPACE_BYTES + tile_max + v * h * 4 + 2 * grads + 32 * 2**20
     assert extra < bound < n * v * 2, (extra, bound)

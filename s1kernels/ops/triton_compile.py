@@ -50,9 +50,10 @@ def _loss_case(n, h, v, vocab, dtype, bias=False, softcap=None, z_loss=0.0):
         _, lse, _ = K.forward(hidden, weight, labels, b, -100, z_loss, softcap, vocab)
         grad = torch.empty(n, dtype=torch.float32, device=dev)
         K.backward(grad, hidden, weight, labels, b, lse, -100, z_loss, softcap, vocab)
-        fused = getattr(K, "forward_with_grad", None)
-        if fused is not None:
-            fused(hidden, weight, labels, b, grad, -100, z_loss, softcap, vocab, True, True)
+        if not softcap:  # a scalar loss that needs a gradient: computed in the forward pass
+            from s1kernels.ops.loss import triton_fused
+
+            triton_fused.forward_with_grad(hidden, weight, labels, b, grad, -100, z_loss, vocab)
     return run
 
 

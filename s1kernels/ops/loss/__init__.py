@@ -17,6 +17,9 @@ Structure (the same doors as every family in s1kernels.ops):
   and vocab with an online logsumexp, no [N, V] buffer).
 - The reduction (token/sequence normalisation, `num_items`, mean/sum/none) is plain torch on
   [N] vectors outside the op, so autograd hands the op one gradient per token.
+- Except on the Triton backend for a scalar loss (mean/sum, no softcap) that needs a
+  gradient: then `grad_op.py`'s op computes the gradient in the forward pass from the same
+  logits tiles (`triton_fused.py`, 6 N H V FLOPs instead of 8) and its backward only scales.
 """
 from __future__ import annotations
 
@@ -27,9 +30,10 @@ import torch
 from torch import Tensor, nn
 
 from s1kernels import backend as _backend
+from s1kernels.ops.loss import grad_op as _grad_op
 from s1kernels.ops.loss import torch_impl
 from s1kernels.ops.loss.reference import (  # noqa: F401  (public names of the family)
-    LOSS_BACKENDS, NORMALIZATIONS, REDUCTIONS, _check_inputs, _reduce, _stats, _validate_values,
+    LOSS_BACKENDS, NORMALIZATIONS, REDUCTIONS, _check_inputs, _reduce, _stats, _token_weights, _validate_values,
     linear_cross_entropy_reference)
 from s1kernels.ops.loss.torch_impl import stat_dtype as _stat_dtype
 
@@ -208,6 +212,16 @@ def linear_cross_entropy(hidden: Tensor, weight: Tensor, labels: Tensor, *, cu_s
         if backend != "auto":
             raise TypeError("backend='triton': float64 inputs are not supported; use 'chunked' or 'torch'")
         impl = "chunked"
+    need_hidden, need_weight = _grad_op.wants_grad(hidden, weight, bias)
+    if impl == "triton" and reduction != "none" and not softcap and (need_hidden or need_weight):
+        # A scalar loss with a gradient: computed in the forward pass (6 N H V FLOPs, see
+        # triton_fused.py); the backward only scales it by grad_output.
+        w, denom = _token_weights(labels, cu_seqlens, ignore_index, normalize, num_items)
+        loss, token_loss, lse, pred, *_ = torch.ops.s1kernels.linear_cross_entropy_with_grad(
+            hidden.contiguous(), weight.contiguous(), labels.contiguous(),
+            bias.contiguous() if bias is not None else None, w if reduction == "sum" else w / denom, ignore_index,
+            float(z_loss), vocab_size, need_hidden, need_weight)
+        return loss if not return_stats else (loss, _stats(token_loss, lse, pred, labels, ignore_index))
     token_loss, lse, pred = _lce_op(hidden.contiguous(), weight.contiguous(), labels.contiguous(),
                                     bias.contiguous() if bias is not None else None, ignore_index,
                                     float(z_loss), float(softcap or 0.0), vocab_size, impl, int(chunk_tokens or 0))

@@ -25,6 +25,12 @@ Backward walks the vocabulary in chunks of `cw` columns, with one bounded worksp
 Chunking over the vocabulary (not the tokens) is what allows dW without a [V, H] fp32
 accumulator; the price is an fp32 [N, H] accumulator for dH (only when there is more than
 one chunk). Work: 8 N H V FLOPs (the forward logits are recomputed once in backward).
+The last chunk's width is rounded up to a multiple of 16 (the workspace holds zeros past
+the vocabulary), so with V = 151,665 the JIT still compiles its vectorised variant.
+
+This is the path of reduction="none" and of softcap. A scalar loss that needs a gradient
+takes triton_fused.py instead: the same kernels (the forward with STORE_P, dH, and dW with
+FIRST/LAST accumulation over token chunks) at 6 N H V FLOPs.
 """
 from __future__ import annotations
 
@@ -102,9 +108,9 @@ def _logits_tile(h_ptr, w_ptr, b_ptr, rows, mask_n, offs_v, mask_v, H, stride_h,
 
 @triton.jit
 def _lce_fwd_kernel(h_ptr, w_ptr, b_ptr, rows_ptr, lab_ptr, count_ptr,
-                    max_ptr, sum_ptr, tgt_ptr, arg_ptr,
-                    N, H, V, stride_h, stride_w, n_split, softcap,
-                    HAS_BIAS: tl.constexpr, HAS_SOFTCAP: tl.constexpr, DOT_F32: tl.constexpr,
+                    max_ptr, sum_ptr, tgt_ptr, arg_ptr, p_ptr, tmax_ptr,
+                    N, H, V, stride_h, stride_w, n_split, softcap, stride_p, stride_t,
+                    HAS_BIAS: tl.constexpr, HAS_SOFTCAP: tl.constexpr, DOT_F32: tl.constexpr, STORE_P: tl.constexpr,
                     BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr):
     # Splits vary fastest: the programs in flight cover a few token blocks x all splits, so
     # each H row block and each W tile they load is shared in L2 by several programs.
@@ -130,6 +136,12 @@ def _lce_fwd_kernel(h_ptr, w_ptr, b_ptr, rows_ptr, lab_ptr, count_ptr,
                                HAS_BIAS, HAS_SOFTCAP, DOT_F32, BLOCK_N, BLOCK_V, BLOCK_H)
             z = tl.where(mask_v[None, :], acc, float("-inf"))
             tile_max = tl.max(z, axis=1)
+            if STORE_P:
+                # For the gradient in the forward pass (triton_fused.py): exp(z - tile max) <= 1
+                # in the input dtype, the tile max in fp32; columns past V store 0.
+                tl.store(p_ptr + offs_n[:, None].to(tl.int64) * stride_p + offs_v[None, :],
+                         tl.exp(z - tile_max[:, None]).to(p_ptr.dtype.element_ty), mask=mask_n[:, None])
+                tl.store(tmax_ptr + offs_n.to(tl.int64) * stride_t + vt, tile_max, mask=mask_n)
             new_m = tl.maximum(m, tile_max)
             s = s * tl.exp(m - new_m) + tl.sum(tl.exp(z - new_m[:, None]), axis=1)
             m = new_m
@@ -180,7 +192,7 @@ def _lce_dlogits_kernel(h_ptr, w_ptr, b_ptr, rows_ptr, lab_ptr, count_ptr, lse_p
 
 @triton.jit
 def _lce_dh_kernel(ws_ptr, w_ptr, rows_ptr, count_ptr, scale_ptr, acc_ptr, gh_ptr,
-                   N, H, v0, cw, stride_ws, stride_w, stride_gh,
+                   N, H, V, v0, cw, stride_ws, stride_w, stride_gh,
                    FIRST: tl.constexpr, LAST: tl.constexpr, DOT_F32: tl.constexpr,
                    BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
     pid_n, pid_h = _grouped_tile(tl.cdiv(N, BLOCK_N), tl.cdiv(H, BLOCK_H), GROUP_M)
@@ -197,8 +209,10 @@ def _lce_dh_kernel(ws_ptr, w_ptr, rows_ptr, count_ptr, scale_ptr, acc_ptr, gh_pt
             mask_k = offs_k < cw
             a = tl.load(ws_ptr + offs_n[:, None].to(tl.int64) * stride_ws + offs_k[None, :],
                         mask=mask_n[:, None] & mask_k[None, :], other=0.0)
+            # cw is a multiple of 16 (the workspace holds zeros past the vocabulary), so the
+            # contiguous workspace loads vectorise; W's rows are bounded by V separately.
             b = tl.load(w_ptr + (v0 + offs_k)[:, None].to(tl.int64) * stride_w + offs_h[None, :],
-                        mask=mask_k[:, None] & mask_h[None, :], other=0.0)
+                        mask=(mask_k & (v0 + offs_k < V))[:, None] & mask_h[None, :], other=0.0)
             if DOT_F32:
                 a = a.to(tl.float32)
                 b = b.to(tl.float32)
@@ -216,40 +230,61 @@ def _lce_dh_kernel(ws_ptr, w_ptr, rows_ptr, count_ptr, scale_ptr, acc_ptr, gh_pt
 
 
 @triton.jit
-def _lce_dw_kernel(ws_ptr, h_ptr, rows_ptr, count_ptr, scale_ptr, gw_ptr, gb_ptr,
-                   H, v0, cw, stride_ws, stride_h, stride_gw,
-                   HAS_BIAS: tl.constexpr, DOT_F32: tl.constexpr,
+def _lce_dw_kernel(ws_ptr, h_ptr, rows_ptr, count_ptr, scale_ptr, acc_ptr, bacc_ptr, gw_ptr, gb_ptr,
+                   H, V, v0, cw, stride_ws, stride_h, stride_gw,
+                   HAS_BIAS: tl.constexpr, DOT_F32: tl.constexpr, FIRST: tl.constexpr, LAST: tl.constexpr,
                    BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
+    """dW[v0 + c] = scale * ws[:, c]^T @ H[rows] over the trained tokens of `count_ptr`.
+
+    FIRST/LAST: when the tokens come in several chunks (the forward-pass gradient), the sum
+    is kept in an fp32 accumulator [V, H] (acc_ptr, bacc_ptr for the bias) between chunks
+    and written scaled in the weight's dtype by the last one. Rows from V on are not stored.
+    """
     pid_v, pid_h = _grouped_tile(tl.cdiv(cw, BLOCK_V), tl.cdiv(H, BLOCK_H), GROUP_M)
     n_valid = tl.load(count_ptr)
-    offs_c = pid_v * BLOCK_V + tl.arange(0, BLOCK_V)
-    mask_c = offs_c < cw
-    offs_h = pid_h * BLOCK_H + tl.arange(0, BLOCK_H)
-    mask_h = offs_h < H
-    acc = tl.zeros([BLOCK_V, BLOCK_H], tl.float32)
-    dbias = tl.zeros([BLOCK_V], tl.float32)
-    for t in range(0, n_valid, BLOCK_K):  # only trained tokens, however many there are
-        offs_t = t + tl.arange(0, BLOCK_K)
-        mask_t = offs_t < n_valid
-        rows = tl.load(rows_ptr + offs_t, mask=mask_t, other=0).to(tl.int64)
-        a = tl.load(ws_ptr + offs_t[:, None].to(tl.int64) * stride_ws + offs_c[None, :],
-                    mask=mask_t[:, None] & mask_c[None, :], other=0.0)
-        b = tl.load(h_ptr + rows[:, None] * stride_h + offs_h[None, :],
-                    mask=mask_t[:, None] & mask_h[None, :], other=0.0)
-        if HAS_BIAS:
-            dbias += tl.sum(a.to(tl.float32), axis=0)
-        if DOT_F32:
-            a = a.to(tl.float32)
-            b = b.to(tl.float32)
-        acc = tl.dot(tl.trans(a), b, acc)
-    scale = tl.load(scale_ptr)
-    acc = acc * scale
-    gw_rows = (v0 + offs_c).to(tl.int64)
-    tl.store(gw_ptr + gw_rows[:, None] * stride_gw + offs_h[None, :], acc.to(gw_ptr.dtype.element_ty),
-             mask=mask_c[:, None] & mask_h[None, :])
-    if HAS_BIAS:
-        if pid_h == 0:
-            tl.store(gb_ptr + v0 + offs_c, (dbias * scale).to(gb_ptr.dtype.element_ty), mask=mask_c)
+    if FIRST or LAST or n_valid > 0:  # an empty middle chunk changes nothing
+        offs_c = pid_v * BLOCK_V + tl.arange(0, BLOCK_V)
+        mask_c = offs_c < cw
+        offs_h = pid_h * BLOCK_H + tl.arange(0, BLOCK_H)
+        mask_h = offs_h < H
+        gw_rows = (v0 + offs_c).to(tl.int64)
+        mask_r = mask_c & (v0 + offs_c < V)
+        mask = mask_r[:, None] & mask_h[None, :]
+        acc_offs = gw_rows[:, None] * H + offs_h[None, :]
+        if FIRST:
+            acc = tl.zeros([BLOCK_V, BLOCK_H], tl.float32)
+            dbias = tl.zeros([BLOCK_V], tl.float32)
+        else:  # the dots accumulate onto the earlier chunks' sum: no second tile in registers
+            acc = tl.load(acc_ptr + acc_offs, mask=mask, other=0.0)
+            dbias = tl.zeros([BLOCK_V], tl.float32)
+            if HAS_BIAS:
+                dbias = tl.load(bacc_ptr + v0 + offs_c, mask=mask_r, other=0.0)
+        for t in range(0, n_valid, BLOCK_K):  # only trained tokens, however many there are
+            offs_t = t + tl.arange(0, BLOCK_K)
+            mask_t = offs_t < n_valid
+            rows = tl.load(rows_ptr + offs_t, mask=mask_t, other=0).to(tl.int64)
+            a = tl.load(ws_ptr + offs_t[:, None].to(tl.int64) * stride_ws + offs_c[None, :],
+                        mask=mask_t[:, None] & mask_c[None, :], other=0.0)
+            b = tl.load(h_ptr + rows[:, None] * stride_h + offs_h[None, :],
+                        mask=mask_t[:, None] & mask_h[None, :], other=0.0)
+            if HAS_BIAS:
+                dbias += tl.sum(a.to(tl.float32), axis=0)
+            if DOT_F32:
+                a = a.to(tl.float32)
+                b = b.to(tl.float32)
+            acc = tl.dot(tl.trans(a), b, acc)
+        if LAST:
+            scale = tl.load(scale_ptr)
+            tl.store(gw_ptr + gw_rows[:, None] * stride_gw + offs_h[None, :], (acc * scale).to(gw_ptr.dtype.element_ty),
+                     mask=mask)
+            if HAS_BIAS:
+                if pid_h == 0:
+                    tl.store(gb_ptr + v0 + offs_c, (dbias * scale).to(gb_ptr.dtype.element_ty), mask=mask_r)
+        else:
+            tl.store(acc_ptr + acc_offs, acc, mask=mask)
+            if HAS_BIAS:
+                if pid_h == 0:
+                    tl.store(bacc_ptr + v0 + offs_c, dbias, mask=mask_r)
 
 
 def _blocks(cfg):
@@ -313,12 +348,16 @@ def _compact(labels, ignore_index):
     return rows, lab, count, valid, pos.clamp(min=0)
 
 
-def forward(hidden, weight, labels, bias, ignore_index, z_loss, softcap, vocab_size):
-    """Per-token (loss, logsumexp, argmax) in the original order; 0 / 0 / -1 where ignored."""
-    n, h = hidden.shape
+def forward_compact(hidden, weight, bias, rows, lab, count, n, vocab_size, z_loss, softcap, probs=None, tmax=None):
+    """The forward kernel over `n` compact rows (rows/lab/count as from `_compact`).
+
+    Returns (loss, lse, argmax) [n] in compact order (entries past the count are garbage).
+    With `probs` [n, >= n_vt * BLOCK_V] and `tmax` [n, n_vt] it also stores each logits tile
+    as exp(z - tile max) and the tile maxima (the forward-pass gradient, triton_fused.py).
+    """
+    h = hidden.shape[1]
     dev = hidden.device
     cfg = _config(dev, hidden.dtype)["fwd"]
-    rows, lab, count, valid, pos = _compact(labels, ignore_index)
     n_tok_blocks = triton.cdiv(max(n, 1), cfg["BLOCK_N"])
     n_vt = triton.cdiv(vocab_size, cfg["BLOCK_V"])
     # About sqrt(SMs) splits keep the token blocks and W tiles in flight small enough for L2
@@ -329,23 +368,37 @@ def forward(hidden, weight, labels, bias, ignore_index, z_loss, softcap, vocab_s
     sm = torch.empty_like(mx)
     tgt = torch.empty_like(mx)
     arg = torch.empty(n_split, n, dtype=torch.int32, device=dev)
+    store = probs is not None
     if n > 0:
         _lce_fwd_kernel[(n_split, n_tok_blocks)](
             hidden, weight, bias if bias is not None else hidden, rows, lab, count, mx, sm, tgt, arg,
+            probs if store else hidden, tmax if store else mx,
             n, h, vocab_size, hidden.stride(0), weight.stride(0), n_split, float(softcap or 1.0),
+            probs.stride(0) if store else 0, tmax.stride(0) if store else 0,
             HAS_BIAS=bias is not None, HAS_SOFTCAP=bool(softcap), DOT_F32=_dot_f32(dev, hidden.dtype),
-            **_blocks(cfg), **_launch_opts(cfg))
+            STORE_P=store, **_blocks(cfg), **_launch_opts(cfg))
     big = mx.max(0).values
     lse_c = big + torch.log((sm * torch.exp(mx - big)).sum(0))
     # Splits interleave the vocab tiles, so the first split holding the max is not the one
     # with the lowest index: ties go to the lowest index, as in torch.argmax.
     pred_c = torch.where(mx == big, arg, torch.full_like(arg, torch.iinfo(torch.int32).max)).amin(0)
     loss_c = lse_c - tgt.sum(0) + z_loss * lse_c * lse_c
-    zero = torch.zeros((), dtype=torch.float32, device=dev)
+    return loss_c, lse_c, pred_c
+
+
+def to_original_order(loss_c, lse_c, pred_c, valid, pos):
+    zero = torch.zeros((), dtype=torch.float32, device=loss_c.device)
     token_loss = torch.where(valid, loss_c[pos], zero)
     lse = torch.where(valid, lse_c[pos], zero)
     pred = torch.where(valid, pred_c[pos].long(), torch.full_like(pos, -1))
     return token_loss, lse, pred
+
+
+def forward(hidden, weight, labels, bias, ignore_index, z_loss, softcap, vocab_size):
+    """Per-token (loss, logsumexp, argmax) in the original order; 0 / 0 / -1 where ignored."""
+    rows, lab, count, valid, pos = _compact(labels, ignore_index)
+    out = forward_compact(hidden, weight, bias, rows, lab, count, hidden.shape[0], vocab_size, z_loss, softcap)
+    return to_original_order(*out, valid, pos)
 
 
 def _chunk_columns(n, vocab_size, itemsize, block):
@@ -393,7 +446,9 @@ def backward(grad, hidden, weight, labels, bias, lse, ignore_index, z_loss, soft
     c1, c2, c3 = cfgs["dlogits"], cfgs["dh"], cfgs["dw"]
     for c in range(n_chunks):
         v0 = c * chunk
-        cw = min(chunk, vocab_size - v0)
+        # Past the vocabulary the chunk's width is rounded up to 16 (dlogits writes zeros
+        # there): the JIT then specialises the last chunk like the others.
+        cw = min(chunk, triton.cdiv(vocab_size - v0, 16) * 16)
         _lce_dlogits_kernel[(triton.cdiv(n, c1["BLOCK_N"]) * triton.cdiv(cw, c1["BLOCK_V"]),)](
             hidden, weight, bias_arg, rows, lab, count, lse_c, g_c, ws,
             n, h, vocab_size, v0, cw, hidden.stride(0), weight.stride(0), ws.stride(0), float(z_loss),
@@ -401,12 +456,13 @@ def backward(grad, hidden, weight, labels, bias, lse, ignore_index, z_loss, soft
             **_blocks(c1), **_launch_opts(c1))
         if need_hidden:
             _lce_dh_kernel[(triton.cdiv(n, c2["BLOCK_N"]) * triton.cdiv(h, c2["BLOCK_H"]),)](
-                ws, weight, rows, count, scale, acc, grad_hidden, n, h, v0, cw, ws.stride(0), weight.stride(0),
+                ws, weight, rows, count, scale, acc, grad_hidden, n, h, v, v0, cw, ws.stride(0), weight.stride(0),
                 grad_hidden.stride(0), FIRST=c == 0, LAST=c == n_chunks - 1, DOT_F32=dot_f32,
                 **_blocks(c2), **_launch_opts(c2))
         if need_weight:
             _lce_dw_kernel[(triton.cdiv(cw, c3["BLOCK_V"]) * triton.cdiv(h, c3["BLOCK_H"]),)](
-                ws, hidden, rows, count, scale, grad_weight, gb_arg, h, v0, cw, ws.stride(0), hidden.stride(0),
-                grad_weight.stride(0), HAS_BIAS=bias is not None, DOT_F32=dot_f32,
+                ws, hidden, rows, count, scale, scale, scale, grad_weight, gb_arg, h, vocab_size, v0, cw, ws.stride(0),
+                hidden.stride(0), grad_weight.stride(0), HAS_BIAS=bias is not None, DOT_F32=dot_f32, FIRST=True,
+                LAST=True,
                 **_blocks(c3), **_launch_opts(c3))
     return grad_hidden, grad_weight, grad_bias
