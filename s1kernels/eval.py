@@ -26,7 +26,6 @@ all pairs of budgets) and Performance (best accuracy).
 """
 from __future__ import annotations
 
-import argparse
 import atexit
 import itertools
 import json
@@ -35,7 +34,7 @@ import sys
 import time
 from typing import Sequence
 
-from s1kernels import extras
+from s1kernels import checks, extras
 from s1kernels.answers import answers_match, extract_answer
 from s1kernels.control import control, thinking_span
 from s1kernels.cli import (
@@ -45,7 +44,7 @@ from s1kernels.cli import (
     load_model_and_tokenizer,
     set_cpu_threads,
 )
-from s1kernels.data.readers import question_of
+from s1kernels.data.readers import BLANK, iter_jsonl, question_of
 from s1kernels.generate import generate
 from s1kernels.generate.sharded import generate_sharded, rank_and_world
 
@@ -107,10 +106,16 @@ def load_eval_rows(path: str | None = None, limit: int | None = None, num_synthe
         pq = extras.require("pyarrow.parquet", f"reading the Parquet file {path}")
         raw = pq.read_table(path).to_pylist()
     else:
-        with open(path, encoding="utf-8") as f:
-            raw = [json.loads(line) for line in f if line.strip()]
+        raw = []
+        for where, rec in iter_jsonl(path):  # bad bytes, bad JSON, oversized lines: named by file:line
+            if isinstance(rec, Exception):
+                raise ValueError(f"--data: {rec}")
+            if rec is not BLANK:
+                raw.append(rec)
     rows = []
     for n, r in enumerate(raw, 1):
+        if not isinstance(r, dict):
+            raise ValueError(f"--data: row {n} of {path} is a {type(r).__name__}, expected a JSON object")
         q = question_of(r)
         a = r.get("answer")
         if q is None or a is None:
@@ -267,14 +272,15 @@ def _init_ranks(device: str | None) -> tuple[int, str | None]:
 
 @extras.cli_errors
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m s1kernels.eval",
+    p = checks.Parser(prog="python -m s1kernels.eval",
                                 description="Accuracy, thinking length and Control at several thinking budgets.")
     p.add_argument("--model", default="runs/default", help="checkpoint folder (default runs/default)")
     p.add_argument("--data", default=None,
                    help="JSONL/Parquet rows with problem/question and answer (default: held-out built-in task rows)")
-    p.add_argument("--limit", type=int, default=None, help="evaluate the first N rows")
-    p.add_argument("--num-synthetic", type=int, default=200, help="built-in task rows when --data is not given")
-    p.add_argument("--budgets", type=int, nargs="+", default=[4, 8, 16, 24, 32, 48, 64],
+    p.add_argument("--limit", type=checks.arg_int(1), default=None, help="evaluate the first N rows")
+    p.add_argument("--num-synthetic", type=checks.arg_int(1, 10**6), default=200,
+                   help="built-in task rows when --data is not given")
+    p.add_argument("--budgets", type=checks.arg_int(0, 2**31 - 1), nargs="+", default=[4, 8, 16, 24, 32, 48, 64],
                    help="max thinking tokens, one run each (default 4 8 16 24 32 48 64)")
     add_budget_sampling_args(p)
     p.add_argument("--no-math-verify", action="store_true", help="do not use math_verify even when installed")
@@ -282,8 +288,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--plot", default=None, help="write the accuracy vs thinking tokens PNG here")
     p.add_argument("--save-rows", action="store_true", help="keep every row's prediction and text in the report")
     args = p.parse_args(argv)
+    # before the evaluation, not after it: outputs writable, the device present, plotting installed
+    if args.output:
+        checks.writable_file(args.output, "--output")
     if args.plot:
-        extras.require("matplotlib", "--plot")  # before the evaluation, not after it
+        checks.writable_file(args.plot, "--plot", (".png",))
+        extras.require("matplotlib", "--plot")
+    checks.check_device(args.device)
 
     exclude = training_questions(args.model) if args.data is None else set()
     rows = load_eval_rows(args.data, args.limit, args.num_synthetic, exclude)

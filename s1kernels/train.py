@@ -36,6 +36,7 @@ import torch
 
 from s1kernels.data.tokenizer import real_vocab_size
 from s1kernels.extras import MissingExtra
+from s1kernels import checks
 from s1kernels.model import ModelConfig, Transformer, load_model
 from s1kernels.training import checkpoint as ckpt
 from s1kernels.training import distributed as dist_utils
@@ -100,7 +101,7 @@ def _fields():
 
 
 def parse_args(argv=None) -> TrainConfig:
-    p = argparse.ArgumentParser(prog="python -m s1kernels.train", description=__doc__,
+    p = checks.Parser(prog="python -m s1kernels.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=None)
     p.add_argument("--config", help="JSON file of TrainConfig fields (flags override it)")
     p.add_argument("--model", help="HF-format model folder (config.json, safetensors, tokenizer.json)")

@@ -120,7 +120,7 @@ def test_all_stages_off_takes_longest(tmp_path, capsys):
 
 @pytest.mark.parametrize("args,match", [
     (["--k", "1000"], "pool has 40"),
-    (["--k", "0"], "positive int"),
+    (["--k", "0"], "--k: expected an integer >= 1, got 0"),
     (["--k", "3", "--embeddings", "WRONG"], "has 7 rows but the input has 40"),
     (["--k", "3", "--domain-column", "nope"], "no row has a column"),
 ])
@@ -131,9 +131,13 @@ def test_cli_errors(tmp_path, capsys, args, match):
     args = [str(wrong) if a == "WRONG" else a for a in args]
     if "--embeddings" not in args:
         args += ["--embeddings", npy]
-    rc = sel.main(["--input", path, "--output", str(tmp_path / "o.jsonl")] + args)
+    try:
+        rc = sel.main(["--input", path, "--output", str(tmp_path / "o.jsonl")] + args)
+    except SystemExit as e:  # argparse-level errors exit from parse_args
+        rc = e.code
     assert rc == 2
-    assert match in capsys.readouterr().err
+    err = capsys.readouterr().err.strip()
+    assert match in err and len(err.splitlines()) == 1, err
 
 
 def test_empty_pool_and_nan_embeddings(tmp_path, capsys):
@@ -218,3 +222,4 @@ def test_read_pool_parquet_and_json(tmp_path):
     assert sel.read_pool(str(tmp_path / "p.json")) == rows + [None]
     s = sel.run_selection(rows, sel.SelectConfig(k=2, dedup=False), None, log=lambda *a: None)
     assert s.domain_source == "column 'subject'" and sorted(s.ids) == [0, 1]
+

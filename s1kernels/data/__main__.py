@@ -12,7 +12,7 @@ import sys
 
 from tqdm import tqdm
 
-from s1kernels import extras
+from s1kernels import checks, extras
 from s1kernels.data.format import render_sample
 from s1kernels.data.packing import pack
 from s1kernels.data.readers import read_rows, write_jsonl
@@ -21,7 +21,7 @@ from s1kernels.data.tokenizer import S1Tokenizer, build_default_tokenizer
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = checks.Parser(
         prog="python -m s1kernels.data",
         description="Turn s1-format rows (JSONL or Parquet; columns question, thinking_trajectories, "
         "attempt, or problem/solution/answer) into packed safetensors shards for training; "
@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", default="default",
                    help="a tokenizer folder (tokenizer.json [+ tokenizer_config.json]) or 'default' "
                    "for the built-in tokenizer (default: %(default)s)")
-    p.add_argument("--block-size", type=int, default=2048, help="tokens per packed row (default: %(default)s)")
+    p.add_argument("--block-size", type=checks.arg_int(2, 1 << 24), default=2048, help="tokens per packed row (default: %(default)s)")
     p.add_argument("--output", required=True,
                    help="output folder for the shards (packing) or output .jsonl file (--make-synthetic)")
     p.add_argument("--policy", choices=("truncate", "drop"), default="truncate",
@@ -39,14 +39,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: %(default)s); either way they are counted")
     p.add_argument("--skip-bad", action="store_true",
                    help="skip malformed rows (counted and reported) instead of stopping at the first")
-    p.add_argument("--rows-per-shard", type=int, default=1024, help="packed rows per shard file (default: %(default)s)")
+    p.add_argument("--rows-per-shard", type=checks.arg_int(1), default=1024, help="packed rows per shard file (default: %(default)s)")
     p.add_argument("--system", default=None, help="system message for the prompt (default: the template's)")
-    p.add_argument("--make-synthetic", type=int, metavar="N",
+    p.add_argument("--make-synthetic", type=checks.arg_int(0, 10**8), metavar="N",
                    help="write N rows of the built-in synthetic task to --output (JSONL) and exit")
-    p.add_argument("--seed", type=int, default=0, help="seed for --make-synthetic (default: %(default)s)")
-    p.add_argument("--min-steps", type=int, default=6, help="--make-synthetic: fewest steps per question (default: %(default)s)")
-    p.add_argument("--max-steps", type=int, default=6, help="--make-synthetic: most steps per question (default: %(default)s)")
-    p.add_argument("--max-operand", type=int, default=3, help="--make-synthetic: operands are 1..N (default: %(default)s)")
+    p.add_argument("--seed", type=checks.arg_int(0, 2**63 - 1), default=0, help="seed for --make-synthetic (default: %(default)s)")
+    p.add_argument("--min-steps", type=checks.arg_int(1), default=6, help="--make-synthetic: fewest steps per question (default: %(default)s)")
+    p.add_argument("--max-steps", type=checks.arg_int(1), default=6, help="--make-synthetic: most steps per question (default: %(default)s)")
+    p.add_argument("--max-operand", type=checks.arg_int(1), default=3, help="--make-synthetic: operands are 1..N (default: %(default)s)")
     p.add_argument("--ops", default="+", help="--make-synthetic: step operations among + - * (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -95,6 +95,7 @@ def main(argv=None) -> int:
     if args.make_synthetic is not None:
         if args.make_synthetic < 0:
             parser.error(f"--make-synthetic: expected N >= 0, got {args.make_synthetic}")
+        checks.writable_file(args.output, "--output")
         try:
             rows = make_rows(args.make_synthetic, seed=args.seed, min_steps=args.min_steps,
                              max_steps=args.max_steps, ops=args.ops, max_operand=args.max_operand)
@@ -109,6 +110,7 @@ def main(argv=None) -> int:
         parser.error(f"--block-size: expected an int >= 2, got {args.block_size}")
     if args.rows_per_shard < 1:
         parser.error(f"--rows-per-shard: expected an int >= 1, got {args.rows_per_shard}")
+    checks.writable_dir(args.output, "--output")  # before tokenizing, not after
     try:
         s = pack_file(args)
     except ValueError as e:

@@ -203,6 +203,14 @@ def _parquet_records(path: str) -> Iterator[tuple[str, object]]:
 
 
 _BLANK = object()
+BLANK = _BLANK  # what iter_jsonl yields for an empty line
+
+
+def iter_jsonl(path: str) -> Iterator[tuple[str, object]]:
+    """(where, record) per line of a JSONL file: the parsed JSON, BLANK for an empty line, or a
+    RowError (not raised) naming file and line for bytes that are not UTF-8, invalid or too
+    deeply nested JSON, or a line over MAX_ROW_BYTES."""
+    return _jsonl_records(path)
 
 
 def read_rows(path: str | os.PathLike, skip_bad: bool = False,

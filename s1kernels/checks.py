@@ -1,0 +1,163 @@
+"""The argument-check vocabulary: every public function and CLI names a bad argument the same way.
+
+API checks raise TypeError (wrong kind of value) or ValueError (right kind, out of range),
+with a message that names the argument, says what was expected and what came:
+
+    check_int("k", k, lo=1)                  # k: expected an integer >= 1, got 0
+    check_float("lr", lr, lo=0, lo_open=True, hi=1e3)
+
+Command lines use the same rules as argparse types (`arg_int`, `arg_float`), a parser whose
+errors are one line with exit status 2 (`Parser`), and checks of output paths made before
+any long work (`writable_file`, `writable_dir`), so a run never ends by failing to save.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import numbers
+import os
+import sys
+import uuid
+
+
+def check_int(name: str, value, lo: int | None = None, hi: int | None = None) -> int:
+    """`value` as an int in [lo, hi]; TypeError for a non-integer (bool and 2.5 included)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: expected an integer, got {value!r}")
+    value = int(value)
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise ValueError(f"{name}: expected an integer {_range(lo, hi)}, got {value}")
+    return value
+
+
+def check_float(name: str, value, lo: float | None = None, hi: float | None = None, *,
+                lo_open: bool = False, hi_open: bool = False) -> float:
+    """`value` as a finite float in the given range; TypeError for a non-number."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a number, got {value!r}")
+    value = float(value)
+    ok = math.isfinite(value)
+    if ok and lo is not None:
+        ok = value > lo if lo_open else value >= lo
+    if ok and hi is not None:
+        ok = value < hi if hi_open else value <= hi
+    if not ok:
+        raise ValueError(f"{name}: expected a finite number {_range(lo, hi, lo_open, hi_open)}, got {value!r}")
+    return value
+
+
+def _range(lo, hi, lo_open=False, hi_open=False) -> str:
+    if lo is not None and hi is not None:
+        return f"in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+    if lo is not None:
+        return f"{'>' if lo_open else '>='} {lo}"
+    if hi is not None:
+        return f"{'<' if hi_open else '<='} {hi}"
+    return ""
+
+
+# ---- command lines -------------------------------------------------------------------------
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (`prog: error: ...`) and exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message.splitlines()[0] if message else message}\n")
+
+
+def arg_int(lo: int | None = None, hi: int | None = None):
+    """argparse type: an integer in [lo, hi]."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise argparse.ArgumentTypeError(f"expected an integer {_range(lo, hi)}, got {value}")
+        return value
+    parse.__name__ = "integer"
+    return parse
+
+
+def arg_float(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False, hi_open: bool = False):
+    """argparse type: a finite number in the given range."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        try:
+            return check_float("value", value, lo, hi, lo_open=lo_open, hi_open=hi_open)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a finite number {_range(lo, hi, lo_open, hi_open)}, "
+                                             f"got {text}") from None
+    parse.__name__ = "number"
+    return parse
+
+
+def _probe_dir(folder: str, flag: str) -> None:
+    probe = os.path.join(folder, f".s1k-write-probe-{uuid.uuid4().hex[:8]}")
+    try:
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as e:
+        raise ValueError(f"{flag}: cannot write into {folder!r} ({e.strerror})") from None
+
+
+def writable_file(path: str, flag: str, suffixes: tuple[str, ...] = ()) -> str:
+    """Checks, before any work, that a file can be written at `path`: not a folder, its folder
+    exists (or can be made) and is writable, and it ends with one of `suffixes` when given."""
+    if os.path.isdir(path):
+        raise ValueError(f"{flag}: {path!r} is a folder; expected a file path"
+                         + (f" ending in {' or '.join(suffixes)}" if suffixes else ""))
+    if suffixes and not path.lower().endswith(tuple(s.lower() for s in suffixes)):
+        raise ValueError(f"{flag}: expected a file name ending in {' or '.join(suffixes)}, got {path!r}")
+    folder = os.path.dirname(os.path.abspath(path))
+    existing = folder
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ValueError(f"{flag}: {existing!r} is a file, so {path!r} cannot be created")
+    _probe_dir(existing, flag)
+    return path
+
+
+def writable_dir(path: str, flag: str) -> str:
+    """Checks, before any work, that `path` is (or can become) a writable folder."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{flag}: {path!r} exists and is not a folder")
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(os.path.abspath(existing))
+    if not os.path.isdir(existing):
+        raise ValueError(f"{flag}: {existing!r} is a file, so {path!r} cannot be created")
+    _probe_dir(existing, flag)
+    return path
+
+
+def check_device(spec: str | None, flag: str = "--device") -> str | None:
+    """A device the machine has: 'cuda' without a CUDA device is a named error, not an assert
+    deep inside torch."""
+    if spec is None:
+        return None
+    import torch
+
+    try:
+        dev = torch.device(spec)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"{flag}: expected a device such as cpu or cuda, got {spec!r} ({e})") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{flag}: {spec!r} asked for, but torch sees no CUDA device here")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"{flag}: {spec!r} asked for, but there are {torch.cuda.device_count()} CUDA devices")
+    elif dev.type != "cpu":
+        raise ValueError(f"{flag}: expected cpu or cuda[:N], got {spec!r}")
+    return spec
+
+
+def fail(prog: str, message: str) -> int:
+    """Prints `prog: error: message` as one line on stderr; returns 2 (the exit status)."""
+    print(f"{prog}: error: {' '.join(str(message).split())}", file=sys.stderr)
+    return 2
