@@ -1,4 +1,4 @@
-"""Final-answer extraction and checking for math-style benchmarks (MATH500, AIME).
+"""Final-answer extraction and checking: math (MATH500), integer (AIME) and multiple choice (GPQA).
 
 A model's output is reduced to one answer string: the content of the last ``\\boxed{...}``
 (nested braces handled), else the text after the last ``Final Answer:``, else after the last
@@ -8,6 +8,11 @@ separators, a leading ``x =``), then as numbers (integers, decimals and simple f
 compared exactly as rationals), element-wise for comma-separated tuples, and finally with
 the ``math_verify`` package when it is installed (optional: it catches symbolic
 equivalences such as ``\\frac{\\sqrt3}{3}`` vs ``\\frac{1}{\\sqrt3}``).
+
+AIME answers are integers 0-999: ``extract_integer`` keeps the integer of the extracted
+answer (``\\boxed{033}`` -> 33). Multiple-choice answers (GPQA) are a letter:
+``extract_choice`` reads it from ``\\boxed{B}``, ``Answer: (B)``, ``the answer is B``.
+``score(kind, output_text, gold)`` picks the extraction and comparison for a benchmark kind.
 """
 from __future__ import annotations
 
@@ -21,6 +26,10 @@ __all__ = [
     "parse_number",
     "answers_match",
     "check_answer",
+    "extract_integer",
+    "extract_choice",
+    "score",
+    "KINDS",
 ]
 
 _BOX_COMMANDS = ("\\boxed", "\\fbox")
@@ -289,3 +298,63 @@ def check_answer(output_text: str, gold: str, use_math_verify: bool = True) -> t
     """Extract the final answer from a model output and check it: ``(answer, correct)``."""
     pred = extract_answer(output_text)
     return pred, answers_match(pred, gold, use_math_verify=use_math_verify)
+
+
+def extract_integer(text: str | None) -> int | None:
+    """The integer answer of a model output (AIME): the extracted final answer (see
+    ``extract_answer``) when it is an integer after normalisation (``033``, ``\\boxed{33}``,
+    ``1,000``, ``33.0``); else the last integer in it; None when there is none."""
+    ans = extract_answer(text) if text is not None else None
+    if ans is None:
+        return None
+    value = parse_number(ans)
+    if value is not None and value.denominator == 1:
+        return int(value)
+    found = re.findall(r"-?\d+", normalize_answer(ans))
+    return int(found[-1]) if found else None
+
+
+_CHOICE_PATTERNS = (
+    # strongest signals first; each takes the last match in the text
+    r"\\boxed\s*\{\s*\(?([A-Z])\)?\s*\}",
+    r"(?:Final )?Answer\s*:\s*\(?\$?\s*([A-Z])\b\)?",
+    r"answer is\s*:?\s*\(?([A-Z])\b\)?",
+)
+
+
+def extract_choice(text: str | None, letters: str = "ABCD") -> str | None:
+    """The option letter a model output picks (GPQA-style multiple choice), or None.
+
+    Looks, in order, for the last ``\\boxed{B}`` (``\\boxed{(B)}``), the last ``Answer: B`` /
+    ``Final Answer: (B)``, the last ``the answer is B``; a letter outside ``letters`` is no
+    answer. Lower-case letters are not read ("a" is a word)."""
+    if text is None:
+        return None
+    if not letters or not letters.isalpha() or not letters.isupper():
+        raise ValueError(f"letters: expected upper-case option letters such as 'ABCD', got {letters!r}")
+    for pattern in _CHOICE_PATTERNS:
+        found = re.findall(pattern, text)
+        if found:
+            return found[-1] if found[-1] in letters else None
+    return None
+
+
+KINDS = ("math", "aime", "gpqa")
+
+
+def score(kind: str, output_text: str | None, gold: str, use_math_verify: bool = True) -> tuple[str | None, bool]:
+    """``(extracted answer, correct)`` of a model output for a benchmark ``kind``:
+    "math" (``check_answer``), "aime" (integers compared exactly) or "gpqa" (option letters)."""
+    if kind == "math":
+        if output_text is None:
+            return None, False
+        return check_answer(output_text, gold, use_math_verify=use_math_verify)
+    if kind == "aime":
+        got = extract_integer(output_text)
+        want = parse_number(str(gold))
+        ok = got is not None and want is not None and want.denominator == 1 and got == int(want)
+        return (None if got is None else str(got)), ok
+    if kind == "gpqa":
+        got = extract_choice(output_text)
+        return got, got is not None and got == str(gold).strip().upper()
+    raise ValueError(f"kind: expected one of {', '.join(KINDS)}, got {kind!r}")

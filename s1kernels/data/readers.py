@@ -261,3 +261,137 @@ def write_jsonl(rows: list[dict], path: str | os.PathLike) -> None:
     with open(path, "w", encoding="utf-8") as f:
         for r in rows:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# Benchmarks for evaluation: AIME-style (integer answer), MATH500 (LaTeX answer), GPQA-style
+# multiple choice. Field aliases (first present wins; HF dataset cards capitalise some):
+BENCH_QUESTION_KEYS = QUESTION_KEYS + ("Question", "Problem", "prompt")
+BENCH_ANSWER_KEYS = ("answer", "Answer", "final_answer")
+CHOICE_CORRECT_KEYS = ("Correct Answer", "correct_answer")  # GPQA's CSV columns
+CHOICE_INCORRECT_KEYS = (("Incorrect Answer 1", "incorrect_answer_1"), ("Incorrect Answer 2", "incorrect_answer_2"),
+                         ("Incorrect Answer 3", "incorrect_answer_3"))
+CHOICE_LIST_KEYS = ("options", "choices")  # a list of four options ...
+CHOICE_INDEX_KEYS = ("correct_index", "label", "answer_index", "answer")  # ... and the correct one (0-3 or A-D)
+BENCHMARKS = ("math", "aime", "gpqa")
+LETTERS = "ABCD"
+
+
+def _field(raw: dict, keys: tuple[str, ...]):
+    """The value of the first alias in `keys` that `raw` holds (not None); None when absent."""
+    return next((raw[k] for k in keys if raw.get(k) is not None), None)
+
+
+def _is_int_answer(a) -> bool:
+    if isinstance(a, bool):
+        return False
+    if isinstance(a, int):
+        return True
+    return isinstance(a, str) and a.strip().lstrip("-").isdigit()
+
+
+def detect_benchmark(records: list[dict]) -> str:
+    """"gpqa" when rows carry four options (GPQA's Correct/Incorrect Answer columns, or an
+    options/choices list); else "aime" when every answer is an integer; else "math"."""
+    if not records:
+        raise ValueError("records: expected at least one row to detect the benchmark from, got none")
+    first = records[0]
+    if _field(first, CHOICE_CORRECT_KEYS) is not None or isinstance(_field(first, CHOICE_LIST_KEYS), list):
+        return "gpqa"
+    answers = [_field(r, BENCH_ANSWER_KEYS) for r in records]
+    return "aime" if all(_is_int_answer(a) for a in answers) else "math"
+
+
+def _choices(raw: dict, where: str) -> tuple[list[str], int]:
+    """The four options of a multiple-choice row and the index of the correct one."""
+    correct = _field(raw, CHOICE_CORRECT_KEYS)
+    if correct is not None:
+        wrong = [_field(raw, keys) for keys in CHOICE_INCORRECT_KEYS]
+        if any(w is None for w in wrong):
+            raise RowError(f"{where}: a GPQA row needs 'Incorrect Answer 1'..'3' beside 'Correct Answer'")
+        return [str(correct).strip()] + [str(w).strip() for w in wrong], 0
+    options = _field(raw, CHOICE_LIST_KEYS)
+    if not isinstance(options, list) or len(options) != len(LETTERS):
+        raise RowError(f"{where}: expected {len(LETTERS)} options (an options/choices list or GPQA's columns), "
+                       f"got {_describe(options)}")
+    idx = _field(raw, CHOICE_INDEX_KEYS)
+    if isinstance(idx, str) and idx.strip().upper() in LETTERS and len(idx.strip()) == 1:
+        idx = LETTERS.index(idx.strip().upper())
+    elif isinstance(idx, str) and idx.strip() in [str(o).strip() for o in options]:
+        idx = [str(o).strip() for o in options].index(idx.strip())
+    if isinstance(idx, bool) or not isinstance(idx, int) or not 0 <= idx < len(options):
+        raise RowError(f"{where}: the correct option must be an index 0-3, a letter A-D or the option's text, "
+                       f"got {idx!r}")
+    return [str(o).strip() for o in options], idx
+
+
+def multiple_choice_prompt(question: str, options: list[str]) -> str:
+    """The question followed by its lettered options and how to answer (s1's GPQA layout)."""
+    lines = [question.strip(), ""] + [f"{L}) {o}" for L, o in zip(LETTERS, options)]
+    return "\n".join(lines + ["", "Answer with the letter of the correct option."])
+
+
+def benchmark_row(raw: dict, kind: str, where: str, rng) -> dict:
+    """One evaluation row ``{"question", "answer", "kind", ...}`` from a raw benchmark row.
+
+    GPQA-style: the options are shuffled with ``rng`` and lettered into the question; the
+    answer is the correct option's letter and ``options`` keeps the shuffled order."""
+    if not isinstance(raw, dict):
+        raise RowError(f"{where}: expected an object, got {type(raw).__name__}")
+    q = next((raw[k] for k in BENCH_QUESTION_KEYS if isinstance(raw.get(k), str) and raw[k].strip()), None)
+    if q is None:
+        raise RowError(f"{where}: field 'question' missing (looked for {', '.join(BENCH_QUESTION_KEYS)})")
+    row = {k: v for k, v in raw.items() if isinstance(v, (str, int, float, bool)) or v is None}
+    if kind == "gpqa":
+        options, correct = _choices(raw, where)
+        order = list(range(len(options)))
+        rng.shuffle(order)
+        shuffled = [options[i] for i in order]
+        row.update(question=multiple_choice_prompt(q, shuffled), answer=LETTERS[order.index(correct)],
+                   options=shuffled, kind=kind)
+        return row
+    a = _field(raw, BENCH_ANSWER_KEYS)
+    if a is None or isinstance(a, bool) or not isinstance(a, (str, int, float)):
+        raise RowError(f"{where}: field 'answer' missing or not a string/number "
+                       f"(looked for {', '.join(BENCH_ANSWER_KEYS)})")
+    if kind == "aime" and not _is_int_answer(a):
+        raise RowError(f"{where}: an AIME-style answer must be an integer, got {a!r}")
+    row.update(question=q, answer=str(a).strip(), kind=kind)
+    return row
+
+
+def read_benchmark(path: str | os.PathLike, kind: str | None = None, seed: int = 0,
+                   limit: int | None = None) -> tuple[list[dict], str]:
+    """Evaluation rows of a JSONL / JSON array / Parquet / CSV benchmark file and its kind.
+
+    ``kind``: "math" (MATH500: ``problem`` + LaTeX ``answer``), "aime" (integer ``answer``),
+    "gpqa" (question + four options: GPQA's ``Correct Answer`` / ``Incorrect Answer 1-3``
+    columns or an ``options`` list with ``correct_index``); None detects it from the
+    columns (`detect_benchmark`). GPQA options are shuffled with ``seed`` (one generator
+    over the file, so a row's order depends on the seed and its position)."""
+    import random
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"path: expected an existing benchmark file, got {path!r}")
+    if kind is not None and kind not in BENCHMARKS:
+        raise ValueError(f"kind: expected one of {', '.join(BENCHMARKS)} or None (detect), got {kind!r}")
+    if path.endswith(".csv"):
+        import csv
+
+        with open(path, encoding="utf-8", newline="") as f:
+            records = [(f"{path}:row {i}", r) for i, r in enumerate(csv.DictReader(f), 1)]
+    elif path.endswith((".parquet", ".pq")):
+        records = list(_parquet_records(path))
+    elif path.endswith(".json") and _is_json_array(path):
+        records = list(_json_array_records(path))
+    else:
+        records = [(w, r) for w, r in _jsonl_records(path) if r is not _BLANK]
+    for where, rec in records:
+        if isinstance(rec, RowError):
+            raise rec
+    if limit is not None:
+        records = records[:limit]
+    kind = kind or detect_benchmark([r for _, r in records if isinstance(r, dict)] or [{}])
+    rng = random.Random(seed)
+    return [benchmark_row(r, kind, where, rng) for where, r in records], kind
