@@ -70,7 +70,7 @@ def test_help_runs_as_module(monkeypatch, capsys):
 def test_make_synthetic_options(tmp_path, capsys):
     out = tmp_path / "mixed.jsonl"
     assert main(["--make-synthetic", "40", "--output", str(out), "--min-steps", "4", "--max-steps", "8",
-                 "--max-operand", "9", "--ops", "+-"]) == 0
+                 "--max-operand", "9", "--ops", "+-", "--task", "chain"]) == 0
     rows, _ = read_rows(out)
     assert {len(r["thinking"]) - 1 for r in rows} <= set(range(4, 9)) and len(rows) == 40
     with pytest.raises(SystemExit):

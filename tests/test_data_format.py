@@ -108,8 +108,8 @@ def test_render_sample_mask_and_text(tok):
 
 
 def test_synthetic_rows_are_consistent():
-    rows = make_rows(400, seed=7)
-    assert rows == make_rows(400, seed=7) and rows != make_rows(400, seed=8)
+    rows = make_rows(400, seed=7, task="chain")
+    assert rows == make_rows(400, seed=7, task="chain") and rows != make_rows(400, seed=8, task="chain")
     counts = {}
     for r in rows:
         assert set(r) >= {"question", "thinking_trajectories", "attempt", "answer"}
@@ -128,7 +128,7 @@ def test_synthetic_rows_are_consistent():
         counts[r["answer"]] = counts.get(r["answer"], 0) + 1
     # answers are spread over the 10 digits: a guess is right ~10% of the time
     assert len(counts) == 10 and max(counts.values()) < 0.2 * len(rows)
-    mixed = make_rows(50, seed=1, ops="+-", min_steps=4, max_steps=8)
+    mixed = make_rows(50, seed=1, task="chain", ops="+-", min_steps=4, max_steps=8)
     assert all(synthetic.solve(r["question"]) == r["answer"] for r in mixed)
     assert any(" - " in r["question"] for r in mixed)
     assert {len(r["thinking_trajectories"]) - 1 for r in mixed} == {4, 5, 6, 7, 8}
@@ -142,7 +142,7 @@ def test_synthetic_rows_are_consistent():
 
 def test_sequences_are_short(tok):
     lens = [len(render_sample(tok, r["question"], r["thinking_trajectories"], r["attempt"])[0])
-            for r in make_rows(200, seed=0)]
+            for r in make_rows(200, seed=0, task="chain")]
     assert set(lens) == {101}  # 6 steps: every trace line sits at the same distance from its question line
 
 
@@ -160,7 +160,7 @@ def test_render_rows_accepts_both_row_shapes(tok):
     from s1kernels.data import render_rows
 
     rows = make_rows(5, seed=1)
-    normalised = [{"question": r["question"], "thinking": r["thinking_trajectories"], "answer": r["answer"]} for r in rows]
+    normalised = [{"question": r["question"], "thinking": r["thinking_trajectories"], "answer": r["attempt"]} for r in rows]
     expect = [render_sample(tok, r["question"], r["thinking_trajectories"], r["attempt"]) for r in rows]
     assert render_rows(tok, rows) == render_rows(tok, normalised) == expect
     with pytest.raises(ValueError, match=r"rows\[0\]"):
@@ -197,7 +197,7 @@ def test_trace_lines_copy_their_question_line_at_one_distance(tok):
     # The property that makes the task quick to learn: with a fixed step count, every trace
     # token except the results equals the token one fixed distance earlier in the question.
     distances = set()
-    for r in make_rows(30, seed=2):
+    for r in make_rows(30, seed=2, task="chain"):
         ids, mask = render_sample(tok, r["question"], r["thinking_trajectories"], r["attempt"])
         start = tok.token_to_id("Start")
         q0, t0 = [i for i, t in enumerate(ids) if t == start]
@@ -211,10 +211,69 @@ def test_trace_lines_copy_their_question_line_at_one_distance(tok):
 
 
 def test_operand_range():
-    rows = make_rows(200, seed=3)
+    rows = make_rows(200, seed=3, task="chain")
     xs = {int(line.split()[2]) for r in rows for line in r["thinking_trajectories"][1:]}
     assert xs == {1, 2, 3}
-    wide = make_rows(200, seed=3, max_operand=9)
+    wide = make_rows(200, seed=3, task="chain", max_operand=9)
     assert {int(line.split()[2]) for r in wide for line in r["thinking_trajectories"][1:]} == set(range(1, 10))
     with pytest.raises(ValueError, match="max_operand"):
         make_rows(1, max_operand=10)
+    with pytest.raises(ValueError, match="task"):
+        make_rows(1, task="parity")
+
+
+def test_recheck_task_traces():
+    # the default task: a quick first pass that slips on steps passing 10, sometimes "Wait"
+    # and a careful second pass; the answer field is always the correct result
+    rows = make_rows(600, seed=9)
+    assert rows == make_rows(600, seed=9, task="recheck")
+    kinds = {"clean": 0, "slipped": 0, "checked": 0}
+    for r in rows:
+        trace, q_lines = r["thinking_trajectories"], r["question"].split("\n")
+        assert synthetic.solve(r["question"]) == r["answer"] and len(q_lines) == 8
+        start = int(q_lines[0].split()[1])
+        assert 0 <= start <= 999 and trace[0] == q_lines[0]
+        passes = [trace[i:i + 7] for i in range(0, len(trace), 8)]
+        assert len(trace) in (7, 15, 23) and all(trace[i] == "Wait" for i in range(7, len(trace), 8))
+        for p, lines in enumerate(passes):
+            assert lines[0] == q_lines[0]
+            value = start % 10
+            for q_line, line in zip(q_lines[1:7], lines[1:]):
+                label, op, x, _, result = line.split()
+                assert f"{label} {op} {x} = ?" == q_line
+                value = synthetic.quick_step(value, op, int(x)) if p == 0 else (value + int(x)) % 10
+                assert result == str(value)
+        assert r["attempt"] == passes[-1][-1].split()[-1]
+        if len(passes) > 1:
+            kinds["checked"] += 1
+            assert r["attempt"] == r["answer"]
+        else:
+            kinds["clean" if r["attempt"] == r["answer"] else "slipped"] += 1
+    assert sum(len(r["thinking_trajectories"]) == 23 for r in rows) > 20  # checked twice
+    assert kinds["checked"] > 100 and kinds["slipped"] > 50 and kinds["clean"] > kinds["slipped"]
+    assert synthetic.quick_step(8, "+", 3) == 0 and synthetic.quick_step(8, "+", 2) == 0
+    assert synthetic.quick_step(9, "+", 3) == 1 and synthetic.quick_step(5, "+", 3) == 8
+
+
+def test_recheck_partial_answers_improve_line_by_line():
+    # a trace cut after k step lines is right when every later step adds 0: more often as k grows
+    rows = make_rows(2000, seed=4)
+    share = [sum(all(line.split()[2] == "0" for line in r["thinking_trajectories"][1 + k:7]) for r in rows) / len(rows)
+             for k in range(7)]
+    assert share[0] < 0.02 and share[6] == 1.0
+    assert all(b > a + 0.03 for a, b in zip(share, share[1:]))
+    # the start's three digits keep the question space large: few repeats in 2,000 rows
+    assert len({r["question"] for r in rows}) > 1900
+
+
+def test_recheck_copies_sit_at_fixed_distances(tok):
+    # first-pass lines copy their question line, second-pass lines their first-pass line,
+    # each at one distance for every row
+    d_question, d_pass = set(), set()
+    for r in make_rows(60, seed=6):
+        ids, _ = render_sample(tok, r["question"], r["thinking_trajectories"], r["attempt"])
+        start = tok.token_to_id("Start")
+        at = [i for i, t in enumerate(ids) if t == start]
+        d_question.add(at[1] - at[0])
+        d_pass.update(b - a for a, b in zip(at[1:], at[2:]))
+    assert len(d_question) == 1 and len(d_pass) == 1

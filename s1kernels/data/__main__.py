@@ -16,7 +16,7 @@ from s1kernels import checks, extras
 from s1kernels.data.format import render_sample
 from s1kernels.data.packing import pack
 from s1kernels.data.readers import read_rows, write_jsonl
-from s1kernels.data.synthetic import make_rows
+from s1kernels.data.synthetic import DEFAULT_TASK, TASKS, make_rows
 from s1kernels.data.tokenizer import S1Tokenizer, build_default_tokenizer
 
 
@@ -44,10 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--make-synthetic", type=checks.arg_int(0, 10**8), metavar="N",
                    help="write N rows of the built-in synthetic task to --output (JSONL) and exit")
     p.add_argument("--seed", type=checks.arg_int(0, 2**63 - 1), default=0, help="seed for --make-synthetic (default: %(default)s)")
-    p.add_argument("--min-steps", type=checks.arg_int(1), default=6, help="--make-synthetic: fewest steps per question (default: %(default)s)")
-    p.add_argument("--max-steps", type=checks.arg_int(1), default=6, help="--make-synthetic: most steps per question (default: %(default)s)")
-    p.add_argument("--max-operand", type=checks.arg_int(1), default=3, help="--make-synthetic: operands are 1..N (default: %(default)s)")
-    p.add_argument("--ops", default="+", help="--make-synthetic: step operations among + - * (default: %(default)s)")
+    p.add_argument("--task", choices=tuple(TASKS), default=DEFAULT_TASK,
+                   help="--make-synthetic: recheck (slips, Wait, checking; the default) or chain (the earlier task)")
+    p.add_argument("--min-steps", type=checks.arg_int(1), default=None, help="--make-synthetic: fewest steps per question (task default 6)")
+    p.add_argument("--max-steps", type=checks.arg_int(1), default=None, help="--make-synthetic: most steps per question (task default 6)")
+    p.add_argument("--max-operand", type=checks.arg_int(1), default=None, help="--make-synthetic: operands are 1..N (task default 3)")
+    p.add_argument("--ops", default=None, help="--make-synthetic: step operations among + - * (task default +)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -97,7 +99,7 @@ def main(argv=None) -> int:
             parser.error(f"--make-synthetic: expected N >= 0, got {args.make_synthetic}")
         checks.writable_file(args.output, "--output")
         try:
-            rows = make_rows(args.make_synthetic, seed=args.seed, min_steps=args.min_steps,
+            rows = make_rows(args.make_synthetic, seed=args.seed, task=args.task, min_steps=args.min_steps,
                              max_steps=args.max_steps, ops=args.ops, max_operand=args.max_operand)
         except ValueError as e:
             parser.error(str(e))

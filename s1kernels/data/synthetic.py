@@ -1,85 +1,153 @@
-"""The built-in reasoning task: a chain of single-digit steps mod 10.
+"""The built-in reasoning tasks: chains of single-digit steps mod 10.
 
-A question gives a start digit and labelled steps, one per line; the thinking trace
-restates the start, then fills in each step line with the running result mod 10:
+A question gives a start number and six labelled steps, one per line; the thinking trace
+restates the start, then fills in each step line with the running result mod 10. Two tasks
+share that layout (``make_rows(..., task=...)``):
+
+``recheck`` (the default) adds the two things s1's evaluation needs from a task:
+
+- Partial answers that improve with thinking: step k of 6 adds 0 with probability k/7, so
+  later steps more often change nothing, and a trace cut after k lines already holds the
+  right value when the remaining steps all add 0 (about 0.5, 5, 15, 35, 60, 85 and 100% of
+  questions after 0 to 6 lines). Accuracy rises with the thinking budget line by line.
+- Slips that more thinking catches: the first pass is quick and slips in one known way (a
+  step that passes 10, such as 8 + 3 or 9 + 2, comes out one short). 70% of the traces end
+  after that pass, slips and all, and answer what it gives; 30% go on with ``Wait`` and a
+  careful second pass that restates every line with the right result, then answer that
+  (and 30% of those check once more, the same way):
 
     question          thinking
-    Start 8           Start 8
-    A + 3 = ?         A + 3 = 1
-    B + 2 = ?         B + 2 = 3
-    C + 3 = ?         C + 3 = 6
-    D + 1 = ?         D + 1 = 7
-    E + 3 = ?         E + 3 = 0
-    F + 2 = ?         F + 2 = 2      answer: 2
-    Result mod 10 ?
+    Start 208         Start 208
+    A + 3 = ?         A + 3 = 0        <- slip (8 + 3 = 11: written one short)
+    B + 2 = ?         B + 2 = 2
+    C + 0 = ?         C + 0 = 2
+    ...               ...
+    Result mod 10 ?   Wait
+                      Start 208
+                      A + 3 = 1
+                      B + 2 = 3
+                      C + 0 = 3        ...  answer: 3
 
-The layout is chosen so every token of the trace is easy for a tiny decoder. With the
-same number of steps in every question (the default, 6), each trace line sits at one fixed
-distance after its question line, so restating it is a plain fixed-offset copy, and the
-result depends only on tokens at fixed distances (the operand just before it, the previous
-result one line up). Operands are small (1-3 by default) so the previous result alone
-already narrows the next one to three digits: each input gives a learning signal on its
-own, whereas with operands 0-9 neither input alone says anything about the sum mod 10 and
-a tiny model stalls on that step (as on parity). The answer is uniform over the 10 digits
-(the start is) and depends on every step, so a model whose thinking is cut short must
-guess, and accuracy rises with the thinking budget: what budget forcing needs. A sample
-is 101 tokens with the default tokenizer (6 steps, 39 thinking tokens; each step adds 10).
-Mixed step counts (min_steps < max_steps) make a smoother accuracy-vs-budget curve but a
-harder task, since the copy distance then varies. The default question space is small
-(10 starts x 3^6 operand lists = 7,290 questions): evaluate on questions left out of training.
+  A model trained on these ends after the first pass (the likelier continuation), yet has
+  learned what follows "Wait": forcing "Wait" in place of its end of thinking (budget
+  forcing) makes it check its work, and accuracy goes up, as in s1.
+
+The start is a three-digit number (only its last digit matters mod 10): it makes the
+question space large (about 10^3 x 4^6), so held-out questions (not seen in training) are
+not biased towards the rarer, harder kinds. A first pass is 41 thinking tokens with the
+default tokenizer (a 5-token start line and six 6-token step lines); each check adds 43.
+
+``chain`` is the earlier task: a one-digit start, six steps of +1..3, no slips and no
+checking. Accuracy is a guess (~10%) until the whole 39-token trace fits, then 100%.
+
+Layout choices that keep both quick to learn for a tiny decoder: with six steps in every
+question each trace line sits at one fixed distance after its question line (and a second
+pass line at one fixed distance after its first-pass line), so restating is a fixed-offset
+copy and each result depends only on tokens at fixed distances. Operands are small (1-3)
+so the previous result alone narrows the next one to three digits: each input gives a
+learning signal on its own (with 0-9, neither input alone says anything about the sum mod
+10 and a tiny model stalls, as on parity). Questions of mixed step counts (min_steps <
+max_steps) break the fixed distances: a 0.8M-parameter model trained the default minute on
+1-6 step questions did not learn to copy (measured: 24% at the full trace).
 """
 from __future__ import annotations
 
 import random
 import re
 
+__all__ = ["TASKS", "DEFAULT_TASK", "make_row", "make_rows", "extract_answer", "check_answer", "solve",
+           "quick_step", "WAIT_LINE"]
+
 STEP_LABELS = "ABCDEFGHIJKLMNOP"
+WAIT_LINE = "Wait"
 _OPS = {"+": lambda a, b: (a + b) % 10, "-": lambda a, b: (a - b) % 10, "*": lambda a, b: (a * b) % 10}
 
+# Each task's defaults; make_rows' keyword arguments override them.
+TASKS = {
+    "recheck": dict(min_steps=6, max_steps=6, ops="+", max_operand=3, slips=True, check_rate=0.3, zero_tail=True,
+                    start_digits=3),
+    "chain": dict(min_steps=6, max_steps=6, ops="+", max_operand=3, slips=False, check_rate=0.0, zero_tail=False,
+                  start_digits=1),
+}
+DEFAULT_TASK = "recheck"
 
-def make_row(rng: random.Random, min_steps: int = 6, max_steps: int = 6, ops: str = "+",
-             max_operand: int = 3) -> dict:
+
+def quick_step(value: int, op: str, x: int) -> int:
+    """The quick pass's result of one step: right, except that an addition passing 10
+    (value + x > 10) comes out one short."""
+    if op == "+" and value + x > 10:
+        return (value + x - 1) % 10
+    return _OPS[op](value, x)
+
+
+def _pass(start: str, steps: list[tuple[str, int]], quick: bool) -> tuple[list[str], int]:
+    value, lines = int(start) % 10, [f"Start {start}"]
+    for k, (op, x) in enumerate(steps):
+        value = quick_step(value, op, x) if quick else _OPS[op](value, x)
+        lines.append(f"{STEP_LABELS[k]} {op} {x} = {value}")
+    return lines, value
+
+
+def make_row(rng: random.Random, min_steps: int = 1, max_steps: int = 6, ops: str = "+", max_operand: int = 3,
+             slips: bool = True, check_rate: float = 0.3, zero_tail: bool = True, start_digits: int = 3) -> dict:
     """One task row from `rng` (see `make_rows`)."""
+    if not 1 <= start_digits <= 6:
+        raise ValueError(f"start_digits: expected an int in 1..6, got {start_digits!r}")
     n = rng.randint(min_steps, max_steps)
-    value = rng.randrange(10)
-    q_lines = [f"Start {value}"]
-    trace = [f"Start {value}"]
-    for k in range(n):
-        op = rng.choice(ops)
-        x = rng.randint(1, max_operand)
-        label = STEP_LABELS[k]
-        q_lines.append(f"{label} {op} {x} = ?")
-        new = _OPS[op](value, x)
-        trace.append(f"{label} {op} {x} = {new}")
-        value = new
+    # zero-padded (007), so every start line has the same number of tokens
+    start = str(rng.randrange(10 ** start_digits)).zfill(start_digits)
+    steps = [(rng.choice(ops), rng.randint(1, max_operand)) for _ in range(n)]
+    if zero_tail:  # step k (1-based) adds 0 with probability k / (n + 1): later steps more often
+        steps = [("+", 0) if rng.random() < (k + 1) / (n + 1) else s for k, s in enumerate(steps)]
+    q_lines = [f"Start {start}"] + [f"{STEP_LABELS[k]} {op} {x} = ?" for k, (op, x) in enumerate(steps)]
     q_lines.append("Result mod 10 ?")
+    trace, value = _pass(start, steps, quick=slips)
+    checks = 0
+    while slips and checks < 2 and rng.random() < check_rate:
+        # a careful pass after "Wait" (also when the first had no slip: checking does not
+        # depend on knowing that one slipped); a checked trace checks again at the same rate
+        careful, value = _pass(start, steps, quick=False)
+        trace = trace + [WAIT_LINE] + careful
+        checks += 1
     answer = str(value)
-    return {"question": "\n".join(q_lines), "thinking_trajectories": trace, "attempt": answer, "answer": answer}
+    return {"question": "\n".join(q_lines), "thinking_trajectories": trace, "attempt": answer,
+            "answer": solve("\n".join(q_lines))}
 
 
-def make_rows(n: int, seed: int = 0, min_steps: int = 6, max_steps: int = 6, ops: str = "+",
-              max_operand: int = 3) -> list[dict]:
-    """`n` rows of the built-in task, deterministic in `seed`.
+def make_rows(n: int, seed: int = 0, task: str = DEFAULT_TASK, *, min_steps: int | None = None,
+              max_steps: int | None = None, ops: str | None = None, max_operand: int | None = None,
+              slips: bool | None = None, check_rate: float | None = None,
+              zero_tail: bool | None = None, start_digits: int | None = None) -> list[dict]:
+    """`n` rows of a built-in task (``"recheck"`` or ``"chain"``), deterministic in `seed`.
 
     Each row has `question`, `thinking_trajectories` (the start line, then one line per
-    step), `attempt` (the answer text trained after "Answer: ") and `answer` (the canonical
-    answer, one digit). `ops` picks the step operations among "+", "-", "*" (mod 10);
-    the default, addition only, is the quickest to learn ("*" makes 0 and 5 likelier answers).
-    Operands are drawn from 1..`max_operand`.
+    step; for ``recheck`` sometimes "Wait" and a second pass), `attempt` (the answer the
+    trace reaches, trained after "Answer: "; differs from `answer` when a slip went
+    unchecked) and `answer` (the correct result, one digit). The other arguments override
+    the task's defaults (`TASKS`): step counts, `ops` among "+", "-", "*" (mod 10),
+    operands 1..`max_operand`, `slips` (the quick first pass), `check_rate` (share of
+    traces with a second pass), `zero_tail` (step k of n adds 0 with probability
+    k/(n+1)) and `start_digits` (digits of the start number).
     """
     if not isinstance(n, int) or n < 0:
         raise ValueError(f"n: expected an int >= 0, got {n!r}")
-    if not (1 <= min_steps <= max_steps <= len(STEP_LABELS)):
-        raise ValueError(
-            f"min_steps/max_steps: expected 1 <= min_steps <= max_steps <= {len(STEP_LABELS)}, "
-            f"got {min_steps}, {max_steps}"
-        )
-    if not ops or any(o not in _OPS for o in ops):
-        raise ValueError(f"ops: expected a non-empty string of '+', '-', '*', got {ops!r}")
-    if not isinstance(max_operand, int) or not 1 <= max_operand <= 9:
-        raise ValueError(f"max_operand: expected an int in 1..9, got {max_operand!r}")
+    if task not in TASKS:
+        raise ValueError(f"task: expected one of {', '.join(TASKS)}, got {task!r}")
+    given = dict(min_steps=min_steps, max_steps=max_steps, ops=ops, max_operand=max_operand, slips=slips,
+                 check_rate=check_rate, zero_tail=zero_tail, start_digits=start_digits)
+    opts = {**TASKS[task], **{k: v for k, v in given.items() if v is not None}}
+    lo, hi = opts["min_steps"], opts["max_steps"]
+    if not (isinstance(lo, int) and isinstance(hi, int) and 1 <= lo <= hi <= len(STEP_LABELS)):
+        raise ValueError(f"min_steps/max_steps: expected 1 <= min_steps <= max_steps <= {len(STEP_LABELS)}, "
+                         f"got {lo}, {hi}")
+    if not opts["ops"] or any(o not in _OPS for o in opts["ops"]):
+        raise ValueError(f"ops: expected a non-empty string of '+', '-', '*', got {opts['ops']!r}")
+    if not isinstance(opts["max_operand"], int) or not 1 <= opts["max_operand"] <= 9:
+        raise ValueError(f"max_operand: expected an int in 1..9, got {opts['max_operand']!r}")
+    if not 0.0 <= float(opts["check_rate"]) <= 1.0:
+        raise ValueError(f"check_rate: expected a share in [0, 1], got {opts['check_rate']!r}")
     rng = random.Random(seed)
-    return [make_row(rng, min_steps, max_steps, ops, max_operand) for _ in range(n)]
+    return [make_row(rng, **opts) for _ in range(n)]
 
 
 _ANSWER_RE = re.compile(r"Answer\s*:\s*(-?\d+)")
@@ -98,12 +166,12 @@ def check_answer(pred_text: str, row: dict) -> bool:
 
 
 def solve(question: str) -> str:
-    """The answer to a task question, computed from its text (checks rows and predictions)."""
+    """The correct answer to a task question, computed from its text."""
     lines = question.split("\n")
-    m = re.fullmatch(r"Start (\d)", lines[0])
+    m = re.fullmatch(r"Start (\d+)", lines[0])
     if not m:
-        raise ValueError(f"question: expected a first line 'Start <digit>', got {lines[0]!r}")
-    value = int(m.group(1))
+        raise ValueError(f"question: expected a first line 'Start <number>', got {lines[0]!r}")
+    value = int(m.group(1)) % 10
     for line in lines[1:]:
         s = re.fullmatch(r"[A-Z] ([-+*]) (\d) = \?", line)
         if s:
