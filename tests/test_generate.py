@@ -238,7 +238,7 @@ def test_per_row_budgets(model, tok, forcing, prompts):
 def test_control_is_100_percent(model, tok, forcing):
     """Thinking never exceeds the budget; it ends early only after the minimum and the waits."""
     rng = random.Random(0)
-    qs = [r["question"] for r in make_rows(6, seed=3)]
+    qs = [r["question"] for r in make_rows(6, seed=3, task="chain")]
     for trial in range(6):
         max_t = rng.randint(0, 25)
         min_t = rng.randint(0, max_t)
