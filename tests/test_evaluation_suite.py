@@ -1,0 +1,114 @@
+"""The s1 evaluation suite: metrics, methods, Control from emitted tokens, the command."""
+import dataclasses
+import json
+
+import pytest
+
+from s1kernels.data import build_default_tokenizer, make_rows
+from s1kernels.evaluation import metrics, runs
+from s1kernels.evaluation.suite import baselines_table, extensions_table, main, run_suite
+from s1kernels.model import ModelConfig, Transformer, save_model
+from s1kernels.ops.decode import Budget, ForcingTokens, Sampling
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return build_default_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def model(tok):
+    cfg = ModelConfig(vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      initializer_range=0.3)
+    return Transformer(cfg).init_weights(seed=0).eval()
+
+
+@pytest.fixture(scope="module")
+def rows():
+    return [{"question": r["question"], "answer": r["answer"], "kind": "aime"} for r in make_rows(4, seed=5)]
+
+
+def test_scaling_performance_and_votes():
+    pts = [(10, 0.2), (20, 0.4), (40, 0.5)]
+    # pairwise slopes 0.02, 0.01, 0.005
+    assert metrics.scaling(pts) == pytest.approx((0.02 + 0.01 + 0.005) / 3)
+    assert metrics.scaling([(10, 0.2), (10, 0.9)]) is None and metrics.performance(pts) == 0.5
+    assert metrics.majority_vote(["3", None, "4", "4", "3"]) == "3"  # tie: first seen wins
+    assert metrics.majority_vote(["1", "2", "2"]) == "2" and metrics.majority_vote([None, None]) is None
+    s = metrics.summarize([{"accuracy": 0.5, "avg_thinking_tokens": 10, "in_bounds": 3, "runs": 4},
+                           {"accuracy": 0.7, "avg_thinking_tokens": 30, "in_bounds": 4, "runs": 4}])
+    assert s == {"control": 7 / 8, "scaling": pytest.approx(0.01), "performance": 0.7}
+    with pytest.raises(ValueError, match="settings"):
+        metrics.summarize([])
+
+
+def test_control_is_measured_on_emitted_tokens_and_fails_when_forcing_is_wrong(model, tok, rows):
+    right = ForcingTokens.from_tokenizer(tok)
+    setting = runs.Setting("max 3", Budget(max_thinking_tokens=3, max_answer_tokens=2), high=3)
+    good = runs.run_setting(model, tok, rows, setting, forcing=right)
+    assert all(r["in_bounds"] for r in good)
+    assert all(r["thinking_tokens"] <= 3 for r in good)
+    # a forced exit that does not emit the end-of-thinking token: the decoder believes the
+    # thinking stopped at 3 tokens, the emitted sequence says otherwise
+    broken = dataclasses.replace(right, forced_exit_ids=right.forced_exit_ids[1:])
+    bad = runs.run_setting(model, tok, rows, setting, forcing=broken)
+    assert all(r["events"]["decoder_thinking_tokens"] <= 3 for r in bad)
+    entry = runs.aggregate("max 3", bad, len(rows))
+    assert metrics.summarize([entry])["control"] < 0.5
+
+
+def test_records_keep_generation_answer_length_and_events(model, tok, rows):
+    recs = runs.run_setting(model, tok, rows, runs.Setting("wait", Budget(max_thinking_tokens=6, num_waits=1,
+                                                                            max_answer_tokens=3), high=6),
+                            samples=2, sampling=Sampling(temperature=1.0, seed=3))
+    assert len(recs) == 2 * len(rows)
+    assert [r["question_index"] for r in recs] == [i // 2 for i in range(2 * len(rows))]
+    for r in recs:
+        assert set(r) >= {"generation", "prediction", "correct", "thinking_tokens", "events", "bounds"}
+        assert set(r["events"]) >= {"waits_used", "forced_exit", "finished_reason", "decoder_thinking_tokens"}
+    with pytest.raises(ValueError, match="temperature"):
+        runs.run_setting(model, tok, rows, runs.Setting("x", Budget(max_thinking_tokens=4)), samples=2)
+
+
+def test_majority_voting_counts_every_sample(model, tok, rows):
+    points, recs = runs.majority_voting(model, tok, rows, ns=(1, 3), temperature=1.0, cap=8)
+    assert [p["samples"] for p in points] == [1, 3] and len(recs) == 3 * len(rows)
+    per_q = [sum(r["thinking_tokens"] for r in recs[3 * i:3 * i + 3]) for i in range(len(rows))]
+    assert points[1]["avg_thinking_tokens"] == pytest.approx(sum(per_q) / len(rows))
+
+
+def test_rejection_sampling_counts_attempts(model, tok, rows):
+    points, recs = runs.rejection_sampling(model, tok, rows, budgets=[2, 8], temperature=1.0, max_attempts=3, cap=8)
+    for p, b in zip(points, [2, 8]):
+        mine = [r for r in recs if r["setting"] == f"reject >{b}"]
+        assert len(mine) == len(rows) and all(1 <= r["events"]["attempts"] <= 3 for r in mine)
+        assert p["mean_attempts"] == pytest.approx(sum(r["events"]["attempts"] for r in mine) / len(rows))
+        # a row is kept as soon as it fits, so only the last attempt may miss the bounds
+        assert all(r["in_bounds"] or r["events"]["attempts"] == 3 for r in mine)
+
+
+def test_suite_and_command(model, tok, rows, tmp_path):
+    result = run_suite(model, tok, rows, budgets=[2, 4], waits=[1], steps=[1], cap=8, tokens_per_step=2, reject=[4],
+                       samples=(1, 2), max_attempts=2, strings=("Wait", "none", "Hmm"), progress=False)
+    assert set(result["methods"]) == {"budget forcing", "majority voting", "token-conditional", "step-conditional",
+                                      "class-conditional", "rejection sampling"}
+    assert result["methods"]["budget forcing"]["metrics"]["control"] == 1.0
+    assert result["methods"]["majority voting"]["metrics"]["control"] is None
+    table = baselines_table(result)
+    assert table.count("\n") == 2 + 6 and "rejection sampling" in table
+    ext = extensions_table(result["extensions"])
+    assert '"Hmm"' in ext and "none (end suppressed)" in ext
+    folder = tmp_path / "m"
+    save_model(model, str(folder))
+    tok.save(str(folder))
+    out = tmp_path / "suite"
+    assert main(["--model", str(folder), "--num-synthetic", "3", "--out", str(out), "--budgets", "2", "4",
+                 "--waits", "1", "--steps", "1", "--reject", "4", "--cap", "8", "--samples", "1", "2",
+                 "--max-attempts", "2", "--strings", "Wait", "Hmm"]) == 0
+    for name in ("sequential_vs_parallel.png", "baselines.md", "extensions.md", "report.json", "rows.jsonl"):
+        assert (out / name).stat().st_size > 0
+    report = json.loads((out / "report.json").read_text())
+    assert any("Hmm" in n for n in report["notes"])  # not in the built-in vocabulary
+    lines = [json.loads(x) for x in (out / "rows.jsonl").read_text().splitlines()]
+    assert {r["method"] for r in lines} >= {"budget forcing", "majority voting", "extension strings"}
