@@ -303,13 +303,14 @@ def check_answer(output_text: str, gold: str, use_math_verify: bool = True) -> t
 def extract_integer(text: str | None) -> int | None:
     """The integer answer of a model output (AIME): the extracted final answer (see
     ``extract_answer``) when it is an integer after normalisation (``033``, ``\\boxed{33}``,
-    ``1,000``, ``33.0``); else the last integer in it; None when there is none."""
+    ``1,000``, ``33.0``); None when it is a number that is not whole (``7.5``); else the
+    last integer in it (``12 apples``); None when there is none."""
     ans = extract_answer(text) if text is not None else None
     if ans is None:
         return None
     value = parse_number(ans)
-    if value is not None and value.denominator == 1:
-        return int(value)
+    if value is not None:  # a number: an integer answer only when it is whole (7.5 is no answer)
+        return int(value) if value.denominator == 1 else None
     found = re.findall(r"-?\d+", normalize_answer(ans))
     return int(found[-1]) if found else None
 

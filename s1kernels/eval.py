@@ -35,7 +35,7 @@ import time
 from typing import Sequence
 
 from s1kernels import checks, extras
-from s1kernels.answers import answers_match, extract_answer
+from s1kernels.answers import score
 from s1kernels.control import control, thinking_span
 from s1kernels.cli import (
     add_budget_sampling_args,
@@ -44,7 +44,7 @@ from s1kernels.cli import (
     load_model_and_tokenizer,
     set_cpu_threads,
 )
-from s1kernels.data.readers import BLANK, iter_jsonl, question_of
+from s1kernels.data.readers import BENCHMARKS, BLANK, detect_benchmark, iter_jsonl, question_of, read_benchmark
 from s1kernels.generate import generate
 from s1kernels.generate.sharded import generate_sharded, rank_and_world
 
@@ -73,14 +73,18 @@ def training_questions(model_dir: str) -> set[str]:
 
 
 def load_eval_rows(path: str | None = None, limit: int | None = None, num_synthetic: int = 200,
-                   exclude_questions: set[str] | frozenset = frozenset()) -> list[dict]:
+                   exclude_questions: set[str] | frozenset = frozenset(), benchmark: str | None = None,
+                   seed: int = 0) -> list[dict]:
     """Rows ``{"question", "answer"}`` from a benchmark file, or held-out built-in task rows.
 
     A file row needs a question (an alias of s1kernels.data.readers.QUESTION_KEYS) and an ``answer``
     (string or number; AIME answers are integers). Other fields are kept. Built-in rows come
     from ``EVAL_SEED``, skipping repeated questions and those in ``exclude_questions`` (the
     training questions: the task's question space is small enough for a training set to
-    cover part of it).
+    cover part of it). Each row gets a ``kind`` that picks its answer check
+    (``answers.score``): "math", "aime" (every answer an integer) or "gpqa" (multiple choice:
+    CSV files, rows with options, or ``benchmark="gpqa"``: read by
+    ``data.readers.read_benchmark``, the options shuffled with ``seed``).
     """
     if path is None:
         from s1kernels.data.synthetic import make_rows
@@ -102,6 +106,8 @@ def load_eval_rows(path: str | None = None, limit: int | None = None, num_synthe
         return rows
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--data: no file at {path!r}")
+    if benchmark is not None or path.endswith(".csv"):
+        return read_benchmark(path, benchmark, seed=seed, limit=limit)[0]
     if path.endswith(".parquet"):
         pq = extras.require("pyarrow.parquet", f"reading the Parquet file {path}")
         raw = pq.read_table(path).to_pylist()
@@ -112,6 +118,8 @@ def load_eval_rows(path: str | None = None, limit: int | None = None, num_synthe
                 raise ValueError(f"--data: {rec}")
             if rec is not BLANK:
                 raw.append(rec)
+    if raw and isinstance(raw[0], dict) and detect_benchmark(raw[:1]) == "gpqa":
+        return read_benchmark(path, "gpqa", seed=seed, limit=limit)[0]
     rows = []
     for n, r in enumerate(raw, 1):
         if not isinstance(r, dict):
@@ -124,6 +132,8 @@ def load_eval_rows(path: str | None = None, limit: int | None = None, num_synthe
         row = dict(r)
         row["question"], row["answer"] = q, str(a)
         rows.append(row)
+    kind = detect_benchmark(rows) if rows else "math"
+    rows = [dict(r, kind=kind) for r in rows]
     return rows[:limit] if limit is not None else rows
 
 
@@ -175,8 +185,8 @@ def evaluate(model, tokenizer, rows: list[dict], budgets: Sequence[int], *, min_
         correct = []
         records = []
         for row, res, n_think in zip(rows, results, thinking):
-            pred = extract_answer(res.answer_text) if res.answer_text else None
-            ok = answers_match(pred, row["answer"], use_math_verify=use_math_verify)
+            pred, ok = score(row.get("kind", "math"), res.answer_text or None, row["answer"],
+                             use_math_verify=use_math_verify)
             correct.append(ok)
             if keep_rows:
                 records.append({"question": row["question"], "answer": row["answer"], "prediction": pred,
@@ -277,6 +287,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--model", default="runs/default", help="checkpoint folder (default runs/default)")
     p.add_argument("--data", default=None,
                    help="JSONL/Parquet rows with problem/question and answer (default: held-out built-in task rows)")
+    p.add_argument("--benchmark", choices=BENCHMARKS, default=None,
+                   help="answer check for --data: math (boxed LaTeX), aime (integer) or gpqa (options; shuffled with "
+                        "--seed); default: detected from the columns")
     p.add_argument("--limit", type=checks.arg_int(1), default=None, help="evaluate the first N rows")
     p.add_argument("--num-synthetic", type=checks.arg_int(1, 10**6), default=200,
                    help="built-in task rows when --data is not given")
@@ -297,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     checks.check_device(args.device)
 
     exclude = training_questions(args.model) if args.data is None else set()
-    rows = load_eval_rows(args.data, args.limit, args.num_synthetic, exclude)
+    rows = load_eval_rows(args.data, args.limit, args.num_synthetic, exclude, args.benchmark, args.seed)
     if not rows:
         p.error("no rows to evaluate")
     rank, device = _init_ranks(args.device)

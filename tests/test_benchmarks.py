@@ -21,6 +21,8 @@ MATH500 = Path(__file__).resolve().parents[2] / "shared" / "data" / "math500.jso
     ("\\boxed{5} ... Wait \\boxed{7}", 7),
     ("no answer here 12", None),
     ("Answer: none", None),
+    ("Answer: 7.5", None),
+    ("Answer: \\frac{3}{4}", None),
     (None, None),
 ])
 def test_extract_integer(text, expected):
@@ -149,3 +151,34 @@ def test_math500_file_reads_as_math_and_scores_its_solutions():
     wrong = random.Random(0).sample(rows, 20)
     assert not any(score("math", f"\\boxed{{{w['answer']}}}", r["answer"], use_math_verify=False)[1]
                    for w, r in zip(wrong, wrong[1:]) if w["answer"] != r["answer"])
+
+
+def test_eval_reads_and_scores_each_benchmark_kind(tmp_path, monkeypatch):
+    from s1kernels import eval as s1eval
+    from s1kernels.data import build_default_tokenizer
+    from s1kernels.generate import GenerationResult
+
+    gpqa = tmp_path / "gpqa.csv"
+    _write_gpqa_csv(gpqa, 3)
+    g_rows = s1eval.load_eval_rows(str(gpqa), seed=2)
+    assert [r["kind"] for r in g_rows] == ["gpqa"] * 3 and g_rows == read_benchmark(gpqa, seed=2)[0]
+    aime = tmp_path / "aime.jsonl"
+    aime.write_text("\n".join(json.dumps({"problem": f"p{i}", "answer": a}) for i, a in enumerate(["033", 7])) + "\n")
+    a_rows = s1eval.load_eval_rows(str(aime))
+    assert [r["kind"] for r in a_rows] == ["aime", "aime"]
+    assert s1eval.load_eval_rows(str(aime), benchmark="math")[0]["kind"] == "math"
+    rows = g_rows + a_rows
+    letters = [r["answer"] for r in g_rows]
+    other = {"A": "B", "B": "C", "C": "D", "D": "A"}
+    texts = [f"Answer: ({letters[0]})", f"\\boxed{{{letters[1]}}}", f"Answer: {other[letters[2]]}",
+             "Final Answer: 33", "Answer: 7.5"]
+
+    def fake_generate(model, tokenizer, questions, budget, sampling=None, **kw):
+        return [GenerationResult(prompt="", text=t, token_ids=[10, 0, 11], logprobs=[0.0] * 3, thinking_text="",
+                                 thinking_tokens=1, answer_text=t, answer=None, waits_used=0, forced_exit=False,
+                                 finished_reason="eos", prompt_tokens=1) for t in texts]
+
+    monkeypatch.setattr(s1eval, "generate", fake_generate)
+    report = s1eval.evaluate(None, build_default_tokenizer(), rows, [4], progress=False, keep_rows=True)
+    assert [r["correct"] for r in report["budgets"][0]["rows"]] == [True, True, False, True, False]
+    assert [r["prediction"] for r in report["budgets"][0]["rows"]][3:] == ["33", None]
