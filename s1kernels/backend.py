@@ -126,33 +126,64 @@ def cpp_usable(device: torch.device) -> bool:
     return device.type == "cpu" and native() is not None
 
 
-def resolve(backend: str, device: torch.device, available: tuple[str, ...], op: str) -> str:
-    """Turns backend="auto" into a concrete choice and checks an explicit one.
+# Each kernel family's implementations, fastest first; "torch" is always last and always
+# usable. For the loss "torch" is the chunked torch path (the plain oracle that materialises
+# every logit is linear_cross_entropy_reference, never a backend); for similarity the chunked
+# top-k; for decode the vectorised reference. Attention implementations (flash_attn,
+# torch_varlen, sdpa_mask, sdpa_loop) are a model option, not a kernel backend: see
+# s1kernels.model.attention and docs/backends.md.
+FAMILIES = {
+    "loss": ("triton", "torch"),
+    "similarity": ("triton", "torch"),
+    "decode": ("cuda", "cpp", "torch"),
+}
+_OPS = {"loss": "linear_cross_entropy", "similarity": "topk_similarity", "decode": "decode_step"}
 
-    `available` lists the backends this op implements, fastest first; "torch" is always
-    last and always usable.
+
+def _device_of(tensors) -> torch.device:
+    if isinstance(tensors, torch.device):
+        return tensors
+    if isinstance(tensors, torch.Tensor):
+        return tensors.device
+    if isinstance(tensors, (list, tuple)) and tensors:
+        return _device_of(tensors[0])
+    return torch.device(tensors)
+
+
+def resolve(family: str, requested: str, tensors, op: str | None = None) -> str:
+    """The one backend chooser: `requested` ("auto" | "cuda" | "triton" | "cpp" | "torch")
+    for an op of `family` (a key of FAMILIES) on the device of `tensors` (a tensor, a list
+    of tensors or a device).
+
+    "auto" takes the first implementation of the family that is usable there (the Triton
+    interpreter is never chosen on a CPU: it is a correctness tool); an explicit choice the
+    family lacks, or that cannot run on that device, raises ValueError naming what exists.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"{op}: backend must be one of {BACKENDS}, got {backend!r}")
+    if family not in FAMILIES:
+        raise ValueError(f"family: expected one of {tuple(FAMILIES)}, got {family!r}")
+    available = FAMILIES[family]
+    op = op or _OPS[family]
+    device = _device_of(tensors)
+    if requested not in BACKENDS:
+        raise ValueError(f"{op}: backend must be one of {BACKENDS}, got {requested!r}")
     usable = {
         "cuda": cuda_usable,
         "triton": triton_usable,
         "cpp": cpp_usable,
         "torch": lambda d: True,
     }
-    if backend == "auto":
+    if requested == "auto":
         for name in available:
-            # In the interpreter Triton is a correctness tool, never the fast CPU choice.
             if name == "triton" and device.type == "cpu":
                 continue
             if usable[name](device):
                 return name
         return "torch"
-    if backend not in available:
-        raise ValueError(f"{op}: backend {backend!r} is not implemented; choose from {available}")
-    if not usable[backend](device):
-        raise ValueError(f"{op}: backend {backend!r} is not usable for tensors on {device} ({why_not(backend)})")
-    return backend
+    if requested not in available:
+        raise ValueError(f"{op}: backend {requested!r} is not implemented; choose from {('auto',) + available}")
+    if not usable[requested](device):
+        raise ValueError(f"{op}: backend {requested!r} is not usable for tensors on {device} ({why_not(requested)})")
+    return requested
 
 
 def why_not(backend: str) -> str:

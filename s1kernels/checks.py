@@ -6,6 +6,16 @@ with a message that names the argument, says what was expected and what came:
     check_int("k", k, lo=1)                  # k: expected an integer >= 1, got 0
     check_float("lr", lr, lo=0, lo_open=True, hi=1e3)
 
+The ops check tensors with one line each (messages as the ops have always written them):
+
+    check_tensor("hidden", hidden, "[N, H]")          # hidden: expected a torch.Tensor [N, H], got list
+    check_dims("hidden", hidden, 2, "[N, H]")         # hidden: expected 2 dimensions [N, H], got shape (3,)
+    check_dtype("labels", labels, (torch.int64, torch.int32), "dtype int64 or int32")
+    check_on_device("weight", weight, hidden.device, "the device of hidden")
+    check_choice("reduction", reduction, ("mean", "sum", "none"))
+    check_int_type("ignore_index", ignore_index)      # ignore_index: expected an int, got float
+    check_positive_int("k", k)                        # k: expected a positive int, got 0
+
 Command lines use the same rules as argparse types (`arg_int`, `arg_float`), a parser whose
 errors are one line with exit status 2 (`Parser`), and checks of output paths made before
 any long work (`writable_file`, `writable_dir`), so a run never ends by failing to save.
@@ -54,6 +64,50 @@ def _range(lo, hi, lo_open=False, hi_open=False) -> str:
     if hi is not None:
         return f"{'<' if hi_open else '<='} {hi}"
     return ""
+
+
+# ---- tensors and op arguments (the ops' messages) -------------------------------------------
+
+def check_tensor(name: str, t, what: str = ""):
+    import torch  # here, so that the command lines' checks load without torch
+
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor{' ' + what if what else ''}, got {type(t).__name__}")
+    return t
+
+
+def check_dims(name: str, t, n: int, what: str = "") -> None:
+    if t.dim() != n:
+        raise ValueError(f"{name}: expected {n} dimensions{' ' + what if what else ''}, got shape {tuple(t.shape)}")
+
+
+def check_dtype(name: str, t, allowed, what: str | None = None) -> None:
+    """`allowed`: a dtype or a tuple of them; `what` replaces "dtype <allowed>" in the message."""
+    allowed = allowed if isinstance(allowed, tuple) else (allowed,)
+    if t.dtype not in allowed:
+        raise TypeError(f"{name}: expected {what or 'dtype ' + ' or '.join(map(str, allowed))}, got {t.dtype}")
+
+
+def check_on_device(name: str, t, expected, why: str = "") -> None:
+    if t.device != expected:
+        raise ValueError(f"{name}: expected device {expected}{f' ({why})' if why else ''}, got {t.device}")
+
+
+def check_choice(name: str, value, choices: tuple) -> None:
+    if value not in choices:
+        raise ValueError(f"{name}: expected one of {choices}, got {value!r}")
+
+
+def check_int_type(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
+    return value
+
+
+def check_positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}: expected a positive int, got {value!r}")
+    return value
 
 
 # ---- command lines -------------------------------------------------------------------------

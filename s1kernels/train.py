@@ -138,7 +138,7 @@ def parse_args(argv=None) -> TrainConfig:
     p.add_argument("--vocab-size", type=int,
                    help="real vocabulary size: lm_head rows past it (padding) take no probability in the loss "
                         "(default: the tokenizer's size)")
-    p.add_argument("--loss-backend", help="linear_cross_entropy backend (auto, triton, chunked, torch)")
+    p.add_argument("--loss-backend", help="linear_cross_entropy backend (auto, triton, torch)")
     p.add_argument("--threads", type=int,
                    help=f"CPU threads for torch (default: 1 for a model under {SMALL_MODEL_PARAMS // 10**6}M "
                         "parameters on a CPU, else torch's default)")

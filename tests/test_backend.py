@@ -19,19 +19,23 @@ def test_arch_supported(cap, archs, ok):
 
 
 def test_resolve_auto_on_cpu_never_picks_the_interpreter():
-    assert backend.resolve("auto", torch.device("cpu"), ("triton", "torch"), "op") == "torch"
+    for family in backend.FAMILIES:
+        assert backend.resolve(family, "auto", torch.device("cpu"), "op") in ("cpp", "torch")
+    assert backend.resolve("loss", "auto", torch.zeros(1)) == "torch"
 
 
 def test_resolve_rejects_unknown_and_unimplemented_backends():
     with pytest.raises(ValueError, match="backend must be one of"):
-        backend.resolve("cuDNN", torch.device("cpu"), ("torch",), "op")
+        backend.resolve("loss", "cuDNN", torch.device("cpu"), "op")
     with pytest.raises(ValueError, match="not implemented"):
-        backend.resolve("cpp", torch.device("cpu"), ("triton", "torch"), "op")
+        backend.resolve("similarity", "cpp", torch.device("cpu"), "op")
+    with pytest.raises(ValueError, match="family"):
+        backend.resolve("attention", "auto", torch.device("cpu"))
 
 
 def test_resolve_rejects_an_unusable_explicit_choice():
     with pytest.raises(ValueError, match="not usable for tensors on cpu"):
-        backend.resolve("cuda", torch.device("cpu"), ("cuda", "torch"), "op")
+        backend.resolve("decode", "cuda", torch.device("cpu"), "op")
 
 
 def test_info_reports_every_backend_with_a_reason():

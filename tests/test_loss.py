@@ -9,7 +9,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from s1kernels.ops import loss as L
 from s1kernels.ops.loss import triton_impl as K
 from s1kernels.ops.loss import LinearCrossEntropy, linear_cross_entropy, linear_cross_entropy_reference
 
@@ -135,7 +134,7 @@ def test_reference_z_loss_softcap_padded_vocab_by_hand():
 # torch and chunked backends (fast on CPU: the full matrix of sizes and options)
 # ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("backend", ["torch", "chunked"])
+@pytest.mark.parametrize("backend", ["torch"])
 @pytest.mark.parametrize("n,v", [(1, 257), (7, 1000), (300, 257)])
 @pytest.mark.parametrize("opt", list(OPTIONS))
 def test_torch_backends_fp64(backend, n, v, opt):
@@ -145,7 +144,7 @@ def test_torch_backends_fp64(backend, n, v, opt):
                                 fwd_tol=1e-10, grad_tol=1e-9, **kw)
 
 
-@pytest.mark.parametrize("backend", ["torch", "chunked"])
+@pytest.mark.parametrize("backend", ["torch"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("opt", ["plain", "all"])
 def test_torch_backends_low_precision(backend, dtype, opt):
@@ -224,7 +223,7 @@ def test_compaction_lists_trained_rows_first():
 # Semantics shared by every backend
 # ---------------------------------------------------------------------------------------------
 
-BACKENDS = ["torch", "chunked", "triton"]
+BACKENDS = ["torch", "triton"]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -320,7 +319,7 @@ def test_stats(backend):
 
 def test_module_wraps_the_function():
     hidden, weight, labels, _, cu = make_case(21, 16, 130, torch.float32, segments=3)
-    mod = LinearCrossEntropy(normalize="sequence", z_loss=1e-3, backend="chunked")
+    mod = LinearCrossEntropy(normalize="sequence", z_loss=1e-3, backend="torch")
     assert "sequence" in repr(mod)
     expected = linear_cross_entropy(hidden, weight, labels, cu_seqlens=cu, normalize="sequence", z_loss=1e-3)
     torch.testing.assert_close(mod(hidden, weight, labels, cu_seqlens=cu), expected)
@@ -338,8 +337,13 @@ def test_autocast_casts_fp32_operands_like_linear():
     assert h.grad.dtype == torch.float32 and w.grad.dtype == torch.float32
 
 
-def test_auto_backend_on_cpu_is_chunked():
-    assert L.resolve_backend("auto", torch.device("cpu")) == "chunked"
+def test_auto_backend_on_cpu_is_torch_and_chunked_is_not_a_backend():
+    from s1kernels import backend as B
+
+    assert B.resolve("loss", "auto", torch.device("cpu")) == "torch"
+    hidden, weight, labels, _, _ = make_case(5, 8, 40, torch.float32)
+    with pytest.raises(ValueError, match="expected one of .*'triton', 'torch'"):
+        linear_cross_entropy(hidden, weight, labels, backend="chunked")
 
 
 def test_explicit_triton_without_interpreter_is_refused(monkeypatch):
@@ -359,7 +363,7 @@ def test_opcheck_custom_op():
     weight.requires_grad_()
     b.requires_grad_()
     torch.library.opcheck(torch.ops.s1kernels.linear_cross_entropy.default,
-                          (hidden, weight, labels, b, IGNORE, 1e-2, 2.0, 40, "chunked", 4))
+                          (hidden, weight, labels, b, IGNORE, 1e-2, 2.0, 40, "torch", 4))
 
 
 @pytest.mark.parametrize("need_hidden,need_weight", [(True, False), (False, True)])
@@ -367,7 +371,7 @@ def test_opcheck_backward_op(need_hidden, need_weight):
     hidden, weight, labels, b, _ = make_case(11, 8, 40, torch.float32, bias=True)
     lse = torch.logsumexp(hidden @ weight.T + b, -1)
     torch.library.opcheck(torch.ops.s1kernels.linear_cross_entropy_backward.default,
-                          (torch.randn(11), hidden, weight, labels, b, lse, IGNORE, 0.0, 0.0, 40, "chunked", 4,
+                          (torch.randn(11), hidden, weight, labels, b, lse, IGNORE, 0.0, 0.0, 40, "torch", 4,
                            need_hidden, need_weight))
 
 

@@ -93,8 +93,11 @@ def test_topk_large_k_and_inner_product():
     ref = S.topk_similarity_reference(x, y, 257, normalize=False)
     got = S.topk_similarity(x, y, 257, normalize=False, backend="torch", block_m=64)
     assert_topk_matches(got, ref, atol=1e-5)
-    got = S.topk_similarity(x, y, 257, normalize=False, backend="triton")  # k > 128: streamed chunks
+    got = S.topk_similarity(x, y, 257, normalize=False, backend="auto")  # k > 128: streamed chunks
     assert_topk_matches(got, ref, atol=1e-5)
+    # the Triton kernel holds at most 128 neighbours: asking for it by name raises, naming what exists
+    with pytest.raises(ValueError, match="at most k=128.*backend='torch'"):
+        S.topk_similarity(x, y, 257, normalize=False, backend="triton")
 
 
 def test_topk_k_equals_pool_and_single_row():

@@ -63,6 +63,7 @@ from __future__ import annotations
 import torch
 
 from s1kernels import backend as _backend
+from s1kernels import checks
 from s1kernels.ops.decode import native as _native
 from s1kernels.ops.decode.config import (  # noqa: F401  (public names of the family)
     _LOGIT_DTYPES, _STATE_FIELDS, ANSWER, DONE, ERROR_NO_TOKEN, ERROR_NONFINITE, EVENT_DELIMITER, EVENT_ERROR,
@@ -76,10 +77,8 @@ from s1kernels.ops.decode.reference import (  # noqa: F401
 # ----------------------------------------------------------------------------- checks
 
 def _check_tensor(name, t, dtype, batch, device):
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
-    if t.dtype != dtype:
-        raise TypeError(f"{name}: expected dtype {dtype}, got {t.dtype}")
+    checks.check_tensor(name, t)
+    checks.check_dtype(name, t, dtype)
     if t.shape != (batch,):
         raise ValueError(f"{name}: expected shape ({batch},) (one value per batch row), got {tuple(t.shape)}")
     if t.device != device:
@@ -147,7 +146,7 @@ def _decode_step_op(logits: torch.Tensor, phase: torch.Tensor, thinking_tokens: 
     budget_t = [min_thinking_tokens, max_thinking_tokens, num_waits, max_answer_tokens, budget_mode]
     sampling_t = [temperature, top_k, top_p, min_p, seed]
     # resolved here too because a traced call (torch.compile) passes the requested backend
-    backend = _backend.resolve(backend, logits.device, available=("cuda", "cpp", "torch"), op="decode_step")
+    backend = _backend.resolve("decode", backend, logits, op="decode_step")
     if backend == "torch":
         return _reference_step(logits, DecodeState(*state_t), BudgetTensors(*budget_t), SamplingTensors(*sampling_t),
                                forcing_table, forcing_lengths, pad_id, vocab_size)
@@ -190,7 +189,7 @@ def decode_step(logits: torch.Tensor, state: DecodeState, budget_t: BudgetTensor
         return reference_decode_step(logits, state, budget_t, sampling_t, forcing, vocab_size)
     # the custom op resolves "auto" itself (opaque to torch.compile); eager calls fail early here
     which = backend if torch.compiler.is_compiling() else _backend.resolve(
-        backend, logits.device, available=("cuda", "cpp", "torch"), op="decode_step")
+        "decode", backend, logits, op="decode_step")
     return _decode_step_op(logits, *state.tensors(), *budget_t, *sampling_t, forcing.table(logits.device),
                            forcing.lengths, forcing.pad_id, vocab_size, which)
 

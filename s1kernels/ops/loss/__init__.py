@@ -11,10 +11,10 @@ Structure (the same doors as every family in s1kernels.ops):
   tests, never by the fast paths).
 - The per-token op `s1kernels::linear_cross_entropy` (a `torch.library.custom_op` with a
   fake impl and a registered backward op) returns per-token loss, logsumexp and argmax.
-  Its implementations: "torch" (one chunk: materialises the logits of all trained tokens),
-  "chunked" (tokens in chunks, so at most chunk x V logits exist at once; recomputed in
-  backward), both in `torch_impl.py`, and "triton" (`triton_impl.py`: tiles over tokens
-  and vocab with an online logsumexp, no [N, V] buffer).
+  Its backends (s1kernels.backend.FAMILIES["loss"]): "torch" (`torch_impl.py`: trained
+  tokens in chunks, so at most chunk x V logits exist at once; recomputed in backward) and
+  "triton" (`triton_impl.py`: tiles over tokens and vocab with an online logsumexp, no
+  [N, V] buffer).
 - The reduction (token/sequence normalisation, `num_items`, mean/sum/none) is plain torch on
   [N] vectors outside the op, so autograd hands the op one gradient per token.
 - Except on the Triton backend for a scalar loss (mean/sum, no softcap) that needs a
@@ -42,10 +42,9 @@ from s1kernels.ops.loss.torch_impl import stat_dtype as _stat_dtype
 # The custom op: per-token loss / lse / argmax, and its backward
 # ----------------------------------------------------------------------------------------
 
-def _torch_chunk(hidden, vocab_size, backend, chunk_tokens):
-    """Trained tokens per chunk: all of them for "torch", about 64M logits for "chunked"."""
-    n = hidden.shape[0]
-    return max(1, n if backend == "torch" else torch_impl.chunk_rows(n, vocab_size, chunk_tokens))
+def _torch_chunk(hidden, vocab_size, chunk_tokens):
+    """Trained tokens per chunk of the torch path: `chunk_tokens`, else about 64M logits."""
+    return max(1, torch_impl.chunk_rows(hidden.shape[0], vocab_size, chunk_tokens))
 
 
 def _impl_forward(hidden, weight, labels, bias, ignore_index, z_loss, softcap, vocab_size, backend, chunk_tokens):
@@ -53,7 +52,7 @@ def _impl_forward(hidden, weight, labels, bias, ignore_index, z_loss, softcap, v
         from s1kernels.ops.loss import triton_impl as loss_kernels
 
         return loss_kernels.forward(hidden, weight, labels, bias, ignore_index, z_loss, softcap, vocab_size)
-    chunk = _torch_chunk(hidden, vocab_size, backend, chunk_tokens)
+    chunk = _torch_chunk(hidden, vocab_size, chunk_tokens)
     return torch_impl.forward(hidden, weight, labels, bias, ignore_index, z_loss, softcap, vocab_size, chunk)
 
 
@@ -64,7 +63,7 @@ def _impl_backward(grad, hidden, weight, labels, bias, lse, ignore_index, z_loss
 
         return loss_kernels.backward(grad, hidden, weight, labels, bias, lse, ignore_index, z_loss, softcap,
                                      vocab_size, need_hidden, need_weight)
-    chunk = _torch_chunk(hidden, vocab_size, backend, chunk_tokens)
+    chunk = _torch_chunk(hidden, vocab_size, chunk_tokens)
     return torch_impl.backward(grad, hidden, weight, labels, bias, lse, ignore_index, z_loss, softcap, vocab_size,
                                chunk, need_hidden, need_weight)
 
@@ -154,17 +153,6 @@ def _autocast(hidden, weight, bias):
     return cast(hidden), cast(weight), cast(bias)
 
 
-def resolve_backend(backend: str, device: torch.device) -> str:
-    """auto -> "triton" on CUDA, "chunked" on CPU; checks that an explicit choice can run."""
-    if backend not in LOSS_BACKENDS:
-        raise ValueError(f"backend: expected one of {LOSS_BACKENDS}, got {backend!r}")
-    if backend in ("chunked", "torch"):
-        return backend
-    if backend == "auto":
-        return "triton" if device.type == "cuda" and _backend.triton_usable(device) else "chunked"
-    return _backend.resolve(backend, device, available=("triton", "torch"), op="linear_cross_entropy")
-
-
 def linear_cross_entropy(hidden: Tensor, weight: Tensor, labels: Tensor, *, cu_seqlens: Tensor | None = None,
                          ignore_index: int = -100, reduction: str = "mean", normalize: str = "token",
                          num_items: Tensor | None = None, z_loss: float = 0.0, softcap: float | None = None,
@@ -187,12 +175,14 @@ def linear_cross_entropy(hidden: Tensor, weight: Tensor, labels: Tensor, *, cu_s
         softcap: logits become softcap * tanh(logits / softcap) before the softmax.
         vocab_size: rows of `weight` past this index are excluded from the softmax (padded vocab).
         bias: optional [V] lm_head bias.
-        backend: "auto" (Triton on CUDA, chunked on CPU and for fp64), "triton", "chunked" or "torch".
+        backend: "auto" (Triton on CUDA; torch on CPU and for fp64), "triton" or "torch" (the
+            chunked torch path: `chunk_tokens` trained tokens at a time). See
+            s1kernels.backend.resolve; the plain oracle is `linear_cross_entropy_reference`.
         return_stats: also return a dict with per-token `token_loss`, `logsumexp`, `correct`
             and the token `accuracy` (all detached).
         validate: check label range and cu_seqlens contents (reads device memory, a sync on
             GPU). Default: True on CPU, False on CUDA.
-        chunk_tokens: tokens per chunk of the chunked path (default: about 64M logits).
+        chunk_tokens: trained tokens per chunk of the torch path (default: about 64M logits).
 
     Under `torch.autocast`, fp32 hidden/weight/bias are cast to the autocast dtype first (as
     `F.linear` would be); the loss itself is always computed in fp32.
@@ -205,13 +195,13 @@ def linear_cross_entropy(hidden: Tensor, weight: Tensor, labels: Tensor, *, cu_s
     hidden, weight, bias = _autocast(hidden, weight, bias)
     vocab_size = _check_inputs(hidden, weight, labels, bias, cu_seqlens, num_items, ignore_index, reduction,
                                normalize, z_loss, softcap, vocab_size, backend, validate)
-    impl = resolve_backend(backend, hidden.device)
+    impl = _backend.resolve("loss", backend, hidden, op="linear_cross_entropy")
     if impl == "triton" and hidden.dtype == torch.float64:
         # The kernels keep fp32 statistics, so fp64 would come back as fp32 (and not as the
         # fake impl declares); fp64 is the oracle's precision and goes through torch.
         if backend != "auto":
-            raise TypeError("backend='triton': float64 inputs are not supported; use 'chunked' or 'torch'")
-        impl = "chunked"
+            raise TypeError("backend='triton': float64 inputs are not supported; use 'torch'")
+        impl = "torch"
     need_hidden, need_weight = _grad_op.wants_grad(hidden, weight, bias)
     if impl == "triton" and reduction != "none" and not softcap and (need_hidden or need_weight):
         # A scalar loss with a gradient: computed in the forward pass (6 N H V FLOPs, see

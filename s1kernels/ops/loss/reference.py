@@ -11,9 +11,14 @@ import math
 import torch
 from torch import Tensor
 
+from s1kernels import checks
+from s1kernels.backend import FAMILIES
+
 REDUCTIONS = ("mean", "sum", "none")
 NORMALIZATIONS = ("token", "sequence")
-LOSS_BACKENDS = ("auto", "triton", "chunked", "torch")
+# The loss's entries of the one backend vocabulary (s1kernels.backend.FAMILIES["loss"]):
+# "torch" is the chunked torch path; this module's oracle is not a backend.
+LOSS_BACKENDS = ("auto",) + FAMILIES["loss"]
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
@@ -24,51 +29,34 @@ _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 def _check_inputs(hidden, weight, labels, bias, cu_seqlens, num_items, ignore_index, reduction,
                   normalize, z_loss, softcap, vocab_size, backend, validate):
     """Checks everything that can be checked without reading device memory; returns vocab_size."""
-    if not isinstance(hidden, Tensor):
-        raise TypeError(f"hidden: expected a torch.Tensor [N, H], got {type(hidden).__name__}")
-    if not isinstance(weight, Tensor):
-        raise TypeError(f"weight: expected a torch.Tensor [V, H], got {type(weight).__name__}")
-    if not isinstance(labels, Tensor):
-        raise TypeError(f"labels: expected a torch.Tensor [N], got {type(labels).__name__}")
-    if hidden.dim() != 2:
-        raise ValueError(f"hidden: expected 2 dimensions [N, H], got shape {tuple(hidden.shape)}")
-    if weight.dim() != 2:
-        raise ValueError(f"weight: expected 2 dimensions [V, H], got shape {tuple(weight.shape)}")
-    if hidden.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"hidden: expected a floating dtype {_FLOAT_DTYPES}, got {hidden.dtype}")
-    if weight.dtype != hidden.dtype:
-        raise TypeError(f"weight: expected dtype {hidden.dtype} (the dtype of hidden), got {weight.dtype}")
+    checks.check_tensor("hidden", hidden, "[N, H]")
+    checks.check_tensor("weight", weight, "[V, H]")
+    checks.check_tensor("labels", labels, "[N]")
+    checks.check_dims("hidden", hidden, 2, "[N, H]")
+    checks.check_dims("weight", weight, 2, "[V, H]")
+    checks.check_dtype("hidden", hidden, _FLOAT_DTYPES, f"a floating dtype {_FLOAT_DTYPES}")
+    checks.check_dtype("weight", weight, hidden.dtype, f"dtype {hidden.dtype} (the dtype of hidden)")
     n, h = hidden.shape
     v = weight.shape[0]
     if weight.shape[1] != h:
         raise ValueError(f"weight: expected shape [V, {h}] (H of hidden), got {tuple(weight.shape)}")
     if v == 0:
         raise ValueError("weight: expected at least one vocabulary row, got V=0")
-    if weight.device != hidden.device:
-        raise ValueError(f"weight: expected device {hidden.device} (the device of hidden), got {weight.device}")
+    checks.check_on_device("weight", weight, hidden.device, "the device of hidden")
     if labels.dim() != 1 or labels.shape[0] != n:
         raise ValueError(f"labels: expected shape [{n}] (N of hidden), got {tuple(labels.shape)}")
-    if labels.dtype not in (torch.int64, torch.int32):
-        raise TypeError(f"labels: expected dtype int64 or int32, got {labels.dtype}")
-    if labels.device != hidden.device:
-        raise ValueError(f"labels: expected device {hidden.device}, got {labels.device}")
+    checks.check_dtype("labels", labels, (torch.int64, torch.int32), "dtype int64 or int32")
+    checks.check_on_device("labels", labels, hidden.device)
     if bias is not None:
-        if not isinstance(bias, Tensor):
-            raise TypeError(f"bias: expected a torch.Tensor [V] or None, got {type(bias).__name__}")
+        checks.check_tensor("bias", bias, "[V] or None")
         if bias.shape != (v,):
             raise ValueError(f"bias: expected shape [{v}] (V of weight), got {tuple(bias.shape)}")
-        if bias.dtype != hidden.dtype:
-            raise TypeError(f"bias: expected dtype {hidden.dtype}, got {bias.dtype}")
-        if bias.device != hidden.device:
-            raise ValueError(f"bias: expected device {hidden.device}, got {bias.device}")
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction: expected one of {REDUCTIONS}, got {reduction!r}")
-    if normalize not in NORMALIZATIONS:
-        raise ValueError(f"normalize: expected one of {NORMALIZATIONS}, got {normalize!r}")
-    if backend not in LOSS_BACKENDS:
-        raise ValueError(f"backend: expected one of {LOSS_BACKENDS}, got {backend!r}")
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
-        raise TypeError(f"ignore_index: expected an int, got {type(ignore_index).__name__}")
+        checks.check_dtype("bias", bias, hidden.dtype)
+        checks.check_on_device("bias", bias, hidden.device)
+    checks.check_choice("reduction", reduction, REDUCTIONS)
+    checks.check_choice("normalize", normalize, NORMALIZATIONS)
+    checks.check_choice("backend", backend, LOSS_BACKENDS)
+    checks.check_int_type("ignore_index", ignore_index)
     if isinstance(z_loss, bool) or not isinstance(z_loss, (int, float)) or not math.isfinite(z_loss) or z_loss < 0:
         raise ValueError(f"z_loss: expected a finite float >= 0, got {z_loss!r}")
     if softcap is not None and (isinstance(softcap, bool) or not isinstance(softcap, (int, float))
@@ -88,17 +76,14 @@ def _check_inputs(hidden, weight, labels, bias, cu_seqlens, num_items, ignore_in
                             f"got {type(num_items).__name__}")
         if num_items.numel() != 1:
             raise ValueError(f"num_items: expected one element, got shape {tuple(num_items.shape)}")
-        if num_items.device != hidden.device:
-            raise ValueError(f"num_items: expected device {hidden.device}, got {num_items.device}")
+        checks.check_on_device("num_items", num_items, hidden.device)
     if cu_seqlens is not None:
         if not isinstance(cu_seqlens, Tensor):
             raise TypeError(f"cu_seqlens: expected an int tensor [S+1] or None, got {type(cu_seqlens).__name__}")
         if cu_seqlens.dim() != 1 or cu_seqlens.shape[0] < 2:
             raise ValueError(f"cu_seqlens: expected shape [S+1] with S >= 1, got {tuple(cu_seqlens.shape)}")
-        if cu_seqlens.dtype not in (torch.int32, torch.int64):
-            raise TypeError(f"cu_seqlens: expected dtype int32 or int64, got {cu_seqlens.dtype}")
-        if cu_seqlens.device != hidden.device:
-            raise ValueError(f"cu_seqlens: expected device {hidden.device}, got {cu_seqlens.device}")
+        checks.check_dtype("cu_seqlens", cu_seqlens, (torch.int32, torch.int64), "dtype int32 or int64")
+        checks.check_on_device("cu_seqlens", cu_seqlens, hidden.device)
     if validate:
         _validate_values(labels, cu_seqlens, n, ignore_index, vocab_size)
     return vocab_size

@@ -1,6 +1,6 @@
-"""Torch implementations of the loss's per-token op: "torch" (one chunk: the logits of all
-trained tokens at once) and "chunked" (`chunk` trained tokens at a time, so at most
-chunk x V logits exist; recomputed in backward). They serve CPU and fp64.
+"""The torch implementation of the loss's per-token op (backend "torch"): `chunk` trained
+tokens at a time, so at most chunk x V logits exist (recomputed in backward). It serves CPU
+and fp64; a chunk of all trained tokens is the plain one-matmul computation.
 """
 from __future__ import annotations
 

@@ -16,7 +16,8 @@ Semantics shared by every op:
   both rank by a unique 64-bit key built from (score, index), so ties come out identically.
 - Nothing of size [N, M] is ever allocated: the torch path streams M in chunks of `block_m`
   columns (and N in chunks of rows) and merges a running top-k; the Triton kernel keeps the
-  running top-k in registers (k <= 128) and larger k runs the chunked path on the device.
+  running top-k in registers (k <= 128; backend="auto" takes the chunked torch path for a
+  larger k on the device, an explicit backend="triton" raises).
 - Layout: `reference.py` (oracles, keys, norms), `torch_impl.py` (chunked top-k, blocked
   dedup, greedy device loops), `triton_impl.py` (the top-k kernel and its launcher); this
   module holds the public API, the argument checks and the custom op.
@@ -31,13 +32,14 @@ from typing import Optional
 import torch
 
 from s1kernels import backend as _backend
+from s1kernels import checks
 from s1kernels.ops.similarity import torch_impl
 from s1kernels.ops.similarity.reference import (  # noqa: F401  (public names of the family)
     KEY_SENTINEL, DedupResult, decode_keys, inverse_norms, k_center_reference, mmr_reference, normalized, score_keys,
     threshold_dedup_reference, topk_similarity_reference)
 from s1kernels.ops.similarity.torch_impl import GreedyState as _GreedyState, run_greedy as _run_greedy
 
-TRITON_MAX_K = 128  # the register-resident running list; larger k streams through torch chunks
+TRITON_MAX_K = 128  # the register-resident running list of the Triton kernel
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -45,8 +47,7 @@ _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # ----------------------------------------------------------------------------- validation
 
 def _check_matrix(name: str, t, allow_empty: bool = False) -> torch.Tensor:
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor [rows, dim], got {type(t).__name__}")
+    checks.check_tensor(name, t, "[rows, dim]")
     if t.dim() != 2:
         raise ValueError(f"{name}: expected a 2-D tensor [rows, dim], got shape {tuple(t.shape)}")
     if t.dtype not in _DTYPES:
@@ -74,7 +75,7 @@ def topk_similarity(x: torch.Tensor, y: torch.Tensor | None = None, k: int = 10,
     Returns (scores fp32 [N, k], indices int64 [N, k]), each row ordered by higher score
     first, then lower index. With y=None and exclude_self=True a row never lists itself
     (exclude_self is ignored when y is given). Cosine similarity when normalize=True, inner
-    product otherwise. backend: "auto" | "triton" | "torch"; block_m sets the streamed tile
+    product otherwise. backend: "auto" | "triton" | "torch" (s1kernels.backend.resolve); block_m sets the streamed tile
     width (columns of y per step; the Triton kernel only narrows its tile to it, never widens).
     """
     x = _check_matrix("x", x)
@@ -92,16 +93,27 @@ def topk_similarity(x: torch.Tensor, y: torch.Tensor | None = None, k: int = 10,
     exclude = bool(exclude_self and self_mode)
     m = y.shape[0]
     avail = m - (1 if exclude else 0)
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        raise ValueError(f"k: expected a positive int, got {k!r}")
+    checks.check_positive_int("k", k)
     if k > avail:
         raise ValueError(f"k: asked for {k} neighbours but the pool offers {avail} "
                          f"({m} rows{', minus the row itself' if exclude else ''})")
     if block_m is not None and (not isinstance(block_m, int) or block_m < 1):
         raise ValueError(f"block_m: expected a positive int or None, got {block_m!r}")
-    _backend.resolve(backend, x.device, ("triton", "torch"), op="topk_similarity")
+    _choose(backend, x, k)
     return torch.ops.s1kernels.topk_similarity(x, None if self_mode else y, k, exclude, normalize,
                                                backend, block_m or 0)
+
+
+def _choose(backend: str, x: torch.Tensor, k: int) -> str:
+    """s1kernels.backend.resolve for the top-k, plus the Triton kernel's limit on k: "auto"
+    takes the chunked torch top-k past it, an explicit "triton" raises."""
+    choice = _backend.resolve("similarity", backend, x, op="topk_similarity")
+    if choice == "triton" and k > TRITON_MAX_K:
+        if backend == "auto":
+            return "torch"
+        raise ValueError(f"topk_similarity: backend 'triton' keeps at most k={TRITON_MAX_K} neighbours per row in "
+                         f"registers, got k={k}; use backend='torch' (the chunked top-k) or 'auto'")
+    return choice
 
 
 @torch.library.custom_op("s1kernels::topk_similarity", mutates_args=())
@@ -114,8 +126,7 @@ def _topk_op(x: torch.Tensor, y: Optional[torch.Tensor], k: int, exclude_self: b
     rx = inverse_norms(x, "x", normalize)
     ry = rx if self_mode else inverse_norms(y, "y", normalize)
     exclude = exclude_self and self_mode
-    choice = _backend.resolve(backend, x.device, ("triton", "torch"), op="topk_similarity")
-    if choice == "triton" and k <= TRITON_MAX_K:
+    if _choose(backend, x, k) == "triton":
         from s1kernels.ops.similarity import triton_impl
 
         keys = triton_impl.topk_keys(x, y, rx, ry, k, exclude, block_m)
@@ -182,9 +193,8 @@ def threshold_dedup(x: torch.Tensor, threshold: float, order=None, *, normalize:
     """
     x = _check_matrix("x", x)
     threshold = _check_threshold(threshold)
-    for name, v in (("block", block), ("chunk", chunk)):
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"{name}: expected a positive int, got {v!r}")
+    checks.check_positive_int("block", block)
+    checks.check_positive_int("chunk", chunk)
     n = x.shape[0]
     order = _check_order(order, n, x.device)
     # One working copy in walk order (x[order] always copies), normalised in place as
@@ -220,8 +230,7 @@ def threshold_dedup(x: torch.Tensor, threshold: float, order=None, *, normalize:
 # ----------------------------------------------------------------------------- greedy diversity
 
 def _check_k(k, n, what="k"):
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        raise ValueError(f"{what}: expected a positive int, got {k!r}")
+    checks.check_positive_int(what, k)
     if k > n:
         raise ValueError(f"{what}: asked for {k} picks from a pool of {n}")
 
@@ -309,7 +318,7 @@ def kmeans(x: torch.Tensor, n_clusters: int, *, iters: int = 20, seed: int = 0,
     g = torch.Generator().manual_seed(seed)
     init = torch.randperm(n, generator=g)[:n_clusters].to(x.device)
     cent = xn[init].clone()
-    _backend.resolve(backend, x.device, ("triton", "torch"), op="kmeans")
+    _backend.resolve("similarity", backend, x, op="kmeans")
 
     def nearest(cent):  # the op itself: xn and the centroids need no per-iteration checks
         return torch.ops.s1kernels.topk_similarity(xn, cent, 1, False, True, backend, 0)[1][:, 0]
