@@ -14,6 +14,10 @@ import torch
 
 BACKENDS = ("auto", "cuda", "triton", "cpp", "torch")
 
+# Multiprocessors of the H100 SXM: what launchers assume on a meta device (the offline
+# compile check in s1kernels.ops.triton_compile imitates that GPU).
+H100_SMS = 132
+
 
 def _installed_build_for_checkout() -> str:
     """Loads the installed s1kernels._C for a source checkout that has none; '' on success,

@@ -323,7 +323,7 @@ def _num_sms(device) -> int:
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).multi_processor_count
     if device.type == "meta":  # the offline compile check (ops/triton_compile.py) imitates an H100
-        from s1kernels.ops.triton_compile import H100_SMS
+        from s1kernels.backend import H100_SMS
 
         return H100_SMS
     return 4
