@@ -479,7 +479,8 @@ def test_validate_can_be_switched_off():
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
 @pytest.mark.parametrize("n,h,v", [(1, 64, 1000), (777, 256, 5003), (3000, 512, 33000)])
-def test_triton_cuda_against_reference(dtype, n, h, v):
+@pytest.mark.parametrize("softcap", [30.0, None])  # None: the gradient in the forward pass (triton_fused.py)
+def test_triton_cuda_against_reference(dtype, n, h, v, softcap):
     torch.manual_seed(0)
     dev = torch.device("cuda")
     hidden = torch.randn(n, h, device=dev).to(dtype)
@@ -488,7 +489,7 @@ def test_triton_cuda_against_reference(dtype, n, h, v):
     labels = torch.randint(0, v - 5, (n,), device=dev)
     labels[torch.rand(n, device=dev) < 0.3] = IGNORE
     cu = torch.tensor([0, n // 3, n // 3, n], dtype=torch.int32, device=dev)
-    kw = dict(cu_seqlens=cu, normalize="sequence", z_loss=1e-4, softcap=30.0, vocab_size=v - 5)
+    kw = dict(cu_seqlens=cu, normalize="sequence", z_loss=1e-4, softcap=softcap, vocab_size=v - 5)
     fwd_tol, grad_tol = TOL[dtype] if dtype != torch.float32 else (5e-3, 3e-2)  # fp32 dots run as tf32
     for bias in (None, b):
         out, grads = run(linear_cross_entropy, hidden, weight, labels, bias, backend="triton", **kw)

@@ -189,6 +189,8 @@ def variant_label(v) -> str:
              if not n.startswith(("BLOCK", "GROUP"))]
     loose = [names[p[0]] for p, a in v["attrs"].items()
              if len(p) == 1 and not a and v["signature"][names[p[0]]] in ("i32", "i64")]
+    unaligned = [names[p[0]] for p, a in v["attrs"].items()
+                 if len(p) == 1 and not a and v["signature"][names[p[0]]].startswith("*")]
     blocks = "x".join(str(val) for n, val in consts.items() if n.startswith("BLOCK"))
     dtype = next((t[1:] for t in v["signature"].values() if t.startswith("*") and t[1:] in ("bf16", "fp16", "fp32")), "")
     out = f"{k.__name__} {dtype} {blocks} w{v['options'].get('num_warps')}s{v['options'].get('num_stages')}"
@@ -196,6 +198,8 @@ def variant_label(v) -> str:
         out += " " + ",".join(flags)
     if loose:
         out += " not16:" + ",".join(loose)
+    if unaligned:
+        out += " unaligned:" + ",".join(unaligned)
     return out
 
 

@@ -101,15 +101,17 @@ def forward_with_grad(hidden, weight, labels, bias, token_weight, ignore_index, 
         probs = torch.empty(min(chunk, n), v_pad, dtype=hidden.dtype, device=dev)
         tmax = torch.empty(min(chunk, n), n_vt, dtype=torch.float32, device=dev)
         # trained rows of each chunk, on device: no sync
-        counts = (count - torch.arange(n_chunks, device=dev, dtype=torch.int32) * chunk).clamp(0, chunk)
-        counts = counts.to(torch.int32)
+        # (one 16-byte row per chunk, so every chunk's count pointer is aligned as the first's
+        # and the JIT compiles one variant, not two)
+        counts = torch.zeros(n_chunks, 4, dtype=torch.int32, device=dev)
+        counts[:, 0] = (count - torch.arange(n_chunks, device=dev, dtype=torch.int32) * chunk).clamp(0, chunk)
         multi = n_chunks > 1 and need_weight
         acc = torch.empty(v, h, dtype=torch.float32, device=dev) if multi else scale
         bacc = torch.empty(v, dtype=torch.float32, device=dev) if multi and bias is not None else scale
         gb_arg = grad_bias if grad_bias.numel() else hidden
     for c in range(n_chunks):
         t0, nc = c * chunk, min(chunk, n - c * chunk)
-        r, y, cnt = rows[t0:t0 + nc], lab[t0:t0 + nc], counts[c:c + 1]
+        r, y, cnt = rows[t0:t0 + nc], lab[t0:t0 + nc], counts[c, :1]
         lc, lsec, pc = K.forward_compact(hidden, weight, bias, r, y, cnt, nc, vocab_size, z_loss, None,
                                          probs=probs, tmax=tmax)
         loss_c[t0:t0 + nc], lse_c[t0:t0 + nc], pred_c[t0:t0 + nc] = lc, lsec, pc
