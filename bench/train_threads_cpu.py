@@ -36,7 +36,7 @@ COMPETITOR = ("import torch\n"
               "    a = torch.tanh(a @ a)\n")
 
 
-def run_once(threads: int | None, busy: bool, steps: int, workdir: str) -> dict:
+def run_once(threads: int | None, busy: bool, steps: int, workdir: str, timeout: float) -> dict:
     competitor = None
     if busy:
         competitor = subprocess.Popen([sys.executable, "-c", COMPETITOR], stdout=subprocess.DEVNULL,
@@ -49,28 +49,42 @@ def run_once(threads: int | None, busy: bool, steps: int, workdir: str) -> dict:
     if threads is not None:
         cmd += ["--threads", str(threads)]
     t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    timed_out = False
     try:
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800)
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        # a collapsed run: stop it and keep the rate of the steps it finished (a log line per step)
+        timed_out = True
+        proc.kill()
+        _, err = proc.communicate()
     finally:
         if competitor is not None:
             competitor.kill()
             competitor.wait()
     wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
-    with open(os.path.join(out, "train_log.jsonl")) as f:
-        last = [json.loads(line) for line in f][-1]
+    if proc.returncode != 0 and not timed_out:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{err[-2000:]}")
+    log_path = os.path.join(out, "train_log.jsonl")
+    records = []
+    if os.path.exists(log_path):
+        with open(log_path) as f:
+            records = [json.loads(line) for line in f if line.strip()]
     with open(os.path.join(out, "train_config.json")) as f:
         used = json.load(f).get("threads_used")
-    return {"threads": threads, "threads_used": used, "busy": busy, "tokens_per_s": last["tokens_per_s"],
-            "wall_s": wall, "load1_before": load}
+    # no step finished in time: the rate was below one step (1,024 tokens) per `timeout` seconds
+    rate = records[-1]["tokens_per_s"] if records else 1024 / timeout
+    return {"threads": threads, "threads_used": used, "busy": busy, "tokens_per_s": rate, "steps": len(records),
+            "timed_out": timed_out, "wall_s": wall, "load1_before": load}
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=30)
-    p.add_argument("--threads", nargs="+", default=["1", "2", "default"],
+    p.add_argument("--timeout", type=float, default=600.0,
+                   help="seconds before a run is stopped; its rate is then that of the steps it finished")
+    p.add_argument("--threads", nargs="+", default=["1", "2"],
                    help="thread counts to compare; 'default' runs without --threads")
     p.add_argument("--out", default=os.path.join(HERE, "results", "train-threads-cpu.md"), help="'-': stdout only")
     args = p.parse_args(argv)
@@ -80,16 +94,17 @@ def main(argv=None) -> int:
         for r in range(args.rounds):
             for busy in (False, True):
                 for t in threads:
-                    res = run_once(t, busy, args.steps, workdir)
+                    res = run_once(t, busy, args.steps, workdir, args.timeout)
                     res["round"] = r
                     runs.append(res)
                     print(json.dumps(res), file=sys.stderr, flush=True)
     lines = [f"# train on a CPU: torch threads alone and beside a busy 2-thread process",
              "",
-             f"`python bench/train_threads_cpu.py --rounds {args.rounds} --steps {args.steps}` on "
+             f"`python bench/train_threads_cpu.py --rounds {args.rounds} --steps {args.steps} --timeout {args.timeout:.0f}` on "
              f"{platform.machine()} with {os.cpu_count()} CPUs ({platform.processor() or 'cpu'}), "
              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; the default tiny model, "
-             f"{args.steps} steps of 1,024 tokens, median over rounds (run interleaved).",
+             f"{args.steps} steps of 1,024 tokens, median over rounds (run interleaved); a run still going after "
+             f"{args.timeout:.0f} s is stopped and counted at the rate of the steps it finished.",
              "",
              "| threads | alone tok/s | busy tok/s | busy / alone | load avg (1 min) before runs |",
              "| --- | ---: | ---: | ---: | --- |"]
@@ -104,8 +119,9 @@ def main(argv=None) -> int:
         lines.append(f"| {name} | {a:,.0f} | {b:,.0f} | {b / a:.2f} | {loads} |")
     lines += ["", "Every run (tokens/s, load before):", ""]
     for x in runs:
+        cut = f" (stopped at {args.timeout:.0f} s after {x['steps']} steps)" if x["timed_out"] else ""
         lines.append(f"- round {x['round']}, threads {x['threads'] or 'default'}, {'busy' if x['busy'] else 'alone'}: "
-                     f"{x['tokens_per_s']:,.0f} tok/s, load {x['load1_before']:.1f}")
+                     f"{x['tokens_per_s']:,.0f} tok/s{cut}, load {x['load1_before']:.1f}")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out != "-":
