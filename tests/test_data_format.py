@@ -232,7 +232,7 @@ def test_recheck_task_traces():
         trace, q_lines = r["thinking_trajectories"], r["question"].split("\n")
         assert synthetic.solve(r["question"]) == r["answer"] and len(q_lines) == 8
         start = int(q_lines[0].split()[1])
-        assert 0 <= start <= 999 and trace[0] == q_lines[0]
+        assert 0 <= start <= 99 and trace[0] == q_lines[0]
         passes = [trace[i:i + 7] for i in range(0, len(trace), 8)]
         assert len(trace) in (7, 15, 23) and all(trace[i] == "Wait" for i in range(7, len(trace), 8))
         for p, lines in enumerate(passes):
@@ -262,7 +262,7 @@ def test_recheck_partial_answers_improve_line_by_line():
              for k in range(7)]
     assert share[0] < 0.02 and share[6] == 1.0
     assert all(b > a + 0.03 for a, b in zip(share, share[1:]))
-    # the start's three digits keep the question space large: few repeats in 2,000 rows
+    # the two-digit start keeps the question space large: few repeats in 2,000 rows
     assert len({r["question"] for r in rows}) > 1900
 
 

@@ -88,27 +88,31 @@ def test_rejection_sampling_counts_attempts(model, tok, rows):
         assert all(r["in_bounds"] or r["events"]["attempts"] == 3 for r in mine)
 
 
-def test_suite_and_command(model, tok, rows, tmp_path):
-    result = run_suite(model, tok, rows, budgets=[2, 4], waits=[1], steps=[1], cap=8, tokens_per_step=2, reject=[4],
-                       samples=(1, 2), max_attempts=2, strings=("Wait", "none", "Hmm"), progress=False)
-    assert set(result["methods"]) == {"budget forcing", "majority voting", "token-conditional", "step-conditional",
-                                      "class-conditional", "rejection sampling"}
-    assert result["methods"]["budget forcing"]["metrics"]["control"] == 1.0
-    assert result["methods"]["majority voting"]["metrics"]["control"] is None
-    table = baselines_table(result)
-    assert table.count("\n") == 2 + 6 and "rejection sampling" in table
-    ext = extensions_table(result["extensions"])
-    assert '"Hmm"' in ext and "none (end suppressed)" in ext
+def test_suite_command_writes_figure_tables_and_rows(model, tok, tmp_path):
     folder = tmp_path / "m"
     save_model(model, str(folder))
     tok.save(str(folder))
     out = tmp_path / "suite"
     assert main(["--model", str(folder), "--num-synthetic", "3", "--out", str(out), "--budgets", "2", "4",
                  "--waits", "1", "--steps", "1", "--reject", "4", "--cap", "8", "--samples", "1", "2",
-                 "--max-attempts", "2", "--strings", "Wait", "Hmm"]) == 0
+                 "--max-attempts", "2", "--strings", "Wait", "none", "Hmm"]) == 0
     for name in ("sequential_vs_parallel.png", "baselines.md", "extensions.md", "report.json", "rows.jsonl"):
         assert (out / name).stat().st_size > 0
     report = json.loads((out / "report.json").read_text())
+    methods = report["methods"]
+    assert set(methods) == {"budget forcing", "majority voting", "token-conditional", "step-conditional",
+                            "class-conditional", "rejection sampling"}
+    assert methods["budget forcing"]["metrics"]["control"] == 1.0
+    assert methods["majority voting"]["metrics"]["control"] is None
+    table = baselines_table(report)
+    assert table.count("\n") == 2 + 6 and "rejection sampling" in table
+    assert table == (out / "baselines.md").read_text()
+    ext = extensions_table(report["extensions"])
+    assert '"Hmm"' in ext and "none (end suppressed)" in ext
     assert any("Hmm" in n for n in report["notes"])  # not in the built-in vocabulary
     lines = [json.loads(x) for x in (out / "rows.jsonl").read_text().splitlines()]
     assert {r["method"] for r in lines} >= {"budget forcing", "majority voting", "extension strings"}
+    assert all({"generation", "prediction", "thinking_tokens", "events"} <= set(r) for r in lines)
+    with pytest.raises(ValueError, match="methods"):
+        run_suite(model, tok, [], methods=["vibes"], budgets=[2], waits=[], steps=[], cap=4, tokens_per_step=1,
+                  reject=[])

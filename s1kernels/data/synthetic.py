@@ -17,13 +17,13 @@ share that layout (``make_rows(..., task=...)``):
   (and 30% of those check once more, the same way):
 
     question          thinking
-    Start 208         Start 208
+    Start 48          Start 48
     A + 3 = ?         A + 3 = 0        <- slip (8 + 3 = 11: written one short)
     B + 2 = ?         B + 2 = 2
     C + 0 = ?         C + 0 = 2
     ...               ...
     Result mod 10 ?   Wait
-                      Start 208
+                      Start 48
                       A + 3 = 1
                       B + 2 = 3
                       C + 0 = 3        ...  answer: 3
@@ -32,10 +32,12 @@ share that layout (``make_rows(..., task=...)``):
   learned what follows "Wait": forcing "Wait" in place of its end of thinking (budget
   forcing) makes it check its work, and accuracy goes up, as in s1.
 
-The start is a three-digit number (only its last digit matters mod 10): it makes the
-question space large (about 10^3 x 4^6), so held-out questions (not seen in training) are
-not biased towards the rarer, harder kinds. A first pass is 41 thinking tokens with the
-default tokenizer (a 5-token start line and six 6-token step lines); each check adds 43.
+The start is a two-digit number (only its last digit matters mod 10): it makes the
+question space large enough (about 10^2 x 4^6) that held-out questions (not seen in
+training) are not much biased towards the rarer, harder kinds. (Three digits were tried:
+the default minute of training did not always learn to copy them.) A first pass is 40
+thinking tokens with the default tokenizer (a 4-token start line and six 6-token step
+lines); each check adds 42.
 
 ``chain`` is the earlier task: a one-digit start, six steps of +1..3, no slips and no
 checking. Accuracy is a guess (~10%) until the whole 39-token trace fits, then 100%.
@@ -65,7 +67,7 @@ _OPS = {"+": lambda a, b: (a + b) % 10, "-": lambda a, b: (a - b) % 10, "*": lam
 # Each task's defaults; make_rows' keyword arguments override them.
 TASKS = {
     "recheck": dict(min_steps=6, max_steps=6, ops="+", max_operand=3, slips=True, check_rate=0.3, zero_tail=True,
-                    start_digits=3),
+                    start_digits=2),
     "chain": dict(min_steps=6, max_steps=6, ops="+", max_operand=3, slips=False, check_rate=0.0, zero_tail=False,
                   start_digits=1),
 }
@@ -89,7 +91,7 @@ def _pass(start: str, steps: list[tuple[str, int]], quick: bool) -> tuple[list[s
 
 
 def make_row(rng: random.Random, min_steps: int = 1, max_steps: int = 6, ops: str = "+", max_operand: int = 3,
-             slips: bool = True, check_rate: float = 0.3, zero_tail: bool = True, start_digits: int = 3) -> dict:
+             slips: bool = True, check_rate: float = 0.3, zero_tail: bool = True, start_digits: int = 2) -> dict:
     """One task row from `rng` (see `make_rows`)."""
     if not 1 <= start_digits <= 6:
         raise ValueError(f"start_digits: expected an int in 1..6, got {start_digits!r}")
