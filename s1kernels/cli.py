@@ -98,17 +98,29 @@ def add_budget_sampling_args(p: argparse.ArgumentParser) -> None:
                         "are too small to split, else torch's default)")
 
 
-def set_cpu_threads(model, threads: int | None) -> None:
-    """Applies --threads: small CPU models run fastest on one thread (and do not stall when
-    other processes share the cores)."""
-    if threads is not None:
-        if threads < 1:
-            raise ValueError(f"--threads: expected >= 1, got {threads}")
-        torch.set_num_threads(threads)
-        return
-    params = sum(p.numel() for p in model.parameters())
-    if next(model.parameters()).device.type == "cpu" and params < 20_000_000:
+# Below this size a model's ops are too small to gain from a second thread, and beside another
+# busy process torch's OpenMP threads wait for each other on shared cores: two threads on two
+# cores made the built-in model's training ~40x slower on a loaded machine where one thread
+# lost ~3x (bench/results/train-threads-cpu.md).
+SMALL_MODEL_PARAMS = 20_000_000
+
+
+def default_threads(requested: int | None, device: torch.device, n_params: int) -> int:
+    """Applies --threads; without it, one thread for a model under SMALL_MODEL_PARAMS on a CPU
+    unless OMP_NUM_THREADS says otherwise. Returns the thread count torch uses."""
+    if requested is not None:
+        if isinstance(requested, bool) or not isinstance(requested, int) or requested < 1:
+            raise ValueError(f"--threads: expected an int >= 1, got {requested!r}")
+        torch.set_num_threads(requested)
+    elif device.type == "cpu" and n_params < SMALL_MODEL_PARAMS and "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(1)
+    return torch.get_num_threads()
+
+
+def set_cpu_threads(model, threads: int | None) -> int:
+    """`default_threads` for `model` (generate, eval and train share the rule)."""
+    params = list(model.parameters())
+    return default_threads(threads, params[0].device, sum(p.numel() for p in params))
 
 
 def _unescape(text: str) -> str:

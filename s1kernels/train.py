@@ -34,6 +34,7 @@ import time
 
 import torch
 
+from s1kernels.cli import SMALL_MODEL_PARAMS, default_threads
 from s1kernels.data.tokenizer import real_vocab_size
 from s1kernels.extras import MissingExtra
 from s1kernels import checks
@@ -80,7 +81,7 @@ class TrainConfig:
     progress: bool = True
     loss_backend: str = "auto"
     vocab_size: int | None = None  # real tokens; lm_head rows past it take no probability (None: the tokenizer's)
-    threads: int | None = None  # CPU threads for torch (None: see default_threads)
+    threads: int | None = None  # CPU threads for torch (None: see s1kernels.cli.default_threads)
     # tiny model (used only without --model)
     hidden_size: int = 128
     num_hidden_layers: int = 4
@@ -213,24 +214,6 @@ def model_and_tokenizer(cfg: TrainConfig, device, world_size: int = 1, mp_policy
                                               vocab_size=cfg.vocab_size)
     check_chat_tokenizer(tok)
     return model, tok
-
-
-# Below this size a model's ops are too small to gain from a second thread, and on a machine
-# where another process is busy, OpenMP threads that wait for each other on shared cores make
-# a multi-threaded run many times slower (bench/train_threads_cpu.py measures both).
-SMALL_MODEL_PARAMS = 20_000_000
-
-
-def default_threads(requested: int | None, device: torch.device, n_params: int) -> int:
-    """Applies --threads; without it, one thread for a small model on a CPU unless
-    OMP_NUM_THREADS says otherwise. Returns the thread count torch uses."""
-    if requested is not None:
-        if isinstance(requested, bool) or not isinstance(requested, int) or requested < 1:
-            raise ValueError(f"threads: expected an int >= 1, got {requested!r}")
-        torch.set_num_threads(requested)
-    elif device.type == "cpu" and n_params < SMALL_MODEL_PARAMS and "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(1)
-    return torch.get_num_threads()
 
 
 def read_log(path: str, upto_step: int) -> list[dict]:

@@ -4,7 +4,8 @@ import json
 import pytest
 import torch
 
-from s1kernels.train import SMALL_MODEL_PARAMS, TINY_DEFAULTS, TrainConfig, default_threads, train
+from s1kernels.cli import SMALL_MODEL_PARAMS, default_threads, set_cpu_threads
+from s1kernels.train import TINY_DEFAULTS, TrainConfig, train
 from s1kernels.training.throughput import ThroughputWatch
 
 
@@ -27,8 +28,12 @@ def test_default_threads(monkeypatch, restore_threads):
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     assert default_threads(None, cpu, 10) == 2  # the user's OMP_NUM_THREADS wins
     for bad in (0, -1, 1.5, True):
-        with pytest.raises(ValueError, match="threads: expected an int >= 1"):
+        with pytest.raises(ValueError, match="--threads: expected an int >= 1"):
             default_threads(bad, cpu, 10)
+    # generate and eval apply the same rule to their model
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    torch.set_num_threads(2)
+    assert set_cpu_threads(torch.nn.Linear(4, 4), None) == 1
 
 
 class _Clock:
