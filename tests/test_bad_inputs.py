@@ -52,3 +52,4 @@ def test_a_huge_line_is_refused_without_reading_it_whole(tmp_path):
         read_rows(path)
     rows, stats = read_rows(path, skip_bad=True)
     assert len(rows) == 2 and stats["skipped"] == 1
+

@@ -211,12 +211,13 @@ def test_triton_fp16_small_gradients_do_not_underflow():
 
 
 def test_compaction_lists_trained_rows_first():
-    labels = torch.tensor([5, IGNORE, 3, IGNORE, IGNORE, 0, 7])
-    rows, lab, count, valid, pos = K._compact(labels, IGNORE)
-    assert count.tolist() == [4]
-    assert rows[:4].tolist() == [0, 2, 5, 6]
-    assert lab[:4].tolist() == [5, 3, 0, 7]
-    assert pos[valid].tolist() == [0, 1, 2, 3]
+    labels = torch.tensor([5, IGNORE, 3, IGNORE, IGNORE, 0, 7, 2**32 + 5, 8])
+    rows, lab, count, valid, pos = K._compact(labels, IGNORE, vocab_size=8)
+    assert count.tolist() == [6]
+    assert rows[:6].tolist() == [0, 2, 5, 6, 7, 8]
+    # out-of-range labels have no target (never wrapped by the int32 cast onto token 5)
+    assert lab[:6].tolist() == [5, 3, 0, 7, -1, -1]
+    assert pos[valid].tolist() == [0, 1, 2, 3, 4, 5]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -464,12 +465,25 @@ def test_bad_input_names_the_argument(arg, exc, kw):
 def test_validate_can_be_switched_off():
     # Without validation (the CUDA default: no host sync) an out-of-range label is not an error
     # and reads no memory out of bounds; its loss is just the logsumexp.
-    h, w = torch.randn(3, 8), torch.randn(20, 8)
-    y = torch.tensor([1, 25, 3])
+    # Labels past int32 (2^32 + 1 would wrap onto token 1) mean the same on every backend.
+    h, w = torch.randn(6, 8), torch.randn(20, 8)
+    y = torch.tensor([1, 25, 2**32 + 1, 2**31, -7, 3])
+    outs = []
     for backend in BACKENDS:
         out = linear_cross_entropy(h, w, y, reduction="none", validate=False, backend=backend)
         assert torch.isfinite(out).all()
-        torch.testing.assert_close(out[1], torch.logsumexp(h[1] @ w.T, 0))
+        for i in (1, 2, 3, 4):
+            torch.testing.assert_close(out[i], torch.logsumexp(h[i] @ w.T, 0), msg=f"{backend} row {i}")
+        outs.append(out)
+    for out in outs[1:]:
+        torch.testing.assert_close(out, outs[0])
+
+
+@pytest.mark.parametrize("ignore_index", [2**63, -(2**63) - 1, 10**30])
+def test_ignore_index_beyond_int64_is_a_named_error(ignore_index):
+    h, w = torch.randn(3, 8), torch.randn(20, 8)
+    with pytest.raises(ValueError, match="ignore_index: expected an int64"):
+        linear_cross_entropy(h, w, torch.tensor([1, 2, 3]), ignore_index=ignore_index)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -223,3 +223,16 @@ def test_read_pool_parquet_and_json(tmp_path):
     s = sel.run_selection(rows, sel.SelectConfig(k=2, dedup=False), None, log=lambda *a: None)
     assert s.domain_source == "column 'subject'" and sorted(s.ids) == [0, 1]
 
+
+@pytest.mark.parametrize("scale", [1e19, 1e-25])
+def test_selection_is_the_same_at_any_embedding_scale(tmp_path, scale):
+    """fp32 norms of rows around 1e19 overflow and around 1e-25 underflow; the similarity ops
+    rescale rows by powers of two, so the stages drop and pick the same rows."""
+    path, npy, _ = toy_pool(tmp_path)
+    pool = sel.read_pool(path)
+    emb = torch.from_numpy(np.load(npy))
+    cfg = sel.SelectConfig(k=12, dedup_threshold=0.99, method="kcenter")
+    ref = sel.run_selection(pool, cfg, emb, log=lambda *a: None)
+    got = sel.run_selection(pool, cfg, emb * scale, log=lambda *a: None)
+    assert got.table == ref.table and got.ids == ref.ids
+    assert {t[0]: t for t in got.table}["dedup"][1:3] == (36, 35)

@@ -125,7 +125,25 @@ def _validate(logits, state, budget_t, sampling_t, forcing, vocab_size):
         raise ValueError(f"forcing: at most {MAX_STOP_IDS} end-of-thinking + EOS ids in all, got {n_stop}")
     if forcing.max_id() >= vocab_size:
         raise ValueError(f"forcing: every token id must be < vocab_size = {vocab_size}, got id {forcing.max_id()}")
+    if dev.type == "cpu" and not torch.compiler.is_compiling():  # reading values costs no device sync here
+        _check_state_values(state)
     return vocab_size
+
+
+def _check_state_values(state: DecodeState) -> None:
+    """A hand-built state the step cannot interpret is refused (the torch and C++ paths would
+    otherwise disagree: one indexes out of range, the other clamps). CPU only: on a GPU the
+    step never reads state back to the host."""
+    def bad(name, mask):
+        rows = mask.nonzero()[:, 0]
+        if rows.numel():
+            r = int(rows[0])
+            raise ValueError(f"state.{name}: row {r} holds {int(getattr(state, name)[r])}, which no decode step "
+                             f"produces ({len(rows)} such row(s)); start from DecodeState.new")
+
+    bad("phase", (state.phase < THINKING) | (state.phase > DONE))
+    bad("inject_kind", (state.inject_kind < INJECT_NONE) | (state.inject_kind > INJECT_EXIT))
+    # (an inject_pos past its sequence is clamped into the token table alike by every backend)
 
 
 # ----------------------------------------------------------------------------- dispatch

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
+import struct
 from typing import NamedTuple, Sequence
 
 import torch
@@ -30,17 +32,28 @@ def _as_list(name: str, value, batch: int, kind) -> list:
     """A scalar or a per-row sequence/tensor as a list of `batch` Python values (setup time)."""
     if isinstance(value, torch.Tensor):
         if value.dim() == 0:
-            return [kind(value.item())] * batch
+            return [_convert(name, value.item(), kind)] * batch
         if value.dim() != 1:
             raise ValueError(f"{name}: expected a scalar or a 1-D per-row tensor, got shape {tuple(value.shape)}")
         value = value.tolist()
     if isinstance(value, (list, tuple)):
         if len(value) != batch:
             raise ValueError(f"{name}: expected {batch} per-row values (the batch size), got {len(value)}")
-        return [kind(v) for v in value]
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return [_convert(name, v, kind) for v in value]
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name}: expected a number, a sequence or a tensor, got {type(value).__name__}")
-    return [kind(value)] * batch
+    return [_convert(name, value, kind)] * batch
+
+
+def _convert(name: str, v, kind):
+    """One value as `kind`: an int field takes integral numbers only (2.5, inf and NaN are
+    errors, not truncated or an OverflowError)."""
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{name}: expected a number, got {v!r}")
+    if kind is int and not isinstance(v, numbers.Integral):
+        if not (math.isfinite(v) and float(v).is_integer()):
+            raise ValueError(f"{name}: expected an integer, got {v!r}")
+    return kind(v)
 
 
 def _check_ids(name: str, ids, allow_empty=False) -> tuple[int, ...]:
@@ -230,9 +243,15 @@ class Sampling:
         for r in range(batch):
             if not (math.isfinite(t[r]) and t[r] >= 0):
                 raise ValueError(f"temperature: expected a finite value >= 0, got {t[r]} (row {r})")
+            if not math.isfinite(_fp32(t[r])):  # the kernels hold it in fp32
+                raise ValueError(f"temperature: {t[r]} is beyond float32 (at most {_FP32_MAX:.4g}) (row {r})")
             if 0 < t[r] < _FP32_TINY:  # an fp32 subnormal: the GPU kernel (fast math) flushes it to 0
                 raise ValueError(f"temperature: expected 0 (greedy) or at least {_FP32_TINY:.4g} (the smallest "
                                  f"normal fp32), got {t[r]} (row {r})")
+            for pname, pv in (("top_p", p[r]), ("min_p", mp[r])):
+                if 0 < pv < _FP32_TINY:  # fp32 would hold 0 (or a subnormal the GPU flushes to 0)
+                    raise ValueError(f"{pname}: {pv} is below the smallest normal float32 ({_FP32_TINY:.4g}), "
+                                     f"which the kernels would read as 0 (row {r})")
             if not 0 <= k[r] <= _INT32_MAX:
                 raise ValueError(f"top_k: expected 0 (off) or a positive int, got {k[r]} (row {r})")
             if not 0 < p[r] <= 1:
@@ -250,6 +269,12 @@ class Sampling:
 
 
 _FP32_TINY = torch.finfo(torch.float32).tiny
+_FP32_MAX = torch.finfo(torch.float32).max
+
+
+def _fp32(v: float) -> float:
+    """`v` rounded to float32 as the kernels will hold it."""
+    return struct.unpack("f", struct.pack("f", v))[0] if abs(v) <= 3.5e38 else math.copysign(math.inf, v)
 
 _STATE_FIELDS = ("phase", "thinking_tokens", "waits_used", "inject_kind", "inject_pos", "answer_tokens",
                  "error", "event", "step")

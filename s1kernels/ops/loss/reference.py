@@ -57,6 +57,8 @@ def _check_inputs(hidden, weight, labels, bias, cu_seqlens, num_items, ignore_in
     checks.check_choice("normalize", normalize, NORMALIZATIONS)
     checks.check_choice("backend", backend, LOSS_BACKENDS)
     checks.check_int_type("ignore_index", ignore_index)
+    if not -(2**63) <= ignore_index < 2**63:
+        raise ValueError(f"ignore_index: expected an int64 value (labels are int64 or int32), got {ignore_index}")
     if isinstance(z_loss, bool) or not isinstance(z_loss, (int, float)) or not math.isfinite(z_loss) or z_loss < 0:
         raise ValueError(f"z_loss: expected a finite float >= 0, got {z_loss!r}")
     if softcap is not None and (isinstance(softcap, bool) or not isinstance(softcap, (int, float))
@@ -184,8 +186,10 @@ def linear_cross_entropy_reference(hidden, weight, labels, *, cu_seqlens=None, i
     logits = logits[:, :vocab_size]  # rows past the tokenizer's vocabulary take no probability
     lse = torch.logsumexp(logits, dim=-1)
     valid = labels != ignore_index
-    target = torch.where(valid, labels, torch.zeros_like(labels)).long()
-    target_logit = logits.gather(1, target[:, None])[:, 0]
+    # an out-of-range label (possible with validate=False) has no target logit, on every backend
+    inside = valid & (labels >= 0) & (labels < vocab_size)
+    target = torch.where(inside, labels, torch.zeros_like(labels)).long()
+    target_logit = torch.where(inside, logits.gather(1, target[:, None])[:, 0], torch.zeros_like(lse))
     token_loss = lse - target_logit + z_loss * lse * lse
     token_loss = torch.where(valid, token_loss, torch.zeros_like(token_loss))
     loss = _reduce(token_loss, labels, cu_seqlens, ignore_index, reduction, normalize, num_items)

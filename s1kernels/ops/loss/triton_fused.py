@@ -78,7 +78,7 @@ def forward_with_grad(hidden, weight, labels, bias, token_weight, ignore_index, 
     cfgs = K._config(dev, hidden.dtype)
     cf, c2, c3 = cfgs["fwd"], cfgs["dh"], cfgs["dw"]
     dot_f32 = K._dot_f32(dev, hidden.dtype)
-    rows, lab, count, valid, pos = K._compact(labels, ignore_index)
+    rows, lab, count, valid, pos = K._compact(labels, ignore_index, vocab_size)
     n_vt = triton.cdiv(vocab_size, cf["BLOCK_V"])
     v_pad = n_vt * cf["BLOCK_V"]
     block = max(cf["BLOCK_N"], c2["BLOCK_N"], c3["BLOCK_K"])

@@ -334,7 +334,7 @@ def _num_sms(device) -> int:
     return 4
 
 
-def _compact(labels, ignore_index):
+def _compact(labels, ignore_index, vocab_size):
     """Trained rows first: rows[i] = original index of the i-th trained token (device, no sync).
 
     Returns rows [N] int32 (entries past the count point at row 0 and are never used), the
@@ -349,7 +349,10 @@ def _compact(labels, ignore_index):
     rows = torch.zeros(n + 1, dtype=torch.int32, device=labels.device)
     rows.scatter_(0, dest, torch.arange(n, dtype=torch.int32, device=labels.device))
     rows = rows[:n]
-    lab = labels.gather(0, rows.long()).to(torch.int32)
+    lab = labels.gather(0, rows.long())
+    # An out-of-range label (possible with validate=False) has no target logit, as in the torch
+    # paths; it becomes -1 before the int32 cast, which would wrap 2^32 + 5 onto token 5.
+    lab = torch.where((lab >= 0) & (lab < vocab_size), lab, torch.full_like(lab, -1)).to(torch.int32)
     return rows, lab, count, valid, pos.clamp(min=0)
 
 
@@ -401,7 +404,7 @@ def to_original_order(loss_c, lse_c, pred_c, valid, pos):
 
 def forward(hidden, weight, labels, bias, ignore_index, z_loss, softcap, vocab_size):
     """Per-token (loss, logsumexp, argmax) in the original order; 0 / 0 / -1 where ignored."""
-    rows, lab, count, valid, pos = _compact(labels, ignore_index)
+    rows, lab, count, valid, pos = _compact(labels, ignore_index, vocab_size)
     out = forward_compact(hidden, weight, bias, rows, lab, count, hidden.shape[0], vocab_size, z_loss, softcap)
     return to_original_order(*out, valid, pos)
 
@@ -424,7 +427,7 @@ def backward(grad, hidden, weight, labels, bias, lse, ignore_index, z_loss, soft
     dev = hidden.device
     cfgs = _config(dev, hidden.dtype)
     dot_f32 = _dot_f32(dev, hidden.dtype)
-    rows, lab, count, _, _ = _compact(labels, ignore_index)
+    rows, lab, count, _, _ = _compact(labels, ignore_index, vocab_size)
     # dlogits go to the workspace divided by the largest per-token gradient and the dH / dW
     # epilogues multiply it back: with a 1/num_items of 1e-6, g * softmax would underflow in
     # an fp16 workspace.

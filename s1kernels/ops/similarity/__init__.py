@@ -7,6 +7,10 @@
     picks = mmr(x, relevance, 1000, lambda_=0.5)           # maximal marginal relevance
 
 Semantics shared by every op:
+- Rows whose norm is outside [2^-60, 2^60] are first rescaled by a power of two (exact; see
+  norms.py), so fp32 never overflows or underflows; inner products (normalize=False) that
+  could overflow fp32 are refused with a ValueError. Inputs with requires_grad are read
+  detached (every op returns indices or scores, none is differentiable).
 - Cosine similarity (normalize=True) is computed as (x_i . y_j) * (1/|x_i|) * (1/|y_j|) with the
   dot product accumulated in fp32 from the stored bf16/fp16/fp32 values (products of two
   bf16/fp16 numbers are exact in fp32) and the inverse norms computed in fp32. A row with zero
@@ -18,7 +22,7 @@ Semantics shared by every op:
   columns (and N in chunks of rows) and merges a running top-k; the Triton kernel keeps the
   running top-k in registers (k <= 128; backend="auto" takes the chunked torch path for a
   larger k on the device, an explicit backend="triton" raises).
-- Layout: `reference.py` (oracles, keys, norms), `torch_impl.py` (chunked top-k, blocked
+- Layout: `reference.py` (oracles, keys), `norms.py` (safe row norms), `torch_impl.py` (chunked top-k, blocked
   dedup, greedy device loops), `triton_impl.py` (the top-k kernel and its launcher); this
   module holds the public API, the argument checks and the custom op.
 - Argument checks run once per call at the boundary (they read a few flags back to the host);
@@ -35,8 +39,8 @@ from s1kernels import backend as _backend
 from s1kernels import checks
 from s1kernels.ops.similarity import torch_impl
 from s1kernels.ops.similarity.reference import (  # noqa: F401  (public names of the family)
-    KEY_SENTINEL, DedupResult, decode_keys, inverse_norms, k_center_reference, mmr_reference, normalized, score_keys,
-    threshold_dedup_reference, topk_similarity_reference)
+    KEY_SENTINEL, DedupResult, check_inner_products, decode_keys, inverse_norms, k_center_reference, mmr_reference,
+    normalized, scaled_rows, score_keys, threshold_dedup_reference, topk_similarity_reference)
 from s1kernels.ops.similarity.torch_impl import GreedyState as _GreedyState, run_greedy as _run_greedy
 
 TRITON_MAX_K = 128  # the register-resident running list of the Triton kernel
@@ -123,8 +127,10 @@ def _topk_op(x: torch.Tensor, y: Optional[torch.Tensor], k: int, exclude_self: b
     self_mode = y is None
     y = x if self_mode else y
     block_m = block_m or None
-    rx = inverse_norms(x, "x", normalize)
-    ry = rx if self_mode else inverse_norms(y, "y", normalize)
+    x, rx = scaled_rows(x, "x", normalize)
+    y, ry = (x, rx) if self_mode else scaled_rows(y, "y", normalize)
+    if not normalize:
+        check_inner_products(x, y)
     exclude = exclude_self and self_mode
     if _choose(backend, x, k) == "triton":
         from s1kernels.ops.similarity import triton_impl
@@ -199,8 +205,11 @@ def threshold_dedup(x: torch.Tensor, threshold: float, order=None, *, normalize:
     order = _check_order(order, n, x.device)
     # One working copy in walk order (x[order] always copies), normalised in place as
     # normalized() would; its front will hold the packed kept rows.
-    xn = x[order].float()
-    xn.mul_(inverse_norms(xn, "x", normalize)[:, None])
+    xs, inv = scaled_rows(x, "x", normalize)
+    if not normalize:
+        check_inner_products(x, x)
+    xn = xs[order].float()
+    xn.mul_(inv[order][:, None])
     kept_sorted = torch.zeros(n, dtype=torch.bool, device=x.device)
     n_kept = 0
     for b0 in range(0, n, block):

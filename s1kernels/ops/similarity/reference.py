@@ -11,29 +11,15 @@ from typing import NamedTuple
 
 import torch
 
+from s1kernels.ops.similarity.norms import (  # noqa: F401  (shared with the fast paths)
+    check_inner_products, inverse_norms, normalized, scaled_rows)
+
 KEY_SENTINEL = -(2**63)
 
 
 class DedupResult(NamedTuple):
     keep: torch.Tensor  # bool [N], indexed like x
     kept: torch.Tensor  # int64 [K], the kept items in priority order
-
-
-def inverse_norms(t: torch.Tensor, name: str = "x", normalize: bool = True) -> torch.Tensor:
-    """fp32 1/|row| (ones when normalize=False); zero-norm rows raise ValueError."""
-    if not normalize:
-        return torch.ones(t.shape[0], dtype=torch.float32, device=t.device)
-    n = torch.linalg.vector_norm(t.float(), dim=1)
-    zero = int((n == 0).sum())
-    if zero:
-        raise ValueError(f"{name}: {zero} row(s) have zero norm, so cosine similarity is undefined "
-                         f"(drop them, or pass normalize=False for inner products)")
-    return 1.0 / n
-
-
-def normalized(t: torch.Tensor, name: str = "x", normalize: bool = True) -> torch.Tensor:
-    """Rows as fp32 unit vectors (the same inverse norms the top-k path uses)."""
-    return t.float() * inverse_norms(t, name, normalize)[:, None]
 
 
 def score_keys(scores: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
@@ -54,9 +40,10 @@ def decode_keys(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def topk_similarity_reference(x, y=None, k=10, *, exclude_self=True, normalize=True):
     """The oracle: the full score matrix, ranked by the same (score, index) key. Small inputs only."""
     self_mode = y is None
-    y = x if self_mode else y
-    rx = inverse_norms(x, "x", normalize)
-    ry = rx if self_mode else inverse_norms(y, "y", normalize)
+    x, rx = scaled_rows(x, "x", normalize)
+    y, ry = (x, rx) if self_mode else scaled_rows(y, "y", normalize)
+    if not normalize:
+        check_inner_products(x, y)
     s = (x.float() @ y.float().T) * rx[:, None] * ry[None, :]
     cols = torch.arange(y.shape[0], device=x.device)
     keys = score_keys(s, cols[None, :])
