@@ -10,6 +10,7 @@ import os
 
 import torch
 
+from s1kernels import checks
 from s1kernels.data.format import ANSWER_START, FINAL_ANSWER, THINK_START
 from s1kernels.ops.decode import Budget, Sampling
 
@@ -60,15 +61,15 @@ def load_model_and_tokenizer(folder: str, device=None, dtype=None, *, shard=None
 def add_budget_sampling_args(p: argparse.ArgumentParser) -> None:
     """Flags shared by generate and eval (budget forcing, sampling, delimiters, runtime)."""
     g = p.add_argument_group("budget forcing")
-    g.add_argument("--min-thinking-tokens", type=int, default=0,
+    g.add_argument("--min-thinking-tokens", type=checks.arg_int(0, 2**31 - 1), default=0,
                    help="thinking may not end before this many tokens (default 0)")
-    g.add_argument("--num-waits", type=int, default=0,
+    g.add_argument("--num-waits", type=checks.arg_int(0, 2**31 - 1), default=0,
                    help="ignore the end of thinking this many times (s1's NUM_IGNORE; default 0)")
     g.add_argument("--wait-string", default="Wait", help='text injected instead of the end of thinking ("Wait")')
     g.add_argument("--mode", choices=("wait", "suppress"), default="wait",
                    help="before the minimum/waits are met: replace the end of thinking with the wait "
                         "string (wait) or forbid it (suppress)")
-    g.add_argument("--max-answer-tokens", type=int, default=64, help="answer tokens before the row is cut (64)")
+    g.add_argument("--max-answer-tokens", type=checks.arg_int(1, 2**31 - 1), default=64, help="answer tokens before the row is cut (64)")
     g.add_argument("--think-start", default=THINK_START.replace("\n", "\\n"),
                    help="text that opens the thinking block, ends every prompt (\\n = newline)")
     g.add_argument("--answer-start", default=ANSWER_START.replace("\n", "\\n"),
@@ -76,24 +77,24 @@ def add_budget_sampling_args(p: argparse.ArgumentParser) -> None:
                         "end-of-thinking token, the rest is injected after it")
     g.add_argument("--final-answer", default=FINAL_ANSWER, help="text appended after a forced exit")
     s = p.add_argument_group("sampling")
-    s.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    s.add_argument("--top-p", type=float, default=1.0)
-    s.add_argument("--top-k", type=int, default=0)
-    s.add_argument("--min-p", type=float, default=0.0)
-    s.add_argument("--seed", type=int, default=0, help="row i samples with seed + i")
+    s.add_argument("--temperature", type=checks.arg_float(0), default=0.0, help="0 = greedy (default)")
+    s.add_argument("--top-p", type=checks.arg_float(0, 1, lo_open=True), default=1.0)
+    s.add_argument("--top-k", type=checks.arg_int(0, 2**31 - 1), default=0)
+    s.add_argument("--min-p", type=checks.arg_float(0, 1), default=0.0)
+    s.add_argument("--seed", type=checks.arg_int(-(2**63), 2**63 - 1), default=0, help="row i samples with seed + i")
     r = p.add_argument_group("runtime")
-    r.add_argument("--max-new-tokens", type=int, default=None,
+    r.add_argument("--max-new-tokens", type=checks.arg_int(1, 2**31 - 1), default=None,
                    help="cap on generated tokens per row (default: thinking budget + forced exit + answer cap)")
-    r.add_argument("--batch-size", type=int, default=None, help="rows decoded together (default: all)")
+    r.add_argument("--batch-size", type=checks.arg_int(1), default=None, help="rows decoded together (default: all)")
     r.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16")
     r.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     r.add_argument("--backend", default="auto", choices=("auto", "cuda", "cpp", "torch"),
                    help="decode step backend")
     r.add_argument("--no-cuda-graph", action="store_true", help="run the decode step eagerly on CUDA")
-    r.add_argument("--vocab-size", type=int, default=None,
+    r.add_argument("--vocab-size", type=checks.arg_int(1, 1 << 24), default=None,
                    help="logit rows that are real tokens; padded lm_head rows past it are never sampled "
                         "(default: the tokenizer's size)")
-    r.add_argument("--threads", type=int, default=None,
+    r.add_argument("--threads", type=checks.arg_int(1, 4096), default=None,
                    help="CPU threads for torch (default: 1 for models under 20M parameters on CPU, whose ops "
                         "are too small to split, else torch's default)")
 

@@ -308,6 +308,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         checks.writable_file(args.plot, "--plot", (".png",))
         extras.require("matplotlib", "--plot")
     checks.check_device(args.device)
+    budget, sampling = budget_sampling_from_args(args, max(args.budgets))
+    budget.tensors(1, "cpu"), sampling.tensors(1, "cpu")  # range checks, in the kernels' dtypes
 
     exclude = training_questions(args.model) if args.data is None else set()
     rows = load_eval_rows(args.data, args.limit, args.num_synthetic, exclude, args.benchmark, args.seed)
@@ -316,7 +318,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     rank, device = _init_ranks(args.device)
     model, tokenizer = load_model_and_tokenizer(args.model, device, args.dtype)
     set_cpu_threads(model, args.threads)
-    _, sampling = budget_sampling_from_args(args, max(args.budgets))
     report = evaluate(model, tokenizer, rows, args.budgets, min_thinking_tokens=args.min_thinking_tokens,
                       num_waits=args.num_waits, max_answer_tokens=args.max_answer_tokens, mode=args.mode,
                       sampling=sampling, use_math_verify=not args.no_math_verify, keep_rows=args.save_rows,

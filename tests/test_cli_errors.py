@@ -105,3 +105,28 @@ def test_data_cli_skips_a_lone_surrogate_with_skip_bad(tmp_path, capsys, rows_fi
               "rows.jsonl:line 6", "lone surrogate")
     code, _ = _run(data_cli.main, ["--input", rows_file, "--output", out, "--quiet", "--skip-bad"], capsys)
     assert code == 0 and json.load(open(os.path.join(out, "summary.json")))["skipped_rows"] == 1
+
+
+@pytest.mark.parametrize("argv,needles", [
+    (["--prompt", "q", "--output", "{tmp}"], ["--output", "is a folder"]),
+    (["--prompt", "q", "--output", "/proc/gen.jsonl"], ["--output", "cannot write into '/proc'"]),
+    (["--prompts-file", "{tmp}/bad.jsonl"], ["--prompts-file", "bad.jsonl:line 2: invalid JSON"]),
+    (["--prompts-file", "{tmp}/nums.jsonl"], ["--prompts-file", "nums.jsonl:line 1", "got int"]),
+    (["--prompts-file", "{tmp}/latin1.txt"], ["--prompts-file", "latin1.txt:line 2: not UTF-8"]),
+    (["--prompts-file", "{tmp}/missing.txt"], ["--prompts-file", "missing.txt"]),
+    (["--prompt", "q", "--temperature", "1e39"], ["temperature", "beyond float32"]),
+    (["--prompt", "q", "--top-p", "1e-50"], ["top_p", "smallest normal float32"]),
+    (["--prompt", "q", "--top-p", "0"], ["--top-p"]),
+    (["--prompt", "q", "--max-thinking-tokens", "-1"], ["--max-thinking-tokens"]),
+    (["--prompt", "q", "--batch-size", "0"], ["--batch-size"]),
+    (["--prompt", "q", "--threads", "-1"], ["--threads"]),
+] + ([(["--prompt", "q", "--device", "cuda"], ["--device", "no CUDA device"])] if NO_GPU else []))
+def test_generate_arguments_fail_before_loading_or_generating(tmp_path, capsys, argv, needles):
+    from s1kernels.generate.__main__ import main
+
+    (tmp_path / "bad.jsonl").write_text('{"question": "a"}\n{"question": \n')
+    (tmp_path / "nums.jsonl").write_text("5\n")
+    (tmp_path / "latin1.txt").write_bytes(b"first\ncaf\xe9\n")
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    # the model folder does not exist: every error here must come before the model is loaded
+    _one_line(*_run(main, ["--model", str(tmp_path / "no-model"), *argv], capsys), *needles)

@@ -4,47 +4,70 @@
 """
 from __future__ import annotations
 
-import argparse
 import json
+import os
 import sys
 from typing import Sequence
 
 from s1kernels.cli import (add_budget_sampling_args, budget_sampling_from_args, delimiters_from_args,
                            load_model_and_tokenizer, set_cpu_threads)
-from s1kernels.data.readers import question_of
+from s1kernels import checks, extras
+from s1kernels.data.readers import BLANK, iter_jsonl, question_of
 from s1kernels.generate import generate
 
 
 def _read_prompts_file(path: str) -> list[str]:
+    """Questions of a .jsonl/.json file (one object or string per line) or of a text file (one
+    per line); every error names the file and line."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--prompts-file: no file at {path!r}")
     prompts = []
-    with open(path, encoding="utf-8") as f:
-        if path.endswith(".jsonl") or path.endswith(".json"):
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                row = json.loads(line)
-                q = question_of(row) if isinstance(row, dict) else row
-                if not isinstance(q, str):
-                    raise ValueError(f"--prompts-file: line {n} has no question/problem/prompt text")
-                prompts.append(q)
-        else:
-            prompts = [ln.rstrip("\n") for ln in f if ln.strip()]
+    if path.endswith(".jsonl") or path.endswith(".json"):
+        for where, row in iter_jsonl(path):
+            if row is BLANK:
+                continue
+            if isinstance(row, Exception):
+                raise ValueError(f"--prompts-file: {row}")
+            q = question_of(row) if isinstance(row, dict) else row
+            if not isinstance(q, str) or not q.strip():
+                raise ValueError(f"--prompts-file: {where}: expected a question/problem/prompt text or a JSON "
+                                 f"string, got {type(q).__name__}")
+            prompts.append(q)
+        return prompts
+    with open(path, "rb") as f:
+        for n, line in enumerate(f, 1):
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"--prompts-file: {path}:line {n}: not UTF-8 text (byte {line[e.start]:#04x} "
+                                 f"at column {e.start + 1})") from None
+            if text.strip():
+                prompts.append(text.rstrip("\n"))
     return prompts
 
 
+@extras.cli_errors
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m s1kernels.generate",
+    p = checks.Parser(prog="python -m s1kernels.generate",
                                 description="Generate with s1 budget forcing from a model folder.")
     p.add_argument("--model", default="runs/default", help="checkpoint folder (default runs/default)")
     p.add_argument("--prompt", action="append", default=[], help="a question (repeatable)")
     p.add_argument("--prompts-file", default=None, help="questions: .jsonl (question/problem field) or text lines")
     p.add_argument("--raw", action="store_true", help="use prompts as they are (no chat format, no think start)")
-    p.add_argument("--max-thinking-tokens", type=int, default=256, help="thinking budget (default 256)")
+    p.add_argument("--max-thinking-tokens", type=checks.arg_int(0, 2**31 - 1), default=256,
+                   help="thinking budget (default 256)")
     add_budget_sampling_args(p)
     p.add_argument("--output", default=None, help="write results as JSON lines here")
     p.add_argument("--no-stream", action="store_true", help="do not stream a single prompt to the terminal")
     args = p.parse_args(argv)
 
+    # everything that can be wrong with the arguments is found before the model is loaded and
+    # the prompts generated: the output path, the device, the budget and sampling values
+    if args.output:
+        checks.writable_file(args.output, "--output")
+    checks.check_device(args.device)
+    budget, sampling = budget_sampling_from_args(args, args.max_thinking_tokens)
+    budget.tensors(1, "cpu"), sampling.tensors(1, "cpu")
     prompts = list(args.prompt)
     if args.prompts_file:
         prompts += _read_prompts_file(args.prompts_file)
@@ -52,7 +75,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error("give --prompt or --prompts-file")
     model, tokenizer = load_model_and_tokenizer(args.model, args.device, args.dtype)
     set_cpu_threads(model, args.threads)
-    budget, sampling = budget_sampling_from_args(args, args.max_thinking_tokens)
     stream = len(prompts) == 1 and not args.no_stream and args.output is None
     delims = delimiters_from_args(args)
     if stream:
