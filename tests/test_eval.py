@@ -176,9 +176,12 @@ def test_generate_cli_prompts_file_to_jsonl(model_dir, tmp_path, capsys):
     assert capsys.readouterr().out.count("=== prompt") == 3
 
 
-def test_generate_cli_errors(tmp_path):
+def test_generate_cli_errors(tmp_path, capsys):
+    # the CLI prints a named error as one line and exits 2 (the loader raises FileNotFoundError)
+    assert s1gen.main(["--model", str(tmp_path / "nope"), "--prompt", "x"]) == 2
+    assert "--model" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError, match="--model"):
-        s1gen.main(["--model", str(tmp_path / "nope"), "--prompt", "x"])
+        s1cli.load_model_and_tokenizer(str(tmp_path / "nope"))
     with pytest.raises(SystemExit):
         s1gen.main(["--model", str(tmp_path)])  # no prompt
     with pytest.raises(ValueError, match="--dtype"):
