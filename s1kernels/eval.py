@@ -61,15 +61,22 @@ def training_questions(model_dir: str) -> set[str]:
     path = os.path.join(model_dir, "train_config.json")
     if not os.path.isfile(path):
         return set()
-    with open(path, encoding="utf-8") as f:
-        cfg = json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            cfg = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise ValueError(f"--model: {path!r} is not valid JSON ({type(e).__name__}: {e})") from None
+    if not isinstance(cfg, dict):
+        raise ValueError(f"--model: {path!r} must hold a JSON object")
     data = cfg.get("data")
     source = data.get("source", "") if isinstance(data, dict) else ""
     if not source.startswith("built-in task") or "synthetic_rows" not in cfg or "seed" not in cfg:
         return set()
     from s1kernels.data.synthetic import make_rows
 
-    return {r["question"] for r in make_rows(int(cfg["synthetic_rows"]), seed=int(cfg["seed"]))}
+    n = checks.check_int(f"{path}: synthetic_rows", cfg["synthetic_rows"], 0, 10**8)  # the trainer's own bound
+    seed = checks.check_int(f"{path}: seed", cfg["seed"], 0, 2**63 - 1)
+    return {r["question"] for r in make_rows(n, seed=seed)}
 
 
 def load_eval_rows(path: str | None = None, limit: int | None = None, num_synthetic: int = 200,

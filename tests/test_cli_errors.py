@@ -130,3 +130,13 @@ def test_generate_arguments_fail_before_loading_or_generating(tmp_path, capsys, 
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     # the model folder does not exist: every error here must come before the model is loaded
     _one_line(*_run(main, ["--model", str(tmp_path / "no-model"), *argv], capsys), *needles)
+
+
+@pytest.mark.parametrize("body,needle", [("{oops", "not valid JSON"), ("[1]", "JSON object"),
+                                         ('{"data": {"source": "built-in task"}, "synthetic_rows": 1e12, "seed": 1}',
+                                          "synthetic_rows")])
+def test_eval_names_a_bad_train_config(tmp_path, capsys, body, needle):
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "train_config.json").write_text(body)
+    _one_line(*_run(eval_cli.main, ["--model", str(model)], capsys), "train_config.json", needle)

@@ -17,6 +17,7 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from s1kernels.backend import FAMILIES
 from s1kernels.ops.decode import Budget, DecodeState, ForcingTokens, Sampling, decode_step
 from s1kernels.ops.loss import linear_cross_entropy, linear_cross_entropy_reference
 from s1kernels.ops.similarity import (k_center, k_center_reference, mmr, mmr_reference, threshold_dedup,
@@ -121,7 +122,7 @@ def test_similarity_ops_refuse_bad_input_by_name(kind, bad, which):
 
 @FUZZ
 @given(seed=st.integers(0, 2**31 - 1), n=st.integers(1, 20), h=st.integers(1, 16), v=st.integers(2, 40),
-       ignore_frac=st.floats(0, 1), backend=st.sampled_from(["torch", "chunked", "triton"]),
+       ignore_frac=st.floats(0, 1), backend=st.sampled_from(FAMILIES["loss"]),
        reduction=st.sampled_from(["mean", "sum", "none"]), wild=st.booleans())
 def test_loss_equals_reference(seed, n, h, v, ignore_frac, backend, reduction, wild):
     g = torch.Generator().manual_seed(seed)
