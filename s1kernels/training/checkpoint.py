@@ -87,6 +87,9 @@ def dcp_load(state: dict, path: str, no_dist: bool | None = None) -> None:
                      no_dist=not _distributed() if no_dist is None else no_dist)
     except CheckpointException as e:  # a BaseException that wraps each rank's failure
         failures = [f[0] if isinstance(f, tuple) else f for f in e.failures.values()]
+        for f in failures:
+            if not isinstance(f, Exception):  # KeyboardInterrupt and the like stay what they are
+                raise f
         named = [f for f in failures if isinstance(f, ValueError)]
         if named:
             raise named[0] from None
