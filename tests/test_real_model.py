@@ -58,11 +58,14 @@ def test_converted_folder_describes_smollm2(folder, ours):
     assert tok.eos_ids == [tok.token_to_id("<|im_end|>"), tok.token_to_id("<|endoftext|>")]
 
 
-def test_convert_refuses_a_missing_file(tmp_path):
-    from s1kernels.convert import main
+def test_convert_refuses_a_missing_file(tmp_path, capsys):
+    from s1kernels.convert import convert_gguf, main
 
     with pytest.raises(FileNotFoundError, match="--gguf"):
-        main(["--gguf", str(tmp_path / "nope.gguf"), "--output", str(tmp_path / "out")])
+        convert_gguf(str(tmp_path / "nope.gguf"), str(tmp_path / "out"))
+    assert main(["--gguf", str(tmp_path / "nope.gguf"), "--output", str(tmp_path / "out")]) == 2  # one line, status 2
+    assert "--gguf: no file at" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def _ragged_prompts(tok, questions):
