@@ -36,8 +36,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from s1kernels.data.format import THINK_START, prompt_text  # noqa: E402
-from s1kernels.generate import build_forcing, generate, load_model_and_tokenizer  # noqa: E402
-from s1kernels.ops.decode import Budget, Sampling  # noqa: E402
+from s1kernels.cli import load_model_and_tokenizer  # noqa: E402
+from s1kernels.generate import generate  # noqa: E402
+from s1kernels.ops.decode import Budget, ForcingTokens, Sampling  # noqa: E402
 
 DATA = os.path.join(HERE, "..", "..", "shared", "data", "math500.jsonl")
 
@@ -118,7 +119,7 @@ def main(argv=None) -> int:
     hf = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()
     hf_tok = AutoTokenizer.from_pretrained(args.model)
     hf_tok.padding_side = "left"
-    forcing = build_forcing(tok)
+    forcing = ForcingTokens.from_tokenizer(tok)
     with open(args.data, encoding="utf-8") as f:
         problems = [json.loads(line)["problem"] for line in f if line.strip()]
 
