@@ -46,7 +46,7 @@ from s1kernels.cli import (
 )
 from s1kernels.data.readers import BENCHMARKS, BLANK, detect_benchmark, iter_jsonl, question_of, read_benchmark
 from s1kernels.generate import generate
-from s1kernels.generate.sharded import generate_sharded, rank_and_world
+from s1kernels.generate.sharded import generate_sharded
 
 __all__ = ["EVAL_SEED", "load_eval_rows", "training_questions", "evaluate", "scaling_metrics", "plot_scaling", "main"]
 

@@ -34,36 +34,39 @@ _tf = require_transformers()
 __all__ = ["BudgetForcingProcessor", "BudgetForcingStoppingCriteria", "forcing_for_tokenizer"]
 
 
+class _TokenizerView:
+    """A transformers tokenizer seen through the interface `ForcingTokens.from_tokenizer` reads."""
+
+    def __init__(self, tokenizer, eos_ids, pad_id):
+        self._tok = tokenizer
+        if eos_ids is None:
+            eos_ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+            im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+            if isinstance(im_end, int) and im_end != tokenizer.unk_token_id and im_end not in eos_ids:
+                eos_ids.append(im_end)
+        if not eos_ids:
+            raise ValueError("eos_ids: the tokenizer has no eos_token_id; pass eos_ids")
+        self.eos_ids = [int(e) for e in eos_ids]
+        if pad_id is None:
+            pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
+        self.pad_id = int(pad_id)
+
+    def encode(self, text: str) -> list[int]:
+        return list(self._tok.encode(text, add_special_tokens=False))
+
+    def token_to_id(self, token: str):
+        i = self._tok.convert_tokens_to_ids(token)
+        return None if i is None or i == self._tok.unk_token_id else i
+
+
 def forcing_for_tokenizer(tokenizer, *, answer_start: str = "<|im_start|>answer\n", wait_string: str = "Wait",
                           final_answer: str = "Final Answer:", eos_ids=None, pad_id: int | None = None
                           ) -> ForcingTokens:
-    """The s1 forcing tokens for a transformers tokenizer (ids encoded without special tokens).
-
-    The first id of `answer_start` ends thinking when sampled; the rest completes the
-    delimiter; the forced exit is the whole delimiter followed by `final_answer`. EOS ids
-    default to the tokenizer's `eos_token_id` and `<|im_end|>` when it exists.
-    """
-    def enc(name, text):
-        ids = list(tokenizer.encode(text, add_special_tokens=False))
-        if not ids:
-            raise ValueError(f"{name}: {text!r} encodes to no tokens with this tokenizer")
-        return ids
-
-    delim = enc("answer_start", answer_start)
-    wait = enc("wait_string", wait_string)
-    exit_ids = delim + (enc("final_answer", final_answer) if final_answer else [])
-    if eos_ids is None:
-        eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-        im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-        if isinstance(im_end, int) and im_end != tokenizer.unk_token_id and im_end not in eos:
-            eos.append(im_end)
-        eos_ids = eos
-    if not eos_ids:
-        raise ValueError("eos_ids: the tokenizer has no eos_token_id; pass eos_ids")
-    if pad_id is None:
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
-    return ForcingTokens(end_think_ids=(delim[0],), delimiter_completion_ids=tuple(delim[1:]), wait_ids=tuple(wait),
-                         forced_exit_ids=tuple(exit_ids), eos_ids=tuple(int(e) for e in eos_ids), pad_id=int(pad_id))
+    """`ForcingTokens.from_tokenizer` for a transformers tokenizer (text encoded without
+    special tokens). EOS ids default to `eos_token_id` and `<|im_end|>` when it exists; the
+    pad id to `pad_token_id`, else the first EOS id."""
+    return ForcingTokens.from_tokenizer(_TokenizerView(tokenizer, eos_ids, pad_id), answer_start=answer_start,
+                                        wait_string=wait_string, final_answer=final_answer)
 
 
 class BudgetForcingProcessor(_tf.LogitsProcessor):
