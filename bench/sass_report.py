@@ -66,8 +66,10 @@ ESTIMATES = [
      "tile stays in shared memory across column tiles (D = 384; D = 1024 streams D slices with cp.async); "
      "one comparison per score. bf16 N=59,029 D=384 k=16: 851k tiles of 64x32x384, ~0.2 us of HGMMA "
      "each per SM at peak plus the filter (not overlapped: 1 CTA/SM), and ~24 KB of pool tile per tile "
-     "from L2 (~41 GB in all, 6-8 ms at 5-7 TB/s). Estimate: 35-55% of the bf16 matmul rate (goal 70%); "
-     "128-row query tiles would halve the L2 traffic. Before: query re-read per column tile, mma.sync "
+     "from L2 (~41 GB in all, 6-8 ms at 5-7 TB/s); the HGMMA.64x16x16 (64x8x16 for k > 32) of two warp "
+     "groups side by side re-read 2 KB of A from shared memory per 32K (16K) FLOPs, capping the tensor "
+     "cores near 40% (20%). Estimate: 30-40% of the bf16 matmul rate for k <= 32, ~20% for k 33-128 (goal "
+     "70%); 128-row query tiles with the warp groups along the rows are the next step. Before: query re-read per column tile, mma.sync "
      "for k 33-128, FFMA for fp32 and k-means."),
     ("decode step (decode_step_kernel, nvcc)",
      "No atomics at all: integer histograms (counts, 32.32 fixed-point mass) with match.any/redux warp "
