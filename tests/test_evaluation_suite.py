@@ -116,3 +116,22 @@ def test_suite_command_writes_figure_tables_and_rows(model, tok, tmp_path):
     with pytest.raises(ValueError, match="methods"):
         run_suite(model, tok, [], methods=["vibes"], budgets=[2], waits=[], steps=[], cap=4, tokens_per_step=1,
                   reject=[])
+
+
+def test_task_figures_reuse_trained_models(model, tok, tmp_path):
+    from s1kernels.evaluation import task_figures
+
+    for s in (0, 1):
+        folder = tmp_path / "runs" / f"seed{s}"
+        save_model(model, str(folder))
+        tok.save(str(folder))
+    out = tmp_path / "docs"
+    assert task_figures.main(["--reuse", "--runs", str(tmp_path / "runs"), "--out", str(out), "--num-synthetic", "2",
+                              "--budgets", "2", "4", "--waits", "1", "--cap", "8", "--seeds", "0", "1"]) == 0
+    for name in ("builtin-scaling.png", "builtin-wait.png", "builtin-seeds.md", "builtin-seeds.json"):
+        assert (out / name).stat().st_size > 0
+    table = (out / "builtin-seeds.md").read_text()
+    # one row per setting (no forcing, 2 budgets, 1 wait) with a column per seed and the mean
+    assert table.count("\n") == 2 + 4 and "seed 1" in table and "| wait x1 |" in table
+    numbers = json.loads((out / "builtin-seeds.json").read_text())
+    assert set(numbers) == {"0", "1"} and [p["name"] for p in numbers["0"]["waits"]] == ["no forcing", "wait x1"]
