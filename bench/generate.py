@@ -231,8 +231,8 @@ def _run(ctx: common.Context) -> list[common.Row]:
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     try:
         hf = _hf_model(model, dtype, dev)
-    except Exception:  # transformers missing or too old: that baseline is omitted
-        hf = None
+    except Exception as e:  # transformers missing or too old: that baseline is reported as skipped
+        hf, hf_reason = None, f"transformers unavailable: {type(e).__name__}: {str(e)[:150]}"
     rows = []
     for B in batches:
         prompts = _prompts(B, *plen, cfg.vocab_size, seed=B)
@@ -249,11 +249,11 @@ def _run(ctx: common.Context) -> list[common.Row]:
                  ("reprompt", lambda: reprompt_generate(model, prompts, forcing, max_think, num_waits, answer_cap))]
         if hf is not None:
             impls.append(("transformers", _hf_generate_fn(hf, prompts, forcing, min_think, max_think, answer_cap, dev)))
+        else:
+            rows.append(common.skipped(BENCH, case, "transformers", hf_reason, gctx))
         for impl, fn in impls:
-            row = common.measure(BENCH, case, impl, fn, gctx, bytes=steps * weight_bytes)
-            if row.ms is not None:
-                row.note = (row.note + " " if row.note else "") + f"{tokens / (row.ms * 1e-3):,.0f} tok/s"
-            rows.append(row)
+            rows.append(common.measure(BENCH, case, impl, fn, gctx, bytes=steps * weight_bytes,
+                                       rate=lambda ms: f"{tokens / (ms * 1e-3):,.0f} tok/s"))
     return rows
 
 

@@ -7,7 +7,9 @@ the loss comes to the matmuls alone; ignored tokens are counted as work too, as 
 baseline sees them. Baselines: the torch reference (materialised fp32 logits) and
 torch.compile of it; Liger-Kernel's LigerFusedLinearCrossEntropyLoss and apple's
 cut_cross_entropy.linear_cross_entropy when importable. Peak memory is measured beyond the
-inputs and includes the gradients of hidden and weight (their size is in the note).
+inputs and includes the gradients of hidden and weight (their size is in the note). A row
+whose working set would not fit in free memory is skipped with its size: the torch
+reference at N=32768 needs ~80 GB (its fp32 logits alone are 20 GB).
 Quick mode (CPU): tiny shapes, the chunked path against the reference.
 """
 from __future__ import annotations
@@ -66,6 +68,21 @@ def fwd_bwd(loss_fn, hidden, weight, labels):
     return step
 
 
+# Extra bytes per logit (N x V) each implementation allocates beyond inputs and gradients.
+# torch: bf16 logits, their fp32 copy, the saved fp32 log-softmax, the fp32 and bf16 dlogits.
+# torch.compile: fused upcast and softmax, but bf16 logits, an fp32 pass and bf16 dlogits stay.
+# The fused losses work in vocabulary chunks and hold no N x V tensor.
+LOGIT_BYTES = {"torch": 2 + 4 + 4 + 4 + 2, "torch.compile": 2 + 4 + 2}
+
+
+def working_set(impl: str, n: int, h: int, v: int, elem: int) -> tuple[float, str]:
+    """Bytes the implementation needs beyond its inputs, and what they are, for the fit check."""
+    grads = (n * h + v * h) * elem
+    per_logit = LOGIT_BYTES.get(impl, 0)
+    what = f"{per_logit} B x N x V logits" if per_logit else "vocabulary chunks"
+    return grads + per_logit * n * v, f"{what} + {grads / 1e9:.1f} GB gradients"
+
+
 def run(ctx: common.Context) -> list[common.Row]:
     cuda = ctx.device.type == "cuda"
     dtype = torch.bfloat16 if cuda else torch.float32
@@ -81,10 +98,19 @@ def run(ctx: common.Context) -> list[common.Row]:
         if not ctx.quick:  # compiling the reference costs more than the whole quick run may take
             impls.append(("torch.compile", torch.compile(torch_reference)))
         for name, make in (("liger", liger_fn), ("cce", cce_fn)):
-            fn = make() if cuda else None  # both are Triton-on-CUDA only
-            if fn is not None:
+            if not cuda:
+                continue  # both are Triton-on-CUDA only
+            fn = make()
+            if fn is None:
+                rows.append(common.skipped(BENCH, case, name, "not installed (bench/gpu_proof.py --wheels)", ctx))
+            else:
                 impls.append((name, fn))
         for impl, fn in impls:
+            need, what = working_set(impl, n, h, v, hidden.element_size())
+            reason = common.fit_reason(need, what, ctx.device)
+            if reason:
+                rows.append(common.skipped(BENCH, case, impl, reason, ctx))
+                continue
             rows.append(common.measure(BENCH, case, impl, fwd_bwd(fn, hidden, weight, labels), ctx, flops=flops,
                                        note=note))
             if cuda:

@@ -3,7 +3,8 @@
 GPU sizes: self-kNN at N=59,029 (s1's pool) with D in {384, 1024} and k=16, and N=1M, D=384,
 k=10, bf16; k-center 1000 picks of 59,029; dedup of 59,029 at 0.95. Work counted as
 2*N*M*D FLOPs. Baselines: chunked torch mm + topk (what pipelines write by hand), FAISS exact
-inner-product search when faiss is importable, and for k-center a loop that reads the argmax
+inner-product search through a GPU index when faiss has one (never a CPU index in a GPU row),
+and for k-center a loop that reads the argmax
 back to the host each pick. Quick mode (CPU): the same cases at tiny sizes.
 """
 from __future__ import annotations
@@ -39,18 +40,22 @@ def torch_chunked_knn(x, k, chunk):
 
 
 def faiss_knn_fn(x, k):
-    """Exact FAISS search (GPU index when faiss has one), or None when faiss is missing."""
+    """(search function, None) for exact FAISS inner-product search, or (None, why not).
+
+    On CUDA tensors only a GPU index is ever timed: a CPU index in a GPU row would compare
+    two machines, and at N=1M a CPU search of every row runs for tens of minutes."""
     try:
         import faiss
     except ImportError:
-        return None
+        return None, "faiss not installed"
+    if x.device.type == "cuda" and not hasattr(faiss, "StandardGpuResources"):
+        return None, "this faiss has no GPU index (a faiss-cpu build); a CPU index is never timed in a GPU row"
     xf = x.float().cpu().numpy()
     index = faiss.IndexFlatIP(xf.shape[1])
-    if x.device.type == "cuda" and hasattr(faiss, "StandardGpuResources"):
-        res = faiss.StandardGpuResources()
-        index = faiss.index_cpu_to_gpu(res, 0, index)
+    if x.device.type == "cuda":
+        index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
     index.add(xf)
-    return lambda: index.search(xf, k + 1)
+    return (lambda: index.search(xf, k + 1)), None
 
 
 def host_sync_k_center(x, k):
@@ -82,13 +87,22 @@ def run(ctx: common.Context) -> list[common.Row]:
         x = unit_rows(n, d, dtype, dev)
         case = f"self-kNN N={n} D={d} k={k} {str(dtype).replace('torch.', '')}"
         flops = 2.0 * n * n * d
-        c = ctx if n < 500_000 else dataclasses.replace(ctx, warmup=1, rep=3)
+        c = ctx if n < 500_000 else dataclasses.replace(ctx, warmup=1, rep=3, row_budget_s=30.0)
         rows.append(common.measure(BENCH, case, "s1kernels", lambda: sim.topk_similarity(x, k=k), c, flops=flops))
-        rows.append(common.measure(BENCH, case, "torch", lambda: torch_chunked_knn(x, k, chunk), c, flops=flops,
-                                   note=f"chunked mm+topk, {chunk} rows per chunk"))
-        fn = faiss_knn_fn(x, k) if n < 500_000 or dev.type == "cuda" else None
-        if fn is not None:
-            rows.append(common.measure(BENCH, case, "faiss", fn, c, flops=flops, note="IndexFlatIP, k+1 with self"))
+        need = chunk * n * (x.element_size() + 4 + 4)  # one chunk's scores, their fp32 copy, topk scratch
+        reason = common.fit_reason(need, f"{chunk} x {n} score chunk", dev)
+        if reason:
+            rows.append(common.skipped(BENCH, case, "torch", reason, c))
+        else:
+            rows.append(common.measure(BENCH, case, "torch", lambda: torch_chunked_knn(x, k, chunk), c, flops=flops,
+                                       note=f"chunked mm+topk, {chunk} rows per chunk"))
+        fn, why = faiss_knn_fn(x, k)
+        if fn is None:
+            rows.append(common.skipped(BENCH, case, "faiss", why, c))
+        else:
+            rows.append(common.measure(BENCH, case, "faiss", fn, c, flops=flops,
+                                       note=f"IndexFlatIP on {dev.type}, k+1 with self, host arrays in and out"))
+            del fn
         del x
     x = unit_rows(kc_n, kc_d, dtype, dev, seed=1)
     case = f"k-center {kc_k} of N={kc_n} D={kc_d}"

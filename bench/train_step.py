@@ -134,20 +134,19 @@ def run(ctx: Context):
         opt = torch.optim.AdamW(model.parameters(), lr=1e-5, betas=(0.9, 0.95), weight_decay=1e-4,
                                 fused=device.type == "cuda")
         step = _hf_step(model, opt, b, amp) if impl == "transformers" else _ours_step(model, opt, b, impl == "s1kernels", amp)
-        row = measure("train_step", case, impl, step, ctx, flops=flops, note=note)
-        if row.ms:
-            row.note = (f"{T / (row.ms * 1e-3):,.0f} tok/s; " + row.note).strip("; ")
-        rows.append(row)
+        rows.append(measure("train_step", case, impl, step, ctx, flops=flops, note=note,
+                            rate=lambda ms: f"{T / (ms * 1e-3):,.0f} tok/s"))
         del model, opt, step
         _free(device)
     return rows
 
 
 if __name__ == "__main__":
-    from common import finish_rows, markdown_table, measure_ceilings
+    from common import finish_rows, measure_ceilings
+    from results import markdown_table
 
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     quick = dev.type != "cuda" or "--quick" in sys.argv
     ceil = measure_ceilings(dev, quick)
     c = Context(dev, quick, ceil, warmup=1 if quick else 3, rep=3 if quick else 10)
-    print(markdown_table(finish_rows(run(c), ceil), str(dev), ceil))
+    print(markdown_table(finish_rows(run(c), ceil)))

@@ -2,6 +2,10 @@
 
 Without a GPU, Triton kernels run in the interpreter (TRITON_INTERPRET=1 must be set before
 triton is imported, hence here), and tests marked `cuda` are skipped with a reason.
+
+With a GPU the interpreter stays off, so the `cuda` tests compile Triton for the device; the
+tests marked `interpreter` (Triton kernels on CPU tensors) are then skipped with the command
+that runs them: `CUDA_VISIBLE_DEVICES= python -m pytest tests -m interpreter`.
 """
 import os
 import random
@@ -22,13 +26,21 @@ if not _HAS_CUDA:
 os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
 
 
+_INTERPRETER = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+NO_INTERPRETER = ("runs Triton on CPU tensors, which needs TRITON_INTERPRET=1; it is off here"
+                  + (" because a GPU is visible (the cuda tests compile Triton for it)" if _HAS_CUDA else "")
+                  + ": run `CUDA_VISIBLE_DEVICES= python -m pytest tests -m interpreter`")
+
+
 def pytest_collection_modifyitems(config, items):
-    if _HAS_CUDA:
-        return
-    skip = pytest.mark.skip(reason="needs an NVIDIA GPU (torch.cuda.is_available() is False)")
+    skip_cuda = pytest.mark.skip(reason="needs an NVIDIA GPU (torch.cuda.is_available() is False)")
+    skip_interp = pytest.mark.skip(reason=NO_INTERPRETER)
     for item in items:
-        if "cuda" in item.keywords:
-            item.add_marker(skip)
+        if "cuda" in item.keywords and not _HAS_CUDA:
+            item.add_marker(skip_cuda)
+        if "interpreter" in item.keywords and not _INTERPRETER:
+            item.add_marker(skip_interp)
 
 
 @pytest.fixture(autouse=True, scope="session")

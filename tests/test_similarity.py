@@ -47,16 +47,16 @@ def test_topk_torch_matches_reference(dtype, k, self_mode):
     assert (got[0][:, :-1] >= got[0][:, 1:]).all()
 
 
-def test_topk_exact_ties_lower_index_first():
+@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=pytest.mark.interpreter)])
+def test_topk_exact_ties_lower_index_first(backend):
     # Small integers: every dot product is exact whatever the summation order, and every row
     # appears 4 times, so scores tie exactly and only the index rule decides.
     base = torch.randint(-3, 4, (5, 8), generator=torch.Generator().manual_seed(3)).float()
     x = base.repeat(4, 1)
-    for backend in ("torch", "triton"):
-        s, i = S.topk_similarity(x, k=6, backend=backend, block_m=16)
-        rs, ri = S.topk_similarity_reference(x, k=6)
-        assert torch.equal(i, ri), backend
-        torch.testing.assert_close(s, rs, atol=1e-6, rtol=0)
+    s, i = S.topk_similarity(x, k=6, backend=backend, block_m=16)
+    rs, ri = S.topk_similarity_reference(x, k=6)
+    assert torch.equal(i, ri), backend
+    torch.testing.assert_close(s, rs, atol=1e-6, rtol=0)
     # row 0's three copies (5, 10, 15) score 1.0 and come in index order
     assert ri[0, :3].tolist() == [5, 10, 15]
 
@@ -95,7 +95,12 @@ def test_topk_large_k_and_inner_product():
     assert_topk_matches(got, ref, atol=1e-5)
     got = S.topk_similarity(x, y, 257, normalize=False, backend="auto")  # k > 128: streamed chunks
     assert_topk_matches(got, ref, atol=1e-5)
+
+
+@pytest.mark.interpreter  # on CPU tensors the Triton backend is only usable in the interpreter
+def test_topk_triton_refuses_more_than_128_neighbours():
     # the Triton kernel holds at most 128 neighbours: asking for it by name raises, naming what exists
+    x, y = rand(19, 12, seed=4), rand(300, 12, seed=5)
     with pytest.raises(ValueError, match="at most k=128.*backend='torch'"):
         S.topk_similarity(x, y, 257, normalize=False, backend="triton")
 
@@ -118,6 +123,7 @@ def test_max_similarity():
 
 # ----------------------------------------------------------------------------- top-k, Triton (interpreter on CPU)
 
+@pytest.mark.interpreter
 @pytest.mark.parametrize("dtype,k,self_mode,block_m", [
     (torch.float32, 5, True, None),
     (torch.bfloat16, 17, False, None),
@@ -131,6 +137,7 @@ def test_topk_triton_matches_reference(dtype, k, self_mode, block_m):
     assert_topk_matches(got, S.topk_similarity_reference(x, yy, k))
 
 
+@pytest.mark.interpreter
 @pytest.mark.parametrize("dtype,k,n,pools", [
     (torch.float32, 16, 150, (None, 300)),
     (torch.float16, 16, 150, (None, 300)),

@@ -1,0 +1,134 @@
+"""bench/gpu_proof.py fails when a stage breaks, and the benchmarks cannot hang or explode.
+
+The whole proof runs on CPU in CI (.ci/run, the rehearsal); these tests plant the breakages
+that rehearsal must catch: a collection error in a cuda test file, a bench family that
+raises, one that hangs; and check the rules that keep a GPU run bounded.
+"""
+import json
+import os
+import subprocess
+import sys
+import types
+import zipfile
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(ROOT, "bench")
+sys.path.insert(0, BENCH)
+
+import common  # noqa: E402
+
+
+def proof(tmp_path, *args, env=None):
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, os.path.join(BENCH, "gpu_proof.py"), "--out", str(out), *args],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT,
+                          env=dict(os.environ, **(env or {})))
+    summary = json.load(open(out / "summary.json"))
+    stages = {s["stage"]: s for s in summary["stages"]}
+    return proc, stages, out
+
+
+def test_collection_error_in_a_cuda_test_file_fails_the_tests_stage(tmp_path):
+    tests = tmp_path / "tests"
+    tests.mkdir()
+    (tests / "test_fine_cuda.py").write_text("import pytest\n\n@pytest.mark.cuda\ndef test_ok():\n    assert 1 + 1 == 2\n")
+    (tests / "test_broken_cuda.py").write_text("import pytest\nimport no_such_module_anywhere\n\n"
+                                               "@pytest.mark.cuda\ndef test_never():\n    pass\n")
+    proc, stages, out = proof(tmp_path, "--stages", "tests", "--tests-dir", str(tests))
+    assert proc.returncode == 1, proc.stdout[-3000:]
+    t = stages["tests"]
+    assert t["status"] == "failed" and t["failed"] >= 1
+    assert "COLLECTION ERRORS" in t["note"] and "test_broken_cuda.py" in t["note"]
+    outcomes = [json.loads(x) for x in open(out / "tests.jsonl")]
+    assert any(o["nodeid"].endswith("test_fine_cuda.py::test_ok") and o["outcome"] == "passed" for o in outcomes)
+
+
+def test_a_failing_or_hanging_bench_family_fails_the_stage_and_keeps_every_row(tmp_path):
+    fams = tmp_path / "fams"
+    fams.mkdir()
+    (fams / "fine.py").write_text(
+        "import common\n\ndef run(ctx):\n    return [common.measure('fine', 'case', 'impl', lambda: sum(range(100)), ctx)]\n")
+    (fams / "boom.py").write_text("def run(ctx):\n    raise RuntimeError('planted failure')\n")
+    (fams / "hang.py").write_text(
+        "import time, common\n\ndef run(ctx):\n    common.measure('hang', 'case', 'impl', lambda: 1, ctx)\n"
+        "    time.sleep(600)\n")
+    proc, stages, out = proof(tmp_path, "--stages", "bench", "--bench-families", "fine,boom,hang",
+                              "--step-timeout", "25", env={"S1K_BENCH_PATH": str(fams)})
+    assert proc.returncode == 1, proc.stdout[-3000:]
+    b = stages["bench"]
+    assert b["status"] == "failed" and b["passed"] == 2 and b["failed"] == 2, b
+    records = [json.loads(x) for x in open(out / "bench.jsonl")]
+    rows = {r["bench"]: r for r in records if r["kind"] == "row"}
+    assert set(rows) == {"fine", "hang"}  # the hanging family's row was written before it was killed
+    for r in rows.values():
+        assert r["device"] and r["ceilings"]["copy_gbps"] > 0 and r["versions"]["torch"] == torch.__version__
+    families = {r["bench"]: r for r in records if r["kind"] == "family"}
+    assert "planted failure" in families["boom"]["reason"]
+    assert "timed out" in families["hang"]["reason"]
+    table = (out / "bench.md").read_text()
+    assert "| fine | case | impl |" in table and "planted failure" in table
+
+
+def _tiny_wheel(folder) -> str:
+    """A wheel made by hand (no network, no build backend): one module that says hello."""
+    path = os.path.join(folder, "s1k_probe_pkg-1.0-py3-none-any.whl")
+    meta = "s1k_probe_pkg-1.0.dist-info"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("s1k_probe_pkg/__init__.py", "HELLO = 'offline'\n")
+        z.writestr(f"{meta}/METADATA", "Metadata-Version: 2.1\nName: s1k-probe-pkg\nVersion: 1.0\n")
+        z.writestr(f"{meta}/WHEEL", "Wheel-Version: 1.0\nGenerator: hand\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        z.writestr(f"{meta}/RECORD", "")
+    return path
+
+
+def test_wheels_install_offline_for_the_later_steps(tmp_path):
+    wheels = tmp_path / "whl"
+    wheels.mkdir()
+    _tiny_wheel(str(wheels))
+    proc, stages, _ = proof(tmp_path, "--stages", "wheels", "--wheels", str(wheels),
+                            env={"PIP_INDEX_URL": "http://127.0.0.1:9/none"})  # any index use would fail
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert stages["wheels"]["status"] == "passed" and stages["wheels"]["passed"] == 1, stages["wheels"]
+
+
+def test_without_a_gpu_gpu_stages_say_so(tmp_path):
+    proc, stages, _ = proof(tmp_path, "--stages", "info", "--no-gpu")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert stages["info"]["status"] == "passed"
+    assert stages["env"]["status"] == "passed"
+
+
+def test_faiss_without_a_gpu_index_is_never_timed_in_a_gpu_row(monkeypatch):
+    import similarity
+
+    monkeypatch.setitem(sys.modules, "faiss", types.SimpleNamespace(IndexFlatIP=None))  # a faiss-cpu build
+    x = types.SimpleNamespace(device=types.SimpleNamespace(type="cuda"))
+    fn, why = similarity.faiss_knn_fn(x, 10)
+    assert fn is None and "never timed in a GPU row" in why
+
+
+def test_rows_that_would_not_fit_are_skipped_with_their_size(monkeypatch):
+    import loss
+
+    monkeypatch.setattr(common, "free_bytes", lambda device: 79 * 10**9)  # an H100 with nothing allocated
+    need, what = loss.working_set("torch", 32768, 5120, 152064, 2)
+    reason = common.fit_reason(need, what, torch.device("cpu"))
+    assert reason is not None and "81.6 GB" in reason and "16 B x N x V logits" in reason
+    need, what = loss.working_set("torch", 8192, 3584, 152064, 2)
+    assert common.fit_reason(need, what, torch.device("cpu")) is None
+    need, what = loss.working_set("s1kernels", 32768, 5120, 152064, 2)
+    assert common.fit_reason(need, what, torch.device("cpu")) is None
+
+
+@pytest.mark.parametrize("seconds,budget,max_calls", [(0.05, 0.3, 8), (0.2, 0.3, 3)])
+def test_a_slow_row_is_timed_fewer_times(seconds, budget, max_calls):
+    import time
+
+    calls = []
+    ctx = common.Context(torch.device("cpu"), True, {}, warmup=10, rep=50, row_budget_s=budget)
+    ms = common.time_fn(lambda: (calls.append(1), time.sleep(seconds)), ctx)
+    assert ms >= seconds * 1e3 * 0.9
+    assert 3 <= len(calls) <= max_calls
