@@ -132,3 +132,22 @@ def test_a_slow_row_is_timed_fewer_times(seconds, budget, max_calls):
     ms = common.time_fn(lambda: (calls.append(1), time.sleep(seconds)), ctx)
     assert ms >= seconds * 1e3 * 0.9
     assert 3 <= len(calls) <= max_calls
+
+
+def test_torch_api_check_sees_every_alias_and_refuses_an_unchecked_name(tmp_path):
+    sys.path.insert(0, os.path.join(ROOT, ".ci"))
+    import torch_api
+
+    src = tmp_path / "uses.py"
+    src.write_text("import torch\nimport torch.nn.functional as F\nfrom torch.library import custom_op\n"
+                   "from torch import cuda\n\n"
+                   "def f(x):\n    torch.cuda.current_stream().cuda_stream\n    cuda.Event(enable_timing=True)\n"
+                   "    return F.cross_entropy(x, x), torch.brand_new_api_from_the_future(x)\n")
+    used = set(torch_api.used_names([str(src)]))
+    assert {"torch.cuda.current_stream", "torch.cuda.Event", "torch.nn.functional.cross_entropy",
+            "torch.library.custom_op", "torch.brand_new_api_from_the_future"} <= used
+    known = {line.strip() for line in open(torch_api.MANIFEST) if not line.startswith("#")}
+    assert "torch.brand_new_api_from_the_future" not in known
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, ".ci", "torch_api.py")], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
