@@ -20,8 +20,8 @@ def test_run_all_quick_writes_results(tmp_path):
     rows = [json.loads(x) for x in open(jsonl)]
     assert rows, "no benchmark rows were produced"
     for row in rows:
-        assert row["kind"] == "row" and row["bench"] == "loss"
-        assert row["ms"] > 0 and row["status"] == "ok"
+        assert row["kind"] == "row" and row["bench"] == "loss" and row["device"] and row["versions"]["torch"]
         assert row["ceilings"]["matmul_tflops"] > 0 and row["ceilings"]["copy_gbps"] > 0
-        assert row["device"].startswith("CPU") and row["versions"]["torch"]
-    assert {r["impl"] for r in rows} == {"s1kernels", "torch"}
+        assert (row["status"] == "ok") == (row["ms"] is not None and row["ms"] > 0), row
+    timed = {r["impl"] for r in rows if r["status"] == "ok"}
+    assert {"s1kernels", "torch"} <= timed  # on a GPU, missing baselines add skipped rows
