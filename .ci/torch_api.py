@@ -2,12 +2,11 @@
 
 CI runs torch 2.13; the lent GPU machine has 2.11. This lists every `torch.<...>` name that
 s1kernels/, bench/ and tests/ use (through `import torch`, `import torch.x as y`, `from torch.x
-import y`), and checks each against .ci/torch-2.11-api.txt, the names found in the torch
-2.11.0 wheel's sources:
+import y`) and checks each against the sources of the torch 2.11.0 wheel, which it reads as a
+zip file (it never installs or imports that torch):
 
-    python .ci/torch_api.py                       # CI: fails on a name not known to be in 2.11
-    python .ci/torch_api.py --wheel torch-2.11.0-cp311-cp311-manylinux_2_28_x86_64.whl
-        # reads the wheel (never installs it), prints the names 2.11 lacks, rewrites the list
+    python -m pip download --no-deps --only-binary=:all: torch==2.11.0 -d DIR    # ~530 MB
+    python .ci/torch_api.py --wheel DIR/torch-2.11.0-*.whl [--list FILE]
 
 A name counts as present in 2.11 when the module that holds it in the installed torch has,
 in the 2.11 wheel, a source or stub file (for `torch` itself also the _C stubs and
@@ -27,7 +26,6 @@ import sys
 import zipfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MANIFEST = os.path.join(ROOT, ".ci", "torch-2.11-api.txt")
 SCANNED = ("s1kernels", "bench", "tests")
 TORCH_EXTRA = ("torch/_C/__init__.pyi", "torch/_C/_VariableFunctions.pyi", "torch/functional.py",
                "torch/_tensor.py", "torch/__init__.pyi", "torch/_C/_nn.pyi")
@@ -128,29 +126,24 @@ def scanned_files():
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--wheel", help="a torch 2.11.0 wheel: check every name against it and rewrite the list")
+    ap.add_argument("--wheel", required=True, help="the torch 2.11.0 wheel (any Python tag) to check against")
+    ap.add_argument("--list", help="also write every torch name used, with the files using it, to this file")
     args = ap.parse_args(argv)
     used = {n: f for n, f in used_names(sorted(scanned_files())).items()
             if not n.startswith("torch.ops.s1kernels")}  # this package's own custom ops
     rel = {n: sorted(os.path.relpath(f, ROOT) for f in fs) for n, fs in used.items()}
-    if args.wheel:
-        present = present_in_wheel(sorted(used), args.wheel)
-        newer = sorted(n for n, ok in present.items() if not ok)
-        with open(MANIFEST, "w") as f:
-            f.write(f"# torch names this code uses that the torch 2.11.0 wheel holds ({os.path.basename(args.wheel)}),\n"
-                    "# written by .ci/torch_api.py --wheel; .ci/run fails on a name missing here.\n")
-            f.write("".join(n + "\n" for n, ok in sorted(present.items()) if ok))
-        print(f"{len(used)} torch names used, {len(used) - len(newer)} present in torch 2.11")
-    else:
-        with open(MANIFEST) as f:
-            known = {line.strip() for line in f if line.strip() and not line.startswith("#")}
-        newer = sorted(n for n in used if n not in known)
-        print(f"{len(used)} torch names used, {len(used) - len(newer)} known to be in torch 2.11")
+    present = present_in_wheel(sorted(used), args.wheel)
+    newer = sorted(n for n, ok in present.items() if not ok)
+    if args.list:
+        with open(args.list, "w") as f:
+            f.write("".join(f"{n}\t{'2.11' if present[n] else 'NOT IN 2.11'}\t{' '.join(rel[n])}\n"
+                            for n in sorted(used)))
+    print(f"{len(used)} torch names used by {', '.join(SCANNED)}; {len(used) - len(newer)} present in "
+          f"{os.path.basename(args.wheel)}")
     for n in newer:
-        print(f"  not in torch 2.11 (or not checked against it): {n}  used in {', '.join(rel[n])}")
+        print(f"  not in torch 2.11: {n}  used in {', '.join(rel[n])}")
     if newer:
-        print("Each name must exist in torch 2.11 (the GPU machine's version): avoid it, or check it with "
-              "`python .ci/torch_api.py --wheel <torch 2.11.0 wheel>`.")
+        print("Each torch name must exist in torch 2.11, the GPU machine's version: use an older spelling.")
     return 1 if newer else 0
 
 
