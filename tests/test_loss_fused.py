@@ -9,6 +9,8 @@ from s1kernels.ops.loss import triton_fused as F
 from s1kernels.ops.loss import triton_impl as K
 from test_loss import IGNORE, TOL, make_case, relerr, run
 
+pytestmark = pytest.mark.interpreter  # every test runs the Triton kernels on CPU tensors
+
 
 @pytest.fixture
 def fused_calls(monkeypatch):
