@@ -43,8 +43,9 @@ QWEN_IDS = dict(im_start=151644, im_end=151645, endoftext=151643, answer=9217, n
 class IdTokenizer:
     """The tokenizer surface `generate` needs when prompts are given as token ids."""
 
-    def __init__(self, pad_id: int, eos_ids: tuple[int, ...]):
+    def __init__(self, pad_id: int, eos_ids: tuple[int, ...], vocab_size: int):
         self.pad_id, self.eos_ids = pad_id, list(eos_ids)
+        self.vocab_size = vocab_size  # every id of the random-weight model is a token
 
     def decode(self, ids, skip_special_tokens=False):
         return " ".join(str(int(i)) for i in ids)
@@ -221,7 +222,7 @@ def _run(ctx: common.Context) -> list[common.Row]:
     torch.manual_seed(0)
     model = Transformer(cfg).init_weights(seed=0).to(device=dev, dtype=dtype).eval()
     forcing = _forcing_for(cfg.vocab_size)
-    tok = IdTokenizer(forcing.pad_id, forcing.eos_ids)
+    tok = IdTokenizer(forcing.pad_id, forcing.eos_ids, cfg.vocab_size)
     if quick:
         batches, plen, max_think, min_think, answer_cap = (1, 4), (12, 20), 12, 4, 3
     else:
