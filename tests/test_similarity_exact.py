@@ -27,6 +27,7 @@ def _ints(n, d, seed, lo=-2, hi=3):
     return x
 
 
+@pytest.mark.interpreter  # Triton on CPU tensors
 @pytest.mark.parametrize("k", [1, 16, 17, 32, 33, 100, 128])
 def test_k_at_the_list_boundaries_with_h100_tiles(h100_tiles, k):
     """K = k rounded up to a power of two; k = 2^j and 2^j + 1 fill the list or leave it almost
@@ -37,6 +38,7 @@ def test_k_at_the_list_boundaries_with_h100_tiles(h100_tiles, k):
     assert_topk_matches(got, S.topk_similarity_reference(x, y, k))
 
 
+@pytest.mark.interpreter  # Triton on CPU tensors
 @pytest.mark.parametrize("dtype,k", [(torch.float32, 1), (torch.float32, 17), (torch.bfloat16, 33), (torch.float16, 5)])
 def test_exact_duplicates_and_ties_resolve_like_the_reference(dtype, k):
     """Integer vectors with every pool vector present three times: scores tie exactly, and the
@@ -65,6 +67,7 @@ def _bf16_blind_pool(n_pool, d, seed):
     return x, y
 
 
+@pytest.mark.interpreter  # Triton on CPU tensors
 @pytest.mark.parametrize("normalize", [False, True])
 @pytest.mark.parametrize("k", [1, 5, 33])
 def test_fp32_ranking_invisible_in_bf16_is_recovered_exactly(h100_tiles, normalize, k):
@@ -83,6 +86,7 @@ def test_fp32_ranking_invisible_in_bf16_is_recovered_exactly(h100_tiles, normali
         assert torch.equal(got[1], ref[1]) and torch.equal(got[0], ref[0])
 
 
+@pytest.mark.interpreter  # Triton on CPU tensors
 def test_fp32_close_scores_across_many_tiles_small_tiles():
     """A pool of near-copies spread over many small tiles: the running threshold rises while
     candidates keep arriving, and each is re-scored; the result is the fp32 one."""
@@ -93,6 +97,7 @@ def test_fp32_close_scores_across_many_tiles_small_tiles():
         assert torch.equal(got[1], ref[1]) and torch.equal(got[0], ref[0])
 
 
+@pytest.mark.interpreter  # Triton on CPU tensors
 def test_kmeans_assignment_fp32_exact_on_bf16_blind_centroids():
     """k-means assigns with topk_similarity(x, centroids, 1) on fp32 unit vectors: nearest
     centroids that bf16 cannot tell apart are still told apart."""
@@ -105,6 +110,7 @@ def test_kmeans_assignment_fp32_exact_on_bf16_blind_centroids():
     assert ((best - got[0][:, 0].double()).abs() < 1e-6).all()
 
 
+@pytest.mark.interpreter  # Triton on CPU tensors
 def test_streamed_query_tile_matches(monkeypatch):
     """D too large for the query tile on chip: the kernel streams D slices instead."""
     monkeypatch.setattr(SK, "query_parts", lambda *a, **k: (0, 0))
