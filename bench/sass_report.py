@@ -62,15 +62,14 @@ ESTIMATES = [
      "the other chunks (before: synchronous loads, 64 KB shared memory, half the LDGSTS)."),
     ("self-kNN / k-means top-k (_topk_sim_kernel)",
      "HGMMA for every k <= 128 and for fp32 input (scored in bf16 within a proven bound, candidates "
-     "re-scored in fp32; docs/similarity-kernel.md); no spills at the benchmark sizes; the 64-row query "
-     "tile stays in shared memory across column tiles (D = 384; D = 1024 streams D slices with cp.async); "
-     "one comparison per score. bf16 N=59,029 D=384 k=16: 851k tiles of 64x32x384, ~0.2 us of HGMMA "
-     "each per SM at peak plus the filter (not overlapped: 1 CTA/SM), and ~24 KB of pool tile per tile "
-     "from L2 (~41 GB in all, 6-8 ms at 5-7 TB/s); the HGMMA.64x16x16 (64x8x16 for k > 32) of two warp "
-     "groups side by side re-read 2 KB of A from shared memory per 32K (16K) FLOPs, capping the tensor "
-     "cores near 40% (20%). Estimate: 30-40% of the bf16 matmul rate for k <= 32, ~20% for k 33-128 (goal "
-     "70%); 128-row query tiles with the warp groups along the rows are the next step. Before: query re-read per column tile, mma.sync "
-     "for k 33-128, FFMA for fp32 and k-means."),
+     "re-scored in fp32; docs/similarity-kernel.md); no spills at the benchmark sizes; the query tile "
+     "(128 rows for k <= 16, else 64) stays in shared memory across pool tiles (D = 384; D = 1024 "
+     "streams D slices with cp.async); one comparison per score. bf16 N=59,029 D=384 k=16: 851k tiles "
+     "of 128x32x384, ~0.42 us of HGMMA.64x32x16 each per SM at peak plus ~0.17 us of filter (not "
+     "overlapped: 1 CTA/SM); ~21 FLOP per shared-memory byte of wgmma operands caps the tensor cores "
+     "near 65%; ~20 GB from L2 in all. Estimate: 40-55% of the bf16 matmul rate for k <= 16, 30-40% "
+     "for k 17-32 (64-row tiles, HGMMA.64x16x16), ~20% for k 33-128 (HGMMA.64x8x16); goal 70%. "
+     "Before: query re-read per column tile, mma.sync for k 33-128, FFMA for fp32 and k-means."),
     ("decode step (decode_step_kernel, nvcc)",
      "No atomics at all: integer histograms (counts, 32.32 fixed-point mass) with match.any/redux warp "
      "aggregation, so the same (seed, step) gives the same token at every batch position; a row is split "
@@ -91,7 +90,7 @@ NOTES = [
     "to 22/18 but make 3.6 spill 9/5, so it keeps tl.argmax. Every other loss variant is spill-free and "
     "HGMMA under both versions.",
     "_topk_sim_kernel is HGMMA and spill-free under both versions at every benchmark size (3.9 uses fewer "
-    "registers: 165 for bf16 k=16, 197 for k=100, 213 for fp32 k=16). Outside the benchmark cases, fp32 "
+    "registers: 136 for bf16 k=16, 197 for k=100, 205 for fp32 k=16). Outside the benchmark cases, fp32 "
     "input with k = 65-128 spills 29 STL under 3.6 (none under 3.9); docs/similarity-kernel.md lists "
     "every k regime.",
 ]

@@ -183,12 +183,15 @@ def query_parts(d: int, block_n: int, block_m: int, num_stages: int, elem_bytes:
 
 def gpu_config(k_pow2: int, dtype: str) -> dict:
     """Tile sizes used on the GPU for a given power-of-two K (what the compile check builds).
-    BLOCK_N = 64 rows is one wgmma M-tile per warp group; two warp groups keep the running list
-    (BLOCK_N * K int64) at <= 64 registers a thread; narrower column tiles for larger K and
-    narrower re-score slices for fp32 keep the variants free of spills (one exception: fp32 with
-    K = 128 spills 29 words under Triton 3.6, none under 3.9)."""
+    Each warp group takes 64 query rows (one wgmma M-tile): for K <= 16 two of them stack along
+    128 rows, so each issues 64x32 wgmma over the whole column tile and a pool tile read from L2
+    serves 128 rows; larger K keeps 64 rows (the two warp groups then split the columns) so the
+    running list (BLOCK_N * K int64) stays at <= 64 registers a thread. Narrower column tiles for
+    larger K and narrower re-score slices for fp32 keep the variants free of spills (one
+    exception: fp32 with K = 128 spills 29 words under Triton 3.6, none under 3.9)."""
     block_d = 64 if dtype != "fp32" else 32
-    return dict(BLOCK_N=64, BLOCK_M=32 if k_pow2 <= 32 else 16, BLOCK_D=block_d, num_warps=8, num_stages=2)
+    return dict(BLOCK_N=128 if k_pow2 <= 16 else 64, BLOCK_M=32 if k_pow2 <= 32 else 16, BLOCK_D=block_d,
+                num_warps=8, num_stages=2)
 
 
 # ----------------------------------------------------------------------------- launcher
