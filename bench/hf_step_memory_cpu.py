@@ -23,16 +23,10 @@ import subprocess
 import sys
 import time
 
+from loss_memory_cpu import _status_kb  # the same VmRSS/VmHWM reading as the loss-only bench
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 IMPLS = {"transformers (logits + cross-entropy)": "plain", "s1kernels patch (fused linear cross-entropy)": "patched"}
-
-
-def _status_kb(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"/proc/self/status has no {field}")
 
 
 def measure_one(impl: str, batch: int, seq: int, vocab: int, hidden: int) -> dict:
