@@ -53,10 +53,13 @@ class Decoder:
     """Runs decode steps eagerly or through a captured CUDA graph."""
 
     def __init__(self, model, cache, state, budget_t, sampling_t, forcing, bufs: StepBuffers,
-                 vocab_size: int, backend: str):
+                 vocab_size: int, backend: str, pack=None):
         self.model, self.cache, self.state = model, cache, state
         self.budget_t, self.sampling_t, self.forcing = budget_t, sampling_t, forcing
         self.bufs, self.vocab_size, self.backend = bufs, vocab_size, backend
+        self.pack = pack
+        # on the CPU the host reads positions for free: attend over the filled prefix only
+        self.host_positions = bufs.pos.device.type == "cpu"
         self.graph = None
 
     def first(self, logits: torch.Tensor) -> None:
@@ -68,8 +71,9 @@ class Decoder:
 
     def _step(self) -> None:
         b = self.bufs
-        hidden = self.model.forward_cached(b.tokens[:, None], b.pos, self.cache)
-        logits = self.model.logits(hidden[:, 0])
+        kv_len = int(b.pos.max()) + 1 if self.host_positions else None
+        hidden = self.model.forward_cached(b.tokens[:, None], b.pos, self.cache, pack=self.pack, kv_len=kv_len)
+        logits = self.model.logits(hidden[:, 0], pack=self.pack)
         active = ~row_done_mask(self.state)
         tokens, logprobs = decode_step(logits, self.state, self.budget_t, self.sampling_t, self.forcing,
                                        vocab_size=self.vocab_size, backend=self.backend)
@@ -140,23 +144,30 @@ class Harvest:
             self.thinking[r], self.waits[r], self.forced[r] = think[j], waits[j], forced[j]
 
 
-def prefill(model, prompt_ids: list[list[int]], pad_id: int, max_new: int):
-    """Right-padded prompts in one forward_cached call from position 0 into a fresh static
-    cache of `longest prompt + max_new` positions. Returns (cache, logits of each row's last
-    prompt token [B, V], prompt lengths [B] on the device)."""
+def prefill(model, prompt_ids: list[list[int]], pad_id: int, max_new: int, pack=None):
+    """Prompts from position 0 into a fresh static cache of `longest prompt + max_new`
+    positions: right-padded in one forward_cached call on a GPU, row by row on the CPU. Returns (cache, logits of each row's last
+    prompt token [B, V], prompt lengths [B] on the device). `pack`: a DecodePack (CPU)."""
     device = next(model.parameters()).device
     B = len(prompt_ids)
     lengths = [len(p) for p in prompt_ids]
     L = max(lengths)
     cache = model.new_kv_cache(B, L + max_new, device=device)
+    len_t = torch.as_tensor(lengths, dtype=torch.int64, device=device)
+    if device.type == "cpu":
+        # one row at a time: no work on padding (a batch of MATH500 prompts is ~70% padding
+        # when padded to its longest), and each row attends over its own length only
+        zero = torch.zeros(1, dtype=torch.int64)
+        last = torch.cat([model.forward_cached(torch.as_tensor([p]), zero, cache.rows(b, b + 1), pack=pack,
+                                               kv_len=len(p))[:, -1] for b, p in enumerate(prompt_ids)])
+        return cache, model.logits(last, pack=pack), len_t
     ids = torch.full((B, L), int(pad_id), dtype=torch.int64)
     for b, p in enumerate(prompt_ids):
         ids[b, : len(p)] = torch.as_tensor(p, dtype=torch.int64)
     ids = ids.to(device)
-    len_t = torch.as_tensor(lengths, dtype=torch.int64, device=device)
-    hidden = model.forward_cached(ids, torch.zeros(B, dtype=torch.int64, device=device), cache)
+    hidden = model.forward_cached(ids, torch.zeros(B, dtype=torch.int64, device=device), cache, pack=pack)
     last = hidden[torch.arange(B, device=device), len_t - 1]  # [B, H]: only these need logits
-    return cache, model.logits(last), len_t
+    return cache, model.logits(last, pack=pack), len_t
 
 
 def stream_one(dec: Decoder, tokenizer, emit, max_new: int, steps: int) -> None:
@@ -234,21 +245,22 @@ def decode_until_done(dec: Decoder, harvest: Harvest, max_new: int, steps: int, 
 @torch.inference_mode()
 def run_batch(model, tokenizer, prompt_ids: list[list[int]], budget, sampling, forcing, max_new: int, emit,
               cuda_graph: bool, check_every: int, backend: str, compact_rows: bool = True,
-              start_phase: str = "thinking", vocab_size: int | None = None) -> Harvest:
+              start_phase: str = "thinking", vocab_size: int | None = None, pack=None) -> Harvest:
     """Prefills and decodes one batch; returns the rows' tokens and events on the host.
     start_phase="answer" decodes without a thinking phase: plain sampling until EOS or the
     budget's answer cap (what a greedy check of a trained model needs). Logit columns at or
-    past `vocab_size` (default: the model's vocabulary rows) are never sampled."""
+    past `vocab_size` (default: the model's vocabulary rows) are never sampled. `pack`: a
+    DecodePack of the model (CPU) used by every forward."""
     device = next(model.parameters()).device
     B = len(prompt_ids)
-    cache, logits, len_t = prefill(model, prompt_ids, tokenizer.pad_id, max_new)
+    cache, logits, len_t = prefill(model, prompt_ids, tokenizer.pad_id, max_new, pack)
     if vocab_size is None:
         vocab_size = int(getattr(model.config, "vocab_size", logits.shape[-1]))
     state = DecodeState.new(B, device, start_phase=start_phase)
     bufs = StepBuffers(B, max_new, device)
     bufs.pos.copy_(len_t)
     dec = Decoder(model, cache, state, budget.tensors(B, device), sampling.tensors(B, device), forcing, bufs,
-                  vocab_size, backend)
+                  vocab_size, backend, pack)
     dec.first(logits)
     harvest = Harvest(B)
     if emit is not None:

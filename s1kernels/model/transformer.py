@@ -78,11 +78,15 @@ class Attention(nn.Module):
         # Qwen2 has biases on q/k/v only; Llama's attention_bias covers o_proj as well
         self.o_proj = nn.Linear(self.n_heads * d, h, bias=bias and config.model_type == "llama")
 
-    def _qkv(self, x, cos, sin):
+    def _qkv(self, x, cos, sin, pack=None):
         shape = x.shape[:-1]
-        q = self.q_proj(x).view(*shape, self.n_heads, self.head_dim)
-        k = self.k_proj(x).view(*shape, self.n_kv_heads, self.head_dim)
-        v = self.v_proj(x).view(*shape, self.n_kv_heads, self.head_dim)
+        if pack is None:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        else:
+            q, k, v = pack.qkv(x).split(pack.qkv_sizes, dim=-1)
+        q = q.reshape(*shape, self.n_heads, self.head_dim)
+        k = k.reshape(*shape, self.n_kv_heads, self.head_dim)
+        v = v.reshape(*shape, self.n_kv_heads, self.head_dim)
         cos, sin = cos.unsqueeze(-2), sin.unsqueeze(-2)
         return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
 
@@ -92,17 +96,21 @@ class Attention(nn.Module):
         out = varlen_causal_attention(q, k, v, cu_seqlens, max_seqlen)
         return self.o_proj(out.reshape(x.shape[0], -1))
 
-    def forward_cached(self, x, cos, sin, start_pos, k_cache, v_cache):
-        """x [B, T, H]; writes this step's K/V into the cache slices, then attends over them."""
+    def forward_cached(self, x, cos, sin, start_pos, k_cache, v_cache, pack=None, kv_len=None):
+        """x [B, T, H]; writes this step's K/V into the cache slices, then attends over the
+        first `kv_len` cache positions (all when None)."""
         B, T, _ = x.shape
-        q, k, v = self._qkv(x, cos, sin)  # [B, T, heads, D]
+        q, k, v = self._qkv(x, cos, sin, pack)  # [B, T, heads, D]
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         idx = (start_pos[:, None] + torch.arange(T, device=x.device))[:, None, :, None]
         idx = idx.expand(B, self.n_kv_heads, T, self.head_dim)
         k_cache.scatter_(2, idx, k.to(k_cache.dtype))
         v_cache.scatter_(2, idx, v.to(v_cache.dtype))
+        if kv_len is not None:
+            k_cache, v_cache = k_cache[:, :, :kv_len], v_cache[:, :, :kv_len]
         out = cached_attention(q, k_cache.to(q.dtype), v_cache.to(q.dtype), start_pos)
-        return self.o_proj(out.transpose(1, 2).reshape(B, T, -1))
+        out = out.transpose(1, 2).reshape(B, T, -1)
+        return self.o_proj(out) if pack is None else pack.o(out)
 
 
 class MLP(nn.Module):
@@ -113,8 +121,11 @@ class MLP(nn.Module):
         self.up_proj = nn.Linear(h, i, bias=b)
         self.down_proj = nn.Linear(i, h, bias=b)
 
-    def forward(self, x):
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+    def forward(self, x, pack=None):
+        if pack is None:
+            return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        gate, up = pack.gate_up(x).chunk(2, dim=-1)
+        return pack.down(F.silu(gate) * up)
 
 
 class DecoderLayer(nn.Module):
@@ -129,9 +140,10 @@ class DecoderLayer(nn.Module):
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, cu_seqlens, max_seqlen)
         return x + self.mlp(self.post_attention_layernorm(x))
 
-    def forward_cached(self, x, cos, sin, start_pos, k_cache, v_cache):
-        x = x + self.self_attn.forward_cached(self.input_layernorm(x), cos, sin, start_pos, k_cache, v_cache)
-        return x + self.mlp(self.post_attention_layernorm(x))
+    def forward_cached(self, x, cos, sin, start_pos, k_cache, v_cache, pack=None, kv_len=None):
+        x = x + self.self_attn.forward_cached(self.input_layernorm(x), cos, sin, start_pos, k_cache, v_cache,
+                                              pack, kv_len)
+        return x + self.mlp(self.post_attention_layernorm(x), pack)
 
 
 class KVCache:
@@ -146,6 +158,13 @@ class KVCache:
     def reset(self) -> None:
         self.k.zero_()
         self.v.zero_()
+
+    def rows(self, start: int, stop: int) -> "KVCache":
+        """A cache over rows start..stop-1 of this one (views: writes land here)."""
+        view = KVCache.__new__(KVCache)
+        view.k, view.v = self.k[:, start:stop], self.v[:, start:stop]
+        view.batch, view.max_len = stop - start, self.max_len
+        return view
 
 
 class Transformer(nn.Module):
@@ -222,8 +241,11 @@ class Transformer(nn.Module):
             return loss_fn(hidden, self.lm_head_weight)
         return hidden
 
-    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """[..., H] hidden -> [..., V] fp32 logits (for decoding and small-scale scoring)."""
+    def logits(self, hidden: torch.Tensor, pack=None) -> torch.Tensor:
+        """[..., H] hidden -> [..., V] fp32 logits (for decoding and small-scale scoring);
+        `pack`: a DecodePack of this model (CPU decoding)."""
+        if pack is not None:
+            return pack.lm_head(hidden).float()
         return F.linear(hidden, self.lm_head_weight.to(hidden.dtype)).float()
 
     # -- generation ---------------------------------------------------------------------------
@@ -232,12 +254,15 @@ class Transformer(nn.Module):
         w = self.embed_tokens.weight
         return KVCache(self.config, batch, max_len, dtype or w.dtype, device or w.device)
 
-    def forward_cached(self, input_ids: torch.Tensor, start_pos: torch.Tensor, cache: KVCache) -> torch.Tensor:
+    def forward_cached(self, input_ids: torch.Tensor, start_pos: torch.Tensor, cache: KVCache, pack=None,
+                       kv_len: int | None = None) -> torch.Tensor:
         """input_ids [B, T], start_pos [B] int64 (device) -> hidden [B, T, H].
 
         Writes K/V of row b at positions start_pos[b] .. start_pos[b]+T-1 and lets query t of
         row b attend to cache positions <= start_pos[b]+t. Positions must stay below the
-        cache's max_len (not checked: checking would need a host sync).
+        cache's max_len (not checked: checking would need a host sync). `kv_len`, when the
+        caller knows it on the host, bounds the attention to the first kv_len positions (it
+        must exceed every start_pos[b]+T-1); `pack` is a DecodePack of this model (CPU).
         """
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids: expected [B, T], got shape {tuple(input_ids.shape)}")
@@ -250,5 +275,6 @@ class Transformer(nn.Module):
         positions = start_pos[:, None] + torch.arange(T, device=input_ids.device)
         cos, sin = rope_cos_sin(positions, self.inv_freq, x.dtype)
         for i, layer in enumerate(self.layers):
-            x = layer.forward_cached(x, cos, sin, start_pos, cache.k[i, :B], cache.v[i, :B])
+            lp = None if pack is None else pack.layers[i]
+            x = layer.forward_cached(x, cos, sin, start_pos, cache.k[i, :B], cache.v[i, :B], lp, kv_len)
         return self.norm(x)
