@@ -138,7 +138,7 @@ def _topk_op(x: torch.Tensor, y: Optional[torch.Tensor], k: int, exclude_self: b
         keys = triton_impl.topk_keys(x, y, rx, ry, k, exclude, block_m)
     else:
         bn, bm = torch_impl.blocks(x.shape[0], y.shape[0], k, x.device, block_m)
-        keys = torch_impl.topk_keys(x, y, rx, ry, k, exclude, bn, bm)
+        keys = torch_impl.topk_keys(x, y, rx if normalize else None, ry if normalize else None, k, exclude, bn, bm)
     return decode_keys(keys)
 
 

@@ -12,7 +12,8 @@ from s1kernels.ops.similarity.reference import score_keys
 
 
 def topk_keys(x, y, rx, ry, k, exclude_self, block_n, block_m):
-    """Chunked mm + top-k merge on any device; memory O(block_n * block_m + N * k)."""
+    """Chunked mm + top-k merge on any device; memory O(block_n * block_m + N * k).
+    rx, ry: fp32 inverse row norms applied to each chunk, or None (both) for raw inner products."""
     n, m = x.shape[0], y.shape[0]
     out = torch.empty(n, k, dtype=torch.int64, device=x.device)
     for i0 in range(0, n, block_n):
@@ -21,7 +22,9 @@ def topk_keys(x, y, rx, ry, k, exclude_self, block_n, block_m):
         best = None
         for j0 in range(0, m, block_m):
             j1 = min(m, j0 + block_m)
-            s = _dot_fp32(xi, y[j0:j1]).mul_(rx[i0:i1, None]).mul_(ry[None, j0:j1])
+            s = _dot_fp32(xi, y[j0:j1])
+            if rx is not None:  # None: inner products as they are (normalize=False)
+                s.mul_(rx[i0:i1, None]).mul_(ry[None, j0:j1])
             if exclude_self:
                 # Entry (r, c) is row i0 + r against row j0 + c: the diagonal at offset i0 - j0
                 # (empty when the chunk misses the diagonal). -inf ranks below every finite
@@ -71,12 +74,13 @@ def _chunk_topk_keys(s, j0, k):
 
 
 def blocks(n, m, k, device, block_m):
-    # Scores per chunk: ~2M fp32 (8 MB, 512 x 4096) on CPU, where the scaling and top-k
-    # passes over the chunk then run from cache (measured at N=12,000, D=384 on 2 cores:
-    # 1.0 s against 0.83 s for the matrix products alone); 256M (1 GB) on a GPU.
+    # Scores per chunk: ~8M fp32 (32 MB, 1022 x 8192) on CPU, 256M (1 GB) on a GPU. On the
+    # CPU, larger products run closer to the matmul rate: at N=12,000, D=384, k=10 on 2
+    # cores (raw inner products), 1022 x 8192 took 1.29 s, 2048 x 8192 1.44 s, 4096 x 4096
+    # 2.16 s; the former 510 x 4096 took 2.99 s with the norm scaling normalize=False now skips.
     cpu = device.type == "cpu"
-    budget = (1 << 21) if cpu else (1 << 28)
-    bm = block_m or max(k, min(m, 4096 if cpu else 8192))
+    budget = (1 << 23) if cpu else (1 << 28)
+    bm = block_m or max(k, min(m, 8192))
     bn = max(1, min(n, budget // max(bm + k, 1)))
     return bn, bm
 
