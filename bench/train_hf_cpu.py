@@ -1,7 +1,7 @@
 """One SFT training step on a CPU: s1kernels vs transformers, on SmolLM2-135M-Instruct's weights.
 
-    python bench/train_hf_cpu.py --model runs/smollm2 --rows 2 --seq 256 --reps 2 --threads 2 \\
-        --out bench/results/train-hf-cpu.md
+    python bench/train_hf_cpu.py --model runs/smollm2 --rows 4 --seq 1024 --reps 2 --threads 2 \\
+        --gradient-checkpointing --out bench/results/train-hf-cpu.md
 
 Same weights (the converted folder), same batch: --rows MATH500 samples in the s1 format
 (SmolLM2's tokenizer and chat template), each cut to --seq tokens, loss on the assistant turn.
@@ -9,6 +9,9 @@ Same weights (the converted folder), same batch: --rows MATH500 samples in the s
   ``linear_cross_entropy`` (no [T, V] logits) + torch AdamW;
 - transformers: LlamaForCausalLM ([rows, seq], no padding) -> logits -> ``F.cross_entropy``
   + torch AdamW.
+--gradient-checkpointing turns on activation recomputation in both (the setting s1's
+training script uses; s1kernels: ``model.gradient_checkpointing``, transformers:
+``gradient_checkpointing_enable()``), so what remains of the peak is mostly the output layer.
 Each measurement is a fresh process: one warm-up step (optimizer state and gradient buffers
 exist after it), then one timed step; peak memory is the growth of the resident set during
 the timed step, beyond weights, gradients and AdamW state (VmHWM reset through
@@ -53,7 +56,7 @@ def _batch(tok, rows: int, seq: int, data: str):
     raise ValueError(f"--seq: fewer than {rows} MATH500 samples have {seq} tokens")
 
 
-def measure_one(impl: str, folder: str, rows: int, seq: int, threads: int, data: str) -> dict:
+def measure_one(impl: str, folder: str, rows: int, seq: int, threads: int, data: str, ckpt: bool = False) -> dict:
     ctypes.CDLL("libc.so.6").mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD, fixed
     import torch
     import torch.nn.functional as F
@@ -74,6 +77,7 @@ def measure_one(impl: str, folder: str, rows: int, seq: int, threads: int, data:
         from s1kernels.ops.loss import linear_cross_entropy
 
         model = load_model(folder, dtype=torch.float32).train()
+        model.gradient_checkpointing = ckpt
         flat, lab = ids.reshape(-1), labels.reshape(-1)
         pos = torch.arange(seq).repeat(rows)
         cu = torch.arange(0, rows * seq + 1, seq, dtype=torch.int32)
@@ -85,6 +89,9 @@ def measure_one(impl: str, folder: str, rows: int, seq: int, threads: int, data:
         from transformers import AutoModelForCausalLM
 
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, attn_implementation="sdpa").train()
+        if ckpt:
+            model.config.use_cache = False
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
         def loss_fn():
             logits = model(input_ids=ids).logits
@@ -118,11 +125,13 @@ def main(argv=None) -> int:
     p.add_argument("--seq", type=int, default=256)
     p.add_argument("--reps", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations in both")
     p.add_argument("--out", default=None)
     p.add_argument("--one", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.one:
-        print(json.dumps(measure_one(args.one, args.model, args.rows, args.seq, args.threads, args.data)))
+        print(json.dumps(measure_one(args.one, args.model, args.rows, args.seq, args.threads, args.data,
+                                     args.gradient_checkpointing)))
         return 0
     import torch
     import transformers
@@ -133,6 +142,7 @@ def main(argv=None) -> int:
         for impl in (("s1kernels", "transformers") if rep % 2 == 0 else ("transformers", "s1kernels")):
             cmd = [sys.executable, os.path.abspath(__file__), "--one", impl, "--model", args.model, "--data", args.data,
                    "--rows", str(args.rows), "--seq", str(args.seq), "--threads", str(args.threads)]
+            cmd += ["--gradient-checkpointing"] if args.gradient_checkpointing else []
             out = subprocess.run(cmd, capture_output=True, text=True, check=True,
                                  env={**os.environ, "PYTHONPATH": os.path.dirname(HERE)})
             res[impl].append(json.loads(out.stdout.strip().splitlines()[-1]))
@@ -144,12 +154,13 @@ def main(argv=None) -> int:
         "# One SFT training step on a CPU: s1kernels vs transformers (SmolLM2-135M-Instruct weights, fp32)",
         "",
         f"Command: `python bench/train_hf_cpu.py --model SMOLLM2_FOLDER --rows {args.rows} --seq {args.seq} "
-        f"--reps {args.reps} --threads {args.threads}`",
+        f"--reps {args.reps} --threads {args.threads}{' --gradient-checkpointing' if args.gradient_checkpointing else ''}`",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, transformers "
         f"{transformers.__version__}, {args.threads} threads; shared machine, load average {load0:.1f} at the "
         f"start, {os.getloadavg()[0]:.1f} at the end (fresh process per measurement, alternating).",
         f"Batch: {args.rows} MATH500 samples x {args.seq} tokens in the s1 format; one [tokens, V] fp32 logits "
-        f"tensor is {args.rows * args.seq * 49152 * 4 / 2**20:.0f} MB.",
+        f"tensor is {args.rows * args.seq * 49152 * 4 / 2**20:.0f} MB; gradient checkpointing "
+        f"{'on' if args.gradient_checkpointing else 'off'} in both.",
         "",
         "| implementation | tokens/s (median) | step s | peak MB beyond weights + grads + AdamW (median) | loss |",
         "| --- | ---: | ---: | ---: | ---: |",

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <limits>
 #include <vector>
@@ -23,6 +24,36 @@ float load_logit(const void* row, int32_t dtype, int64_t i) {
       return s1k::fp16_bits_to_float(static_cast<const uint16_t*>(row)[i]);
     default:
       return s1k::bf16_bits_to_float(static_cast<const uint16_t*>(row)[i]);
+  }
+}
+
+// Sorts finite floats in descending order: an LSD radix sort on order-preserving uint32 keys,
+// three passes of 11 bits. The same multiset of values comes out in the same order as
+// std::sort(greater) would give it (equal values are interchangeable), several times faster
+// over a vocabulary-sized row (std::sort was most of a top-p step).
+void sort_descending(std::vector<float>& xs, std::vector<uint32_t>& keys, std::vector<uint32_t>& tmp) {
+  const size_t n = xs.size();
+  keys.resize(n);
+  tmp.resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    uint32_t b;
+    std::memcpy(&b, &xs[i], 4);
+    const uint32_t up = (b & 0x80000000u) ? ~b : (b | 0x80000000u);  // ascending in the float
+    keys[i] = ~up;                                                     // ascending key = descending float
+  }
+  uint32_t* src = keys.data();
+  uint32_t* dst = tmp.data();
+  for (int shift = 0; shift < 33; shift += 11) {
+    size_t count[2049] = {0};
+    for (size_t i = 0; i < n; ++i) ++count[((src[i] >> shift) & 2047u) + 1];
+    for (int d = 0; d < 2048; ++d) count[d + 1] += count[d];
+    for (size_t i = 0; i < n; ++i) dst[count[(src[i] >> shift) & 2047u]++] = src[i];
+    std::swap(src, dst);
+  }
+  for (size_t i = 0; i < n; ++i) {
+    const uint32_t up = ~src[i];
+    const uint32_t b = (up & 0x80000000u) ? (up & 0x7FFFFFFFu) : ~up;
+    std::memcpy(&xs[i], &b, 4);
   }
 }
 
@@ -62,7 +93,8 @@ SampleResult sample_row(const std::vector<float>& x, const std::vector<bool>& al
     xs.reserve(n_allowed);
     for (int64_t i = 0; i < n; ++i)
       if (allowed[i]) xs.push_back(x[i]);
-    std::sort(xs.begin(), xs.end(), std::greater<float>());
+    thread_local std::vector<uint32_t> keys, tmp;
+    sort_descending(xs, keys, tmp);
     float t_k = neg_inf;
     if (top_k > 0 && top_k < n_allowed) t_k = xs[top_k - 1];
     float t_p = neg_inf;
