@@ -35,6 +35,8 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
+from cpu_report import write_report  # noqa: E402
+
 from s1kernels.data.format import THINK_START, prompt_text  # noqa: E402
 from s1kernels.cli import load_model_and_tokenizer  # noqa: E402
 from s1kernels.generate import generate  # noqa: E402
@@ -166,11 +168,7 @@ def main(argv=None) -> int:
         ident = "-" if r["same"] is None else ("yes" if r["same"] else "NO")
         lines.append(f"| {r['batch']} | {r['config']} | {r['ours']:.1f} | {r['hf']:.1f} | {r['ratio']:.2f} | "
                      f"{', '.join(f'{x:.2f}' for x in r['ratios'])} | {ident} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as f:
-            f.write(text)
+    write_report(lines, args.out)
     return 0
 
 

@@ -23,7 +23,8 @@ import subprocess
 import sys
 import time
 
-from loss_memory_cpu import _status_kb  # the same VmRSS/VmHWM reading as the loss-only bench
+
+from cpu_report import status_kb, write_report
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 IMPLS = {"transformers (logits + cross-entropy)": "plain", "s1kernels patch (fused linear cross-entropy)": "patched"}
@@ -59,11 +60,11 @@ def measure_one(impl: str, batch: int, seq: int, vocab: int, hidden: int) -> dic
     step(ids[:, :16], labels[:, :16])  # warm-up: optimizer state and gradient buffers exist from here
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
-    base = _status_kb("VmRSS")
+    base = status_kb("VmRSS")
     t0 = time.perf_counter()
     loss = step(ids, labels)
     seconds = time.perf_counter() - t0
-    peak = _status_kb("VmHWM")
+    peak = status_kb("VmHWM")
     n_params = sum(p.numel() for p in model.parameters())
     return {"impl": impl, "peak_mb": (peak - base) / 1024, "base_mb": base / 1024, "seconds": seconds, "loss": loss,
             "params_m": n_params / 1e6}
@@ -114,13 +115,7 @@ def main(argv=None) -> int:
         lines.append(f"| {label} | {r['peak_mb']:.0f} | {r['seconds']:.1f} | {r['loss']:.6f} |")
     lines += ["", f"Peak ratio (patched / unpatched): {fused['peak_mb'] / plain['peak_mb']:.3f}; "
               f"loss difference {abs(fused['loss'] - plain['loss']):.2e}. Seconds are on a shared, loaded machine."]
-    table = "\n".join(lines) + "\n"
-    print(table)
-    if args.out != "-":
-        os.makedirs(os.path.dirname(args.out), exist_ok=True)
-        with open(args.out, "w") as f:
-            f.write(table)
-        print("wrote", args.out)
+    write_report(lines, args.out)
     return 0
 
 

@@ -26,6 +26,8 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
+from cpu_report import write_report  # noqa: E402
+
 from s1kernels.ops.similarity import topk_similarity  # noqa: E402
 
 DATA = os.path.join(HERE, "..", "..", "shared", "data", "s1k_questions.minilm.npy")
@@ -118,11 +120,7 @@ def main(argv=None) -> int:
         f"| {statistics.median(t_ours):.2f} | {statistics.median(t_faiss):.2f} | {statistics.median(ratios):.2f} | "
         f"{', '.join(f'{r:.2f}' for r in ratios)} | {diff} of {args.n:,} | {bad} |",
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as f:
-            f.write(text)
+    write_report(lines, args.out)
     return 0
 
 

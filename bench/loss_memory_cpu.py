@@ -22,19 +22,13 @@ import subprocess
 import sys
 import time
 
+from cpu_report import status_kb, write_report
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 IMPLS = {
     "plain torch (F.cross_entropy on materialised logits)": "plain",
     "s1kernels chunked": "torch",
 }
-
-
-def _status_kb(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"/proc/self/status has no {field}")
 
 
 def measure_one(impl: str, n: int, h: int, v: int, seed: int = 0) -> dict:
@@ -64,11 +58,11 @@ def measure_one(impl: str, n: int, h: int, v: int, seed: int = 0) -> dict:
     labels[torch.rand(n, generator=g) < 0.3] = -100
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset VmHWM to the current resident set
-    base = _status_kb("VmRSS")
+    base = status_kb("VmRSS")
     t0 = time.perf_counter()
     loss, grads = step(hidden, weight, labels)
     seconds = time.perf_counter() - t0
-    peak = _status_kb("VmHWM")
+    peak = status_kb("VmHWM")
     return {"impl": impl, "peak_mb": (peak - base) / 1024, "seconds": seconds, "loss": float(loss),
             "grad_mb": sum(x.numel() * x.element_size() for x in grads) / 2**20}
 
@@ -114,13 +108,7 @@ def main(argv=None) -> int:
                      f"| {r['loss']:.6f} |")
     lines += ["", f"Largest loss difference from the reference: "
               f"{max(abs(r['loss'] - ref_loss) for r in results.values()):.2e}."]
-    table = "\n".join(lines) + "\n"
-    print(table)
-    if args.out != "-":
-        os.makedirs(os.path.dirname(args.out), exist_ok=True)
-        with open(args.out, "w") as f:
-            f.write(table)
-        print("wrote", args.out)
+    write_report(lines, args.out)
     return 0
 
 

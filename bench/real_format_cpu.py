@@ -22,6 +22,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
+from cpu_report import write_report  # noqa: E402
+
 from s1kernels.data.format import THINK_START, prompt_text, render_sample  # noqa: E402
 from s1kernels.data.packing import pack  # noqa: E402
 from s1kernels.data.readers import read_rows  # noqa: E402
@@ -78,11 +80,7 @@ def main(argv=None) -> int:
         "",
         f"Truncated samples: {st['truncated']}, dropped: {st['dropped']}, empty: {st['empty']}.",
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as f:
-            f.write(text)
+    write_report(lines, args.out)
     return 0
 
 

@@ -30,16 +30,12 @@ import subprocess
 import sys
 import time
 
+from cpu_report import status_kb, write_report
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = os.path.join(HERE, "..", "..", "shared", "data", "math500.jsonl")
 
 
-def _status_kb(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"/proc/self/status has no {field}")
 
 
 def _batch(tok, rows: int, seq: int, data: str):
@@ -108,11 +104,11 @@ def measure_one(impl: str, folder: str, rows: int, seq: int, threads: int, data:
     step()  # warm-up
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
-    base = _status_kb("VmRSS")
+    base = status_kb("VmRSS")
     t0 = time.perf_counter()
     loss = step()
     seconds = time.perf_counter() - t0
-    peak = _status_kb("VmHWM")
+    peak = status_kb("VmHWM")
     return {"impl": impl, "seconds": seconds, "tokens_per_s": rows * seq / seconds, "peak_mb": (peak - base) / 1024,
             "base_mb": base / 1024, "loss": loss}
 
@@ -171,11 +167,7 @@ def main(argv=None) -> int:
     lines += ["", f"Speed ratio s1kernels/transformers per pair: {', '.join(f'{x:.2f}' for x in speed)} (median "
                   f"{statistics.median(speed):.2f}); peak memory ratio: {', '.join(f'{x:.2f}' for x in mem)} "
                   f"(median {statistics.median(mem):.2f})."]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as f:
-            f.write(text)
+    write_report(lines, args.out)
     return 0
 
 

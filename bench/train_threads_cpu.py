@@ -26,6 +26,8 @@ import sys
 import tempfile
 import time
 
+from cpu_report import write_report
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
@@ -122,12 +124,7 @@ def main(argv=None) -> int:
         cut = f" (stopped at {args.timeout:.0f} s after {x['steps']} steps)" if x["timed_out"] else ""
         lines.append(f"- round {x['round']}, threads {x['threads'] or 'default'}, {'busy' if x['busy'] else 'alone'}: "
                      f"{x['tokens_per_s']:,.0f} tok/s{cut}, load {x['load1_before']:.1f}")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out != "-":
-        os.makedirs(os.path.dirname(args.out), exist_ok=True)
-        with open(args.out, "w") as f:
-            f.write(text)
+    write_report(lines, args.out)
     return 0
 
 
