@@ -12,8 +12,10 @@ from typing import Sequence
 from s1kernels.cli import (add_budget_sampling_args, budget_sampling_from_args, delimiters_from_args,
                            load_model_and_tokenizer, set_cpu_threads)
 from s1kernels import checks, extras
+from s1kernels.control import thinking_span
 from s1kernels.data.readers import BLANK, iter_jsonl, question_of
 from s1kernels.generate import generate
+from s1kernels.ops.decode import ForcingTokens
 
 
 def _read_prompts_file(path: str) -> list[str]:
@@ -77,10 +79,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     set_cpu_threads(model, args.threads)
     stream = len(prompts) == 1 and not args.no_stream and args.output is None
     delims = delimiters_from_args(args)
+    forcing = ForcingTokens.from_tokenizer(tokenizer, answer_start=delims["answer_start"],
+                                           wait_string=delims["wait_string"], final_answer=delims["final_answer"])
     if stream:
         sys.stdout.write(delims["think_start"] if not args.raw else "")
     results = generate(model, tokenizer, prompts, budget=budget, sampling=sampling,
-                       max_new_tokens=args.max_new_tokens, stream=stream, chat=not args.raw, **delims,
+                       max_new_tokens=args.max_new_tokens, stream=stream, chat=not args.raw, forcing=forcing,
+                       think_start=delims["think_start"],
                        batch_size=args.batch_size, cuda_graph=not args.no_cuda_graph, backend=args.backend,
                        vocab_size=args.vocab_size, progress=len(prompts) > 1)
     if args.output:
@@ -91,7 +96,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not stream:
             print(f"=== prompt {i}: {prompts[i]}")
             print(delims["think_start"] + r.text if not args.raw else r.text)
-        print(f"[thinking tokens: {r.thinking_tokens}, waits: {r.waits_used}, forced exit: "
+        # measured on the emitted ids (as eval's Control is), not read off the decoder's counter
+        thinking = thinking_span(r.token_ids, forcing.end_think_ids, forcing.eos_ids).tokens
+        print(f"[thinking tokens: {thinking}, waits: {r.waits_used}, forced exit: "
               f"{'yes' if r.forced_exit else 'no'}, finished: {r.finished_reason}, answer: {r.answer}]")
     return 0
 
