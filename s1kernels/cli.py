@@ -75,7 +75,9 @@ def add_budget_sampling_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--answer-start", default=ANSWER_START.replace("\n", "\\n"),
                    help="text that closes thinking and opens the answer; its first token is the "
                         "end-of-thinking token, the rest is injected after it")
-    g.add_argument("--final-answer", default=FINAL_ANSWER, help="text appended after a forced exit")
+    g.add_argument("--final-answer", default=None,
+                   help=f"text appended after a forced exit (default {FINAL_ANSWER!r}; eval on the built-in task: "
+                        "the task's trained 'Answer:')")
     s = p.add_argument_group("sampling")
     s.add_argument("--temperature", type=checks.arg_float(0), default=0.0, help="0 = greedy (default)")
     s.add_argument("--top-p", type=checks.arg_float(0, 1, lo_open=True), default=1.0)
@@ -132,7 +134,8 @@ def _unescape(text: str) -> str:
 def delimiters_from_args(args) -> dict:
     """The delimiter keyword arguments of ``generate`` from parsed CLI flags."""
     return dict(think_start=_unescape(args.think_start), answer_start=_unescape(args.answer_start),
-                wait_string=_unescape(args.wait_string), final_answer=_unescape(args.final_answer))
+                wait_string=_unescape(args.wait_string),
+                final_answer=_unescape(FINAL_ANSWER if args.final_answer is None else args.final_answer))
 
 
 def budget_sampling_from_args(args, max_thinking_tokens: int):

@@ -7,7 +7,9 @@ Data: a JSONL (or Parquet) benchmark with a question (``problem`` or ``question`
 final ``answer`` per row (MATH500 rows; AIME-style integer answers work too), or by default
 held-out rows of the built-in synthetic task: generated with a seed training never uses,
 unique, and without the questions the model was trained on (read from the checkpoint's
-train_config.json).
+train_config.json). On the built-in task a forced exit writes the task's trained answer
+prefix ("Answer:") after the answer delimiter instead of s1's "Final Answer:" (a token the
+tiny model never saw); ``--final-answer`` overrides it.
 For every max budget the whole set is generated with budget forcing (``generate``), the
 final answer is extracted from the answer span (``\\boxed{}``, ``Final Answer:``,
 ``Answer:``) and checked against the reference (normalised strings and numbers, math-verify
@@ -44,6 +46,7 @@ from s1kernels.cli import (
     load_model_and_tokenizer,
     set_cpu_threads,
 )
+from s1kernels.data.synthetic import FORCED_ANSWER
 from s1kernels.data.readers import BENCHMARKS, BLANK, detect_benchmark, iter_jsonl, question_of, read_benchmark
 from s1kernels.generate import generate
 from s1kernels.generate.sharded import generate_sharded
@@ -319,6 +322,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     budget.tensors(1, "cpu"), sampling.tensors(1, "cpu")  # range checks, in the kernels' dtypes
 
     exclude = training_questions(args.model) if args.data is None else set()
+    if args.data is None and args.final_answer is None:
+        args.final_answer = FORCED_ANSWER  # the built-in task's trained answer prefix, not s1's "Final Answer:"
     rows = load_eval_rows(args.data, args.limit, args.num_synthetic, exclude, args.benchmark, args.seed)
     if not rows:
         p.error("no rows to evaluate")

@@ -234,7 +234,7 @@ def test_recheck_task_traces():
         start = int(q_lines[0].split()[1])
         assert 0 <= start <= 99 and trace[0] == q_lines[0]
         passes = [trace[i:i + 7] for i in range(0, len(trace), 8)]
-        assert len(trace) in (7, 15, 23) and all(trace[i] == "Wait" for i in range(7, len(trace), 8))
+        assert len(trace) in (7, 15, 23, 31, 39) and all(trace[i] == "Wait" for i in range(7, len(trace), 8))
         for p, lines in enumerate(passes):
             assert lines[0] == q_lines[0]
             value = start % 10
@@ -249,7 +249,19 @@ def test_recheck_task_traces():
             assert r["attempt"] == r["answer"]
         else:
             kinds["clean" if r["attempt"] == r["answer"] else "slipped"] += 1
-    assert sum(len(r["thinking_trajectories"]) == 23 for r in rows) > 20  # checked twice
+    # a checked trace checks again at recheck_rate, up to max_checks: every later "Wait" is a
+    # trained case (a forced second Wait follows a careful pass)
+    opts = synthetic.TASKS["recheck"]
+    checks = [(len(r["thinking_trajectories"]) - 7) // 8 for r in rows]
+    at_least = [sum(c >= k for c in checks) for k in range(opts["max_checks"] + 1)]
+    assert at_least[1] / at_least[0] == pytest.approx(opts["check_rate"], abs=0.06)
+    assert at_least[2] / at_least[1] == pytest.approx(opts["recheck_rate"], abs=0.1)
+    assert at_least[2] > 40 and max(checks) == opts["max_checks"]
+    assert all(len(r["thinking_trajectories"]) == 7 for r in make_rows(100, seed=9, task="chain"))
+    with pytest.raises(ValueError, match="recheck_rate"):
+        make_rows(1, recheck_rate=1.5)
+    with pytest.raises(ValueError, match="max_checks"):
+        make_rows(1, max_checks=-1)
     assert kinds["checked"] > 100 and kinds["slipped"] > 50 and kinds["clean"] > kinds["slipped"]
     assert synthetic.quick_step(8, "+", 3) == 0 and synthetic.quick_step(8, "+", 2) == 0
     assert synthetic.quick_step(9, "+", 3) == 1 and synthetic.quick_step(5, "+", 3) == 8
@@ -262,6 +274,11 @@ def test_recheck_partial_answers_improve_line_by_line():
              for k in range(7)]
     assert share[0] < 0.02 and share[6] == 1.0
     assert all(b > a + 0.03 for a, b in zip(share, share[1:]))
+    # what a forced exit after k lines answers (the last value written, as trained) is right
+    # for a share that rises at every line, up to the first pass's accuracy (slips included)
+    right = [sum((r["thinking_trajectories"][k].split()[-1] if k else str(int(r["question"].split()[1]) % 10))
+                 == r["answer"] for r in rows) / len(rows) for k in range(7)]
+    assert all(b > a + 0.03 for a, b in zip(right[1:], right[2:])) and 0.55 < right[6] < 0.85
     # the two-digit start keeps the question space large: few repeats in 2,000 rows
     assert len({r["question"] for r in rows}) > 1900
 

@@ -210,3 +210,23 @@ def test_generate_cli_custom_delimiters(model_dir, capsys):
                      "--max-answer-tokens", "2", "--backend", "torch", "--no-stream"])
     assert rc == 0
     assert "<|im_start|>answer\nAnswer:" in capsys.readouterr().out
+
+
+def test_eval_cli_forced_exit_text_follows_the_data(model_dir, tmp_path):
+    # the built-in task: the trained "Answer:"; a benchmark file: s1's "Final Answer:";
+    # --final-answer overrides either
+    def texts(*extra):
+        out = tmp_path / "r.json"
+        assert s1eval.main(["--model", model_dir, "--budgets", "3", "--output", str(out), "--save-rows",
+                            "--max-answer-tokens", "2", "--backend", "torch", *extra]) == 0
+        rows = json.loads(out.read_text())["budgets"][0]["rows"]
+        return [r["text"] for r in rows if r["forced_exit"]]
+
+    builtin = texts("--num-synthetic", "3")
+    assert builtin and all("<|im_start|>answer\nAnswer:" in t and "answer\nFinal Answer:" not in t for t in builtin)
+    data = tmp_path / "aime.jsonl"
+    data.write_text("\n".join(json.dumps({"problem": f"Start at {i} .", "answer": i}) for i in range(3)) + "\n")
+    files = texts("--data", str(data))
+    assert files and all("<|im_start|>answer\nFinal Answer:" in t for t in files)
+    chosen = texts("--num-synthetic", "3", "--final-answer", "Final Answer:")
+    assert chosen and all("<|im_start|>answer\nFinal Answer:" in t for t in chosen)

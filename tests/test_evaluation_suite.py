@@ -113,6 +113,10 @@ def test_suite_command_writes_figure_tables_and_rows(model, tok, tmp_path):
     lines = [json.loads(x) for x in (out / "rows.jsonl").read_text().splitlines()]
     assert {r["method"] for r in lines} >= {"budget forcing", "majority voting", "extension strings"}
     assert all({"generation", "prediction", "thinking_tokens", "events"} <= set(r) for r in lines)
+    # the built-in task: a forced exit writes the trained "Answer:", not s1's "Final Answer:"
+    assert report["settings"]["final_answer"] == "Answer:"
+    forced = [r["generation"] for r in lines if r["events"]["forced_exit"]]
+    assert forced and all("<|im_start|>answer\nAnswer:" in g and "answer\nFinal Answer:" not in g for g in forced)
     with pytest.raises(ValueError, match="methods"):
         run_suite(model, tok, [], methods=["vibes"], budgets=[2], waits=[], steps=[], cap=4, tokens_per_step=1,
                   reject=[])
@@ -135,3 +139,47 @@ def test_task_figures_reuse_trained_models(model, tok, tmp_path):
     assert table.count("\n") == 2 + 4 and "seed 1" in table and "| wait x1 |" in table
     numbers = json.loads((out / "builtin-seeds.json").read_text())
     assert set(numbers) == {"0", "1"} and [p["name"] for p in numbers["0"]["waits"]] == ["no forcing", "wait x1"]
+
+
+def test_builtin_forced_exit_writes_the_trained_answer_prefix(tok):
+    # a forced exit on the built-in task writes exactly the tokens training puts after a trace
+    # ("\n" ends the last line, then <|im_start|>answer\nAnswer:); s1's "Final Answer:" starts
+    # with a token the task never trains
+    from s1kernels.data import render_sample
+    from s1kernels.data.format import FINAL_ANSWER
+    from s1kernels.data.synthetic import FORCED_ANSWER
+    from s1kernels.evaluation.suite import BUILTIN, FILES
+
+    assert BUILTIN["final_answer"] == FORCED_ANSWER and FILES["final_answer"] == FINAL_ANSWER
+    forced = list(ForcingTokens.from_tokenizer(tok, final_answer=FORCED_ANSWER).forced_exit_ids)
+    s1_exit = ForcingTokens.from_tokenizer(tok).forced_exit_ids
+    trained = set()
+    for r in make_rows(200, seed=3):
+        ids, mask = render_sample(tok, r["question"], r["thinking_trajectories"], r["attempt"])
+        trained.update(i for i, m in zip(ids, mask) if m)
+        end = len(ids) - len(tok.encode(" " + r["attempt"] + "<|im_end|>"))
+        assert ids[end - len(forced):end] == forced
+        assert tok.decode(ids[end - len(forced) - 1:end - len(forced)]) == "\n"
+    assert tok.token_to_id("Final") in s1_exit and tok.token_to_id("Final") not in trained
+
+
+def test_builtin_budgets_cut_at_line_ends(tok):
+    # each budget point ends a first-pass line, its "\n" included: the forced exit then follows
+    # a whole line, as the trained answer does
+    from s1kernels.evaluation.suite import BUILTIN
+
+    for r in make_rows(20, seed=8):
+        lines = r["thinking_trajectories"][:7]
+        ends = [sum(len(tok.encode(line + "\n")) for line in lines[:k + 1]) for k in range(7)]
+        assert ends == BUILTIN["budgets"]
+
+
+def test_run_setting_forced_exit_text(model, tok, rows):
+    setting = runs.Setting("max 3", Budget(max_thinking_tokens=3, max_answer_tokens=2), high=3)
+    s1 = runs.run_setting(model, tok, rows, setting)
+    task = runs.run_setting(model, tok, rows, setting, final_answer="Answer:")
+    forced = [(a, b) for a, b in zip(s1, task) if a["events"]["forced_exit"]]
+    assert forced
+    for a, b in forced:
+        assert "<|im_start|>answer\nFinal Answer:" in a["generation"]
+        assert "<|im_start|>answer\nAnswer:" in b["generation"] and "answer\nFinal Answer:" not in b["generation"]

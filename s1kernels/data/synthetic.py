@@ -8,13 +8,15 @@ share that layout (``make_rows(..., task=...)``):
 
 - Partial answers that improve with thinking: step k of 6 adds 0 with probability k/7, so
   later steps more often change nothing, and a trace cut after k lines already holds the
-  right value when the remaining steps all add 0 (about 0.5, 5, 15, 35, 60, 85 and 100% of
-  questions after 0 to 6 lines). Accuracy rises with the thinking budget line by line.
+  right value when no later step changes it. The last value written after 0 to 6 lines is
+  the right answer for about 5, 5, 13, 28, 45, 60 and 70% of questions (the first pass's
+  slips included, see below): accuracy can rise with the thinking budget line by line.
 - Slips that more thinking catches: the first pass is quick and slips in one known way (a
-  step that passes 10, such as 8 + 3 or 9 + 2, comes out one short). 70% of the traces end
-  after that pass, slips and all, and answer what it gives; 30% go on with ``Wait`` and a
-  careful second pass that restates every line with the right result, then answer that
-  (and 30% of those check once more, the same way):
+  step that passes 10, such as 8 + 3 or 9 + 2, comes out one short). 55% of the traces end
+  after that pass, slips and all, and answer what it gives; 45% go on with ``Wait`` and a
+  careful pass that restates every line with the right result, then answer that. A checked
+  trace checks again, the same way, with the same 45% (at most four checks), so every
+  "Wait" after a careful pass is a trained case too (19% of traces have a third pass):
 
     question          thinking
     Start 48          Start 48
@@ -28,29 +30,37 @@ share that layout (``make_rows(..., task=...)``):
                       B + 2 = 3
                       C + 0 = 3        ...  answer: 3
 
-  A model trained on these ends after the first pass (the likelier continuation), yet has
-  learned what follows "Wait": forcing "Wait" in place of its end of thinking (budget
-  forcing) makes it check its work, and accuracy goes up, as in s1.
+  A model trained on these ends after each pass (ending is the likelier continuation,
+  55%), yet has learned what follows "Wait": forcing "Wait" in place of its end of thinking
+  (budget forcing) makes it check its work, and accuracy goes up, as in s1; a second forced
+  Wait makes it check once more, which keeps a right answer right.
+
+How the evaluation meets the trained format: the answer after a trace is trained as
+``<|im_start|>answer\nAnswer: 3``, so a forced exit on this task writes ``FORCED_ANSWER``
+("Answer:") after the delimiter, not s1's "Final Answer:" ("Final" is a token the task never
+trains; with it every truncated trace's answer was a guess), and the built-in budgets (4, 10,
+..., 40) end whole lines, their newline included, as a trained answer does.
 
 The start is a two-digit number (only its last digit matters mod 10): it makes the
 question space large enough (about 10^2 x 4^6) that held-out questions (not seen in
-training) are not much biased towards the rarer, harder kinds. (Three digits were tried:
-the default minute of training did not always learn to copy them.) A first pass is 40
-thinking tokens with the default tokenizer (a 4-token start line and six 6-token step
-lines); each check adds 42.
+training) are not much biased towards the rarer, harder kinds (with one digit, held-out
+questions hold the right value after 1 to 3 lines for 0 to 2% instead of 4 to 24%). Copying
+it is the step the default minute of training most often gets wrong (a second digit one
+off); three digits were worse. A first pass is 40 thinking tokens with the default
+tokenizer (a 4-token start line and six 6-token step lines); each check adds 42.
 
 ``chain`` is the earlier task: a one-digit start, six steps of +1..3, no slips and no
 checking. Accuracy is a guess (~10%) until the whole 39-token trace fits, then 100%.
 
 Layout choices that keep both quick to learn for a tiny decoder: with six steps in every
-question each trace line sits at one fixed distance after its question line (and a second
-pass line at one fixed distance after its first-pass line), so restating is a fixed-offset
-copy and each result depends only on tokens at fixed distances. Operands are small (1-3)
-so the previous result alone narrows the next one to three digits: each input gives a
-learning signal on its own (with 0-9, neither input alone says anything about the sum mod
-10 and a tiny model stalls, as on parity). Questions of mixed step counts (min_steps <
-max_steps) break the fixed distances: a 0.8M-parameter model trained the default minute on
-1-6 step questions did not learn to copy (measured: 24% at the full trace).
+question each trace line sits at one fixed distance after its question line (and a later
+pass's line at one fixed distance after the line of the pass before), so restating is a
+fixed-offset copy and each result depends only on tokens at fixed distances. Operands are
+small (1-3) so the previous result alone narrows the next one to three digits: each input
+gives a learning signal on its own (with 0-9, neither input alone says anything about the
+sum mod 10 and a tiny model stalls, as on parity). Questions of mixed step counts
+(min_steps < max_steps) break the fixed distances: a 0.8M-parameter model trained the
+default minute on 1-6 step questions did not learn to copy (measured: 24% at the full trace).
 """
 from __future__ import annotations
 
@@ -58,18 +68,23 @@ import random
 import re
 
 __all__ = ["TASKS", "DEFAULT_TASK", "make_row", "make_rows", "extract_answer", "check_answer", "solve",
-           "quick_step", "WAIT_LINE"]
+           "quick_step", "WAIT_LINE", "FORCED_ANSWER"]
 
 STEP_LABELS = "ABCDEFGHIJKLMNOP"
 WAIT_LINE = "Wait"
+# What a forced exit writes after the answer delimiter on this task: the prefix its training
+# answers use ("Answer: 3", format.ANSWER_PREFIX), not s1's "Final Answer:", which a model
+# trained only on the task has never seen (forcing "Final" drops every truncated trace's
+# answer to a guess; measured in docs/eval.md). Real models keep s1's "Final Answer:".
+FORCED_ANSWER = "Answer:"
 _OPS = {"+": lambda a, b: (a + b) % 10, "-": lambda a, b: (a - b) % 10, "*": lambda a, b: (a * b) % 10}
 
 # Each task's defaults; make_rows' keyword arguments override them.
 TASKS = {
-    "recheck": dict(min_steps=6, max_steps=6, ops="+", max_operand=3, slips=True, check_rate=0.3, zero_tail=True,
-                    start_digits=2),
-    "chain": dict(min_steps=6, max_steps=6, ops="+", max_operand=3, slips=False, check_rate=0.0, zero_tail=False,
-                  start_digits=1),
+    "recheck": dict(min_steps=6, max_steps=6, ops="+", max_operand=3, slips=True, check_rate=0.45, recheck_rate=0.45,
+                    max_checks=4, zero_tail=True, start_digits=2),
+    "chain": dict(min_steps=6, max_steps=6, ops="+", max_operand=3, slips=False, check_rate=0.0, recheck_rate=0.0,
+                  max_checks=0, zero_tail=False, start_digits=1),
 }
 DEFAULT_TASK = "recheck"
 
@@ -91,7 +106,8 @@ def _pass(start: str, steps: list[tuple[str, int]], quick: bool) -> tuple[list[s
 
 
 def make_row(rng: random.Random, min_steps: int = 1, max_steps: int = 6, ops: str = "+", max_operand: int = 3,
-             slips: bool = True, check_rate: float = 0.3, zero_tail: bool = True, start_digits: int = 2) -> dict:
+             slips: bool = True, check_rate: float = 0.45, recheck_rate: float = 0.45, max_checks: int = 4,
+             zero_tail: bool = True, start_digits: int = 2) -> dict:
     """One task row from `rng` (see `make_rows`)."""
     if not 1 <= start_digits <= 6:
         raise ValueError(f"start_digits: expected an int in 1..6, got {start_digits!r}")
@@ -105,9 +121,10 @@ def make_row(rng: random.Random, min_steps: int = 1, max_steps: int = 6, ops: st
     q_lines.append("Result mod 10 ?")
     trace, value = _pass(start, steps, quick=slips)
     checks = 0
-    while slips and checks < 2 and rng.random() < check_rate:
+    while slips and checks < max_checks and rng.random() < (recheck_rate if checks else check_rate):
         # a careful pass after "Wait" (also when the first had no slip: checking does not
-        # depend on knowing that one slipped); a checked trace checks again at the same rate
+        # depend on knowing that one slipped); a checked trace checks again at recheck_rate,
+        # the same careful pass each time, so a forced second "Wait" meets a trained case
         careful, value = _pass(start, steps, quick=False)
         trace = trace + [WAIT_LINE] + careful
         checks += 1
@@ -118,8 +135,9 @@ def make_row(rng: random.Random, min_steps: int = 1, max_steps: int = 6, ops: st
 
 def make_rows(n: int, seed: int = 0, task: str = DEFAULT_TASK, *, min_steps: int | None = None,
               max_steps: int | None = None, ops: str | None = None, max_operand: int | None = None,
-              slips: bool | None = None, check_rate: float | None = None,
-              zero_tail: bool | None = None, start_digits: int | None = None) -> list[dict]:
+              slips: bool | None = None, check_rate: float | None = None, recheck_rate: float | None = None,
+              max_checks: int | None = None, zero_tail: bool | None = None,
+              start_digits: int | None = None) -> list[dict]:
     """`n` rows of a built-in task (``"recheck"`` or ``"chain"``), deterministic in `seed`.
 
     Each row has `question`, `thinking_trajectories` (the start line, then one line per
@@ -128,7 +146,8 @@ def make_rows(n: int, seed: int = 0, task: str = DEFAULT_TASK, *, min_steps: int
     unchecked) and `answer` (the correct result, one digit). The other arguments override
     the task's defaults (`TASKS`): step counts, `ops` among "+", "-", "*" (mod 10),
     operands 1..`max_operand`, `slips` (the quick first pass), `check_rate` (share of
-    traces with a second pass), `zero_tail` (step k of n adds 0 with probability
+    traces with a second pass), `recheck_rate` (share of checked traces that check once
+    more, each time), `max_checks` (most checks in a trace), `zero_tail` (step k of n adds 0 with probability
     k/(n+1)) and `start_digits` (digits of the start number).
     """
     if not isinstance(n, int) or n < 0:
@@ -136,7 +155,8 @@ def make_rows(n: int, seed: int = 0, task: str = DEFAULT_TASK, *, min_steps: int
     if task not in TASKS:
         raise ValueError(f"task: expected one of {', '.join(TASKS)}, got {task!r}")
     given = dict(min_steps=min_steps, max_steps=max_steps, ops=ops, max_operand=max_operand, slips=slips,
-                 check_rate=check_rate, zero_tail=zero_tail, start_digits=start_digits)
+                 check_rate=check_rate, recheck_rate=recheck_rate, max_checks=max_checks, zero_tail=zero_tail,
+                 start_digits=start_digits)
     opts = {**TASKS[task], **{k: v for k, v in given.items() if v is not None}}
     lo, hi = opts["min_steps"], opts["max_steps"]
     if not (isinstance(lo, int) and isinstance(hi, int) and 1 <= lo <= hi <= len(STEP_LABELS)):
@@ -146,8 +166,11 @@ def make_rows(n: int, seed: int = 0, task: str = DEFAULT_TASK, *, min_steps: int
         raise ValueError(f"ops: expected a non-empty string of '+', '-', '*', got {opts['ops']!r}")
     if not isinstance(opts["max_operand"], int) or not 1 <= opts["max_operand"] <= 9:
         raise ValueError(f"max_operand: expected an int in 1..9, got {opts['max_operand']!r}")
-    if not 0.0 <= float(opts["check_rate"]) <= 1.0:
-        raise ValueError(f"check_rate: expected a share in [0, 1], got {opts['check_rate']!r}")
+    for key in ("check_rate", "recheck_rate"):
+        if not 0.0 <= float(opts[key]) <= 1.0:
+            raise ValueError(f"{key}: expected a share in [0, 1], got {opts[key]!r}")
+    if not isinstance(opts["max_checks"], int) or not 0 <= opts["max_checks"] <= 8:
+        raise ValueError(f"max_checks: expected an int in 0..8, got {opts['max_checks']!r}")
     rng = random.Random(seed)
     return [make_row(rng, **opts) for _ in range(n)]
 

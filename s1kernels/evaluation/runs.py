@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 
 from s1kernels.answers import score
+from s1kernels.data.format import FINAL_ANSWER
 from s1kernels.evaluation.metrics import UNBOUNDED, majority_vote, thinking_lengths, within
 from s1kernels.generate import generate
 from s1kernels.ops.decode import Budget, ForcingTokens, Sampling
@@ -46,18 +47,21 @@ class Setting:
 
 
 def run_setting(model, tokenizer, rows: list[dict], setting: Setting, *, sampling: Sampling | None = None,
-                samples: int = 1, measure=None, forcing=None, use_math_verify: bool = False, **gen_kwargs) -> list[dict]:
+                samples: int = 1, measure=None, forcing=None, use_math_verify: bool = False,
+                final_answer: str = FINAL_ANSWER, **gen_kwargs) -> list[dict]:
     """Generate ``samples`` outputs per row at ``setting`` and score them; one record each.
 
     ``measure``: the ForcingTokens whose end-of-thinking and end-of-sequence ids delimit the
     thinking when it is measured (default: the tokenizer's own delimiters), independent of
-    ``forcing``, the one used to decode (default: built with the setting's wait string)."""
+    ``forcing``, the one used to decode (default: built with the setting's wait string and
+    ``final_answer``, the text a forced exit writes after the answer delimiter)."""
     if samples < 1:
         raise ValueError(f"samples: expected >= 1, got {samples}")
     sampling = sampling or Sampling()
     if samples > 1 and sampling.temperature == 0:
         raise ValueError("samples: several samples per question need a temperature > 0")
-    forcing = forcing or ForcingTokens.from_tokenizer(tokenizer, wait_string=setting.wait_string)
+    forcing = forcing or ForcingTokens.from_tokenizer(tokenizer, wait_string=setting.wait_string,
+                                                      final_answer=final_answer)
     measure = measure or ForcingTokens.from_tokenizer(tokenizer)
     prompts = [r["question"] + ("\n" + setting.suffix if setting.suffix else "") for r in rows]
     # sample j of question i is prompt i*samples + j; its seed is seed + that index

@@ -25,6 +25,8 @@ import sys
 import time
 from typing import Sequence
 
+from s1kernels.data.format import FINAL_ANSWER
+from s1kernels.data.synthetic import FORCED_ANSWER
 from s1kernels.evaluation import runs
 from s1kernels.evaluation.metrics import summarize
 
@@ -33,10 +35,12 @@ __all__ = ["run_suite", "baselines_table", "extensions_table", "main", "METHODS"
 METHODS = ("forcing", "parallel", "token", "step", "class", "reject", "extensions")
 # The built-in task's first pass is 40 thinking tokens (a "Start" line of 4, six lines of 6);
 # each check ("Wait" and a careful pass) adds 42.
+# A forced exit writes the task's trained answer prefix (synthetic.FORCED_ANSWER); files
+# keep s1's "Final Answer:".
 BUILTIN = dict(budgets=[4, 10, 16, 22, 28, 34, 40], waits=[1, 2], steps=[1, 2, 3, 4, 5, 6], cap=128,
-               tokens_per_step=6, reject=[40, 82])
+               tokens_per_step=6, reject=[40, 82], final_answer=FORCED_ANSWER)
 FILES = dict(budgets=[1024, 2048, 4096, 8192], waits=[1, 2], steps=[4, 8, 16, 32], cap=16384,
-             tokens_per_step=256, reject=[2048, 4096, 8192])
+             tokens_per_step=256, reject=[2048, 4096, 8192], final_answer=FINAL_ANSWER)
 
 
 def run_suite(model, tokenizer, rows, *, methods=METHODS, budgets, waits, steps, cap, tokens_per_step, reject,
@@ -133,6 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--tokens-per-step", type=int, help="step-conditional: Control bound per step in tokens")
     p.add_argument("--reject", type=int, nargs="+", help="rejection-sampling budgets")
     p.add_argument("--cap", type=int, help="thinking cap of the runs without a budget")
+    p.add_argument("--final-answer", help='text a forced exit writes after the answer delimiter (default: '
+                                          f'{FORCED_ANSWER!r} on the built-in task, {FINAL_ANSWER!r} on files)')
     p.add_argument("--samples", type=int, nargs="+", default=[1, 2, 4, 8], help="majority-voting sample counts")
     p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (voting, rejection)")
     p.add_argument("--max-attempts", type=int, default=8, help="rejection sampling: attempts per question")

@@ -34,9 +34,11 @@ def evaluate_seed(model_dir: str, num_rows: int, budgets: Sequence[int], waits: 
     rows = [dict(r, kind="aime") for r in load_eval_rows(None, None, num_rows, training_questions(model_dir))]
     model, tok = load_model_and_tokenizer(model_dir)
     set_cpu_threads(model, None)
-    curve, _ = runs.budget_forcing(model, tok, rows, budgets, waits, cap)
+    final = BUILTIN["final_answer"]  # the forced exit writes the task's trained answer prefix
+    curve, _ = runs.budget_forcing(model, tok, rows, budgets, waits, cap, final_answer=final)
     natural = runs.run_setting(model, tok, rows, runs.Setting("no forcing", Budget(max_thinking_tokens=cap,
-                                                                                     max_answer_tokens=16), high=cap))
+                                                                                     max_answer_tokens=16), high=cap),
+                               final_answer=final)
     waited = [runs.aggregate("no forcing", natural, len(rows))] + [p for p in curve if p["name"].startswith("wait")]
     return {"rows": len(rows), "curve": curve, "waits": waited}
 
