@@ -22,7 +22,8 @@ from s1kernels.training.optim import lr_factor
 TINY = dict(TINY_DEFAULTS, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
             intermediate_size=64, block_size=256, synthetic_rows=40, lr=3e-3, warmup_ratio=0.2,
             epochs=1.0, eval_rows=0, progress=False, bf16=False, weight_decay=0.01)
-TINY_FLAGS = ["--hidden-size", "32", "--num-hidden-layers", "2", "--intermediate-size", "64", "--block-size", "256",
+TINY_FLAGS = ["--hidden-size", "32", "--num-hidden-layers", "2", "--num-attention-heads", "4", "--num-key-value-heads", "2",
+              "--intermediate-size", "64", "--block-size", "256",
               "--synthetic-rows", "40", "--no-progress", "--eval-rows", "0", "--warmup-ratio", "0.2"]
 ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
 
