@@ -1,11 +1,11 @@
 """Packed SFT in the s1 format: `python -m s1kernels.train`.
 
-    python -m s1kernels.train                                   # tiny model, built-in task, CPU, ~2 min
+    python -m s1kernels.train                                   # tiny model, built-in task, CPU, ~3 min
     python -m s1kernels.train --model Qwen2.5-0.5B-Instruct/ --data s1k.jsonl --output runs/s1
     torchrun --nproc-per-node 8 -m s1kernels.train --model M/ --data packed/ --output runs/s1
 
 Without --model a tiny Qwen2 is built from scratch for the built-in tokenizer and task, with
-settings that train it in about two minutes on a CPU. With --model the defaults are s1's
+settings that train it in about three minutes on a shared 2-core CPU (docs/train.md). With --model the defaults are s1's
 (lr 1e-5, AdamW betas (0.9, 0.95), weight decay 1e-4, 5% warm-up, cosine decay, 5 epochs,
 block 32768, bf16). Precedence: those defaults < --config file.json < command-line flags.
 
@@ -94,7 +94,7 @@ class TrainConfig:
 
 
 # The built-in run: ~0.8M parameters, ~700 packed rows of 1,024 tokens (5,000 fresh rows of
-# the task seen once), one to two minutes on two free CPU cores.
+# the task seen once), 166-189 s beside other jobs on two CPU cores (load average 3-4.5).
 TINY_DEFAULTS = dict(lr=3e-3, min_lr_ratio=0.05, weight_decay=0.01, warmup_ratio=0.05, epochs=1.0,
                      block_size=1024, micro_batch=1, grad_accum=1, bf16=False, synthetic_rows=5000,
                      eval_rows=64, max_grad_norm=1.0)
