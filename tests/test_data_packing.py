@@ -89,8 +89,9 @@ def test_save_load_round_trip(tmp_path):
     tok = build_default_tokenizer()
     rows = make_rows(40, seed=2)
     samples = [render_sample(tok, r["question"], r["thinking_trajectories"], r["attempt"]) for r in rows]
-    p = pack(samples, 256, tok.pad_id)
-    check_invariants(p, samples, 256, "truncate", pad=tok.pad_id)
+    # 512: longer than any sample (a trace with four checks is ~270 tokens), so none is cut
+    p = pack(samples, 512, tok.pad_id)
+    check_invariants(p, samples, 512, "truncate", pad=tok.pad_id)
     p.save(tmp_path / "x.safetensors")
     q = Packed.load(tmp_path / "x.safetensors")
     for name in ("input_ids", "labels", "position_ids"):
