@@ -85,20 +85,22 @@ def varlen_causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, c
         else:
             k, v = _repeat_kv(k, n_rep, 1), _repeat_kv(v, n_rep, 1)
         return _torch_varlen(q, k, v, cu, cu, max_seqlen, max_seqlen, **kw)
-    # torch SDPA paths work in [heads, tokens, dim]
-    qh, kh, vh = q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1)
+    # torch SDPA paths work in [1, heads, tokens, dim]: with 3-D inputs torch's CPU flash
+    # kernel is skipped for the math path (T x T scores; 3x slower fwd+bwd at T=1024)
+    qh, kh, vh = q.transpose(0, 1)[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None]
     gqa = n_rep > 1
     if backend == "sdpa_mask":
         mask = block_causal_mask(cu_seqlens, T)
         out = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask, enable_gqa=gqa)
     elif backend == "sdpa_loop":
         bounds = cu_seqlens.tolist()
-        parts = [F.scaled_dot_product_attention(qh[:, a:b], kh[:, a:b], vh[:, a:b], is_causal=True, enable_gqa=gqa)
+        parts = [F.scaled_dot_product_attention(qh[:, :, a:b], kh[:, :, a:b], vh[:, :, a:b], is_causal=True,
+                                                enable_gqa=gqa)
                  for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
-        out = torch.cat(parts, dim=1) if parts else qh
+        out = torch.cat(parts, dim=2) if parts else qh
     else:
         raise ValueError(f"backend: expected flash_attn|torch_varlen|sdpa_mask|sdpa_loop, got {backend!r}")
-    return out.transpose(0, 1)
+    return out[0].transpose(0, 1)
 
 
 def cached_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,

@@ -43,8 +43,9 @@ from s1kernels.ops.loss.torch_impl import stat_dtype as _stat_dtype
 # ----------------------------------------------------------------------------------------
 
 def _torch_chunk(hidden, vocab_size, chunk_tokens):
-    """Trained tokens per chunk of the torch path: `chunk_tokens`, else about 64M logits."""
-    return max(1, torch_impl.chunk_rows(hidden.shape[0], vocab_size, chunk_tokens))
+    """Trained tokens per chunk of the torch path: `chunk_tokens`, else about 64M logits
+    (16M on the CPU)."""
+    return max(1, torch_impl.chunk_rows(hidden.shape[0], vocab_size, chunk_tokens, hidden.device))
 
 
 def _impl_forward(hidden, weight, labels, bias, ignore_index, z_loss, softcap, vocab_size, backend, chunk_tokens):

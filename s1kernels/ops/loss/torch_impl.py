@@ -6,18 +6,22 @@ from __future__ import annotations
 
 import torch
 
-# Logits kept at once by the chunked path: chunk_tokens x vocab fp32 values (~256 MB cap).
+# Logits kept at once by the chunked path: chunk_tokens x vocab fp32 values, 256 MB on a GPU
+# and 64 MB on the CPU, where a step's peak is what the loss is there to keep small and a
+# chunk of V=49,152 logits is still a 341-row matmul.
 _CHUNK_ELEMENTS = 1 << 26
+_CHUNK_ELEMENTS_CPU = 1 << 24
 
 
 def stat_dtype(dtype):
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def chunk_rows(n_rows: int, vocab: int, chunk_tokens: int | None) -> int:
+def chunk_rows(n_rows: int, vocab: int, chunk_tokens: int | None, device: torch.device | None = None) -> int:
     if chunk_tokens is not None:
         return max(1, chunk_tokens)
-    return max(1, min(n_rows, _CHUNK_ELEMENTS // max(vocab, 1)))
+    cap = _CHUNK_ELEMENTS_CPU if device is not None and device.type == "cpu" else _CHUNK_ELEMENTS
+    return max(1, min(n_rows, cap // max(vocab, 1)))
 
 
 def _capped_logits(h, w, b, softcap):
@@ -88,7 +92,7 @@ def backward(grad, hidden, weight, labels, bias, lse, ignore_index, z_loss, soft
         if need_hidden:
             grad_hidden[r] = d @ w
         if need_weight:
-            grad_weight[:vocab_size] += d.T @ h
+            grad_weight[:vocab_size].addmm_(d.T, h)  # in place: no [V, H] temporary
             grad_bias[:vocab_size] += d.sum(0)
     gh = grad_hidden.to(hidden.dtype) if need_hidden else hidden.new_empty(0)
     gw = grad_weight.to(weight.dtype) if need_weight else hidden.new_empty(0)
