@@ -61,3 +61,35 @@ def _seed_per_test(request):
     random.seed(s)
     torch.manual_seed(s)
     np.random.seed(s)
+
+
+# The tiny stand-ins many tests share: the built-in tokenizer, a random 2-layer Qwen2 on it
+# and that model saved as an HF-format folder. A test module that needs another shape
+# defines its own fixture of the same name.
+@pytest.fixture(scope="module")
+def tok():
+    from s1kernels.data.tokenizer import build_default_tokenizer
+
+    return build_default_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def model(tok):
+    # std 0.3: logits are spread out (no near-ties) and the greedy path wanders over the
+    # vocabulary, so frequent tokens chosen as "end of thinking" and EOS come up
+    from s1kernels.model import ModelConfig, Transformer
+
+    cfg = ModelConfig(vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      initializer_range=0.3)
+    return Transformer(cfg).init_weights(seed=0).eval()
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, model, tok):
+    from s1kernels.model import save_model
+
+    folder = tmp_path_factory.mktemp("tiny_model")
+    save_model(model, str(folder))
+    tok.save(str(folder))
+    return str(folder)

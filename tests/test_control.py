@@ -10,22 +10,7 @@ import torch
 from s1kernels import eval as s1eval
 from s1kernels import generate as s1gen
 from s1kernels.control import ThinkingSpan, control, thinking_span, thinking_tokens_of_text
-from s1kernels.data import build_default_tokenizer
-from s1kernels.model import ModelConfig, Transformer
 from s1kernels.ops.decode import Budget, ForcingTokens, Sampling
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return build_default_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def model(tok):
-    cfg = ModelConfig(vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                      initializer_range=0.3)
-    return Transformer(cfg).init_weights(seed=0).eval()
 
 
 def test_thinking_span():

@@ -3,15 +3,10 @@ import json
 
 import pytest
 
-from s1kernels.data import (ANSWER_START, THINK_START, S1Tokenizer, build_default_tokenizer,
-                            check_answer, extract_answer, make_rows, prompt_text, render_sample)
+from s1kernels.data import (ANSWER_START, THINK_START, S1Tokenizer, check_answer, extract_answer, make_rows,
+                            prompt_text, render_sample)
 from s1kernels.data import synthetic
 from s1kernels.data.format import QWEN_DEFAULT_SYSTEM
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return build_default_tokenizer()
 
 
 def test_default_tokenizer_specials(tok):

@@ -3,38 +3,15 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from s1kernels import eval as s1eval
 from s1kernels import cli as s1cli
 from s1kernels import generate as s1gen
-from s1kernels.data import build_default_tokenizer, make_rows
+from s1kernels.data import make_rows
 from s1kernels.generate import GenerationResult
-from s1kernels.model import ModelConfig, Transformer, save_model
 
 MATH500 = Path(__file__).resolve().parents[2] / "shared" / "data" / "math500.jsonl"
 
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return build_default_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def model(tok):
-    cfg = ModelConfig(vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                      initializer_range=0.3)
-    return Transformer(cfg).init_weights(seed=0).eval()
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, model, tok):
-    folder = tmp_path_factory.mktemp("tiny_model")
-    save_model(model, str(folder))
-    tok.save(str(folder))
-    return str(folder)
 
 
 def test_default_rows_are_held_out_built_in_task(tmp_path):

@@ -6,26 +6,11 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
-from s1kernels.data import build_default_tokenizer
 from s1kernels.generate.sharded import generate_sharded
-from s1kernels.model import ModelConfig, Transformer, save_model
 from s1kernels.ops.decode import Budget, Sampling
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.getcwd()}
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    tok = build_default_tokenizer()
-    cfg = ModelConfig(vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                      initializer_range=0.3)
-    folder = tmp_path_factory.mktemp("tiny_eval_model")
-    save_model(Transformer(cfg).init_weights(seed=0).eval(), str(folder))
-    tok.save(str(folder))
-    return str(folder)
 
 
 def _eval(model_dir, out, *, ranks: int):

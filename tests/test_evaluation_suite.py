@@ -4,24 +4,11 @@ import json
 
 import pytest
 
-from s1kernels.data import build_default_tokenizer, make_rows
+from s1kernels.data import make_rows
 from s1kernels.evaluation import metrics, runs
 from s1kernels.evaluation.suite import baselines_table, extensions_table, main, run_suite
-from s1kernels.model import ModelConfig, Transformer, save_model
+from s1kernels.model import save_model
 from s1kernels.ops.decode import Budget, ForcingTokens, Sampling
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return build_default_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def model(tok):
-    cfg = ModelConfig(vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                      initializer_range=0.3)
-    return Transformer(cfg).init_weights(seed=0).eval()
 
 
 @pytest.fixture(scope="module")

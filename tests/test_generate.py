@@ -11,16 +11,11 @@ import random
 import pytest
 import torch
 
-from s1kernels.data import build_default_tokenizer, make_rows
+from s1kernels.data import make_rows
 from s1kernels.generate import GenerationResult, format_prompt, generate
 from s1kernels.model import ModelConfig, Transformer
 from s1kernels.ops.decode import Budget, ForcingTokens, Sampling
 
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return build_default_tokenizer()
 
 
 def _tiny_model(tok, seed=0, std=0.3):
@@ -28,13 +23,6 @@ def _tiny_model(tok, seed=0, std=0.3):
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
                       initializer_range=std)
     return Transformer(cfg).init_weights(seed=seed).eval()
-
-
-@pytest.fixture(scope="module")
-def model(tok):
-    # std 0.3: logits are spread out (no near-ties) and the greedy path wanders over the
-    # vocabulary, so the frequent tokens chosen below as "end of thinking" and EOS come up
-    return _tiny_model(tok)
 
 
 @pytest.fixture(scope="module")

@@ -10,30 +10,17 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from s1kernels.data import build_default_tokenizer, make_rows  # noqa: E402
+from s1kernels.data import make_rows  # noqa: E402
 from s1kernels.generate import format_prompt, generate  # noqa: E402
 from s1kernels.integrations.transformers import (  # noqa: E402
     BudgetForcingProcessor, BudgetForcingStoppingCriteria, forcing_for_tokenizer)
-from s1kernels.model import ModelConfig, Transformer  # noqa: E402
-from s1kernels.model.checkpoint import save_model  # noqa: E402
 from s1kernels.ops.decode import Budget, ForcingTokens, Sampling  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def tok():
-    return build_default_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def models(tok, tmp_path_factory):
-    cfg = ModelConfig(vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                      initializer_range=0.3)
-    ours = Transformer(cfg).init_weights(seed=0).eval()
-    folder = tmp_path_factory.mktemp("tiny")
-    save_model(ours, str(folder))
-    hf = transformers.AutoModelForCausalLM.from_pretrained(str(folder), torch_dtype=torch.float32).eval()
-    return ours, hf
+def models(model, model_dir):
+    hf = transformers.AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32).eval()
+    return model, hf
 
 
 @pytest.fixture(scope="module")

@@ -13,17 +13,12 @@ import os
 import pytest
 import torch
 
-from s1kernels.data import build_default_tokenizer, real_vocab_size
+from s1kernels.data import real_vocab_size
 from s1kernels.model import ModelConfig, Transformer, load_model, save_model
 from s1kernels.train import TINY_DEFAULTS, TrainConfig, parse_args, train
 
 ROWS = 128
 M = 200.0
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return build_default_tokenizer()
 
 
 def _padded_model(tok, seed=0):
