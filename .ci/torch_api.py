@@ -11,7 +11,9 @@ zip file (it never installs or imports that torch):
 A name counts as present in 2.11 when the module that holds it in the installed torch has,
 in the 2.11 wheel, a source or stub file (for `torch` itself also the _C stubs and
 functional.py), or the module that defines it in the installed torch (a re-export), in which
-the name appears as a word; torch.ops.s1kernels (this package's ops) is left out. Tensor
+the name appears as a word; an op torch.ops.<ns>.<op> counts when `<ns>.<op>` appears in any
+Python file of that wheel (ops are registered in C++; torch's own Python calling one shows it
+exists); torch.ops.s1kernels (this package's ops) is left out. Tensor
 methods and keyword arguments
 are not seen by this check (it reads names, not types).
 """
@@ -104,8 +106,22 @@ def present_in_wheel(names, wheel: str) -> dict[str, bool]:
         src = text(module)
         return bool(src) and re.search(rf"\b{re.escape(attr)}\b", src) is not None
 
+    every_py = []
+
+    def op_used(name: str) -> bool:
+        # torch.ops.<ns>.<op> is registered in C++; the wheel's own Python calling it (meta
+        # registrations, inductor) shows that the op exists in that version
+        if not every_py:
+            every_py.append("\n".join(z.read(f).decode("utf-8", "replace") for f in files
+                                       if f.startswith("torch/") and f.endswith((".py", ".pyi"))))
+        ns_op = name[len("torch.ops."):]
+        return re.search(rf"\b{re.escape(ns_op)}\b", every_py[0]) is not None
+
     out = {}
     for name in names:
+        if name.startswith("torch.ops.") and name.count(".") >= 3:
+            out[name] = op_used(name)
+            continue
         module, attr = split_module(name)
         if attr is None:
             out[name] = bool(text(module))
