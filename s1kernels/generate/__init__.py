@@ -183,7 +183,14 @@ def _decode_pack(model, cpu_prepack):
         return None
     if cpu_prepack == "auto" and DecodePack.weight_bytes(model) > AUTO_MAX_BYTES:
         return None
-    return DecodePack(model)
+    try:
+        pack = DecodePack(model)
+        pack.lm_head(model.lm_head_weight.new_zeros(1, model.lm_head_weight.shape[1]))  # runs here at all?
+    except RuntimeError:
+        if cpu_prepack is True:
+            raise
+        return None  # "auto": a oneDNN build without these ops decodes with F.linear
+    return pack
 
 
 def generate(model, tokenizer, prompts, budget=None, sampling=None, max_new_tokens: int | None = None,

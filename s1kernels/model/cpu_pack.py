@@ -15,6 +15,8 @@ different summation order), as a different BLAS would.
 """
 from __future__ import annotations
 
+import platform
+
 import torch
 
 __all__ = ["DecodePack", "can_pack", "AUTO_MAX_BYTES"]
@@ -25,11 +27,12 @@ AUTO_MAX_BYTES = 2 << 30
 
 
 def can_pack(model) -> bool:
-    """True when `model` is an s1kernels Transformer on the CPU in fp32/bf16 and oneDNN is
-    available, so `DecodePack(model)` can be built."""
+    """True when `model` is an s1kernels Transformer on an x86-64 CPU in fp32/bf16 and oneDNN
+    is available, so `DecodePack(model)` can be built (measured on x86-64 only)."""
     w = getattr(getattr(model, "embed_tokens", None), "weight", None)
     return (w is not None and hasattr(model, "layers") and w.device.type == "cpu"
-            and w.dtype in (torch.float32, torch.bfloat16) and torch.backends.mkldnn.is_available())
+            and w.dtype in (torch.float32, torch.bfloat16) and torch.backends.mkldnn.is_available()
+            and platform.machine().lower() in ("x86_64", "amd64"))
 
 
 class _Packed:
