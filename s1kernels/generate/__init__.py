@@ -231,7 +231,7 @@ def generate(model, tokenizer, prompts, budget=None, sampling=None, max_new_toke
             sampled.
         cpu_prepack: on the CPU, decode with the projection weights reordered once for oneDNN
             (``s1kernels.model.cpu_pack``: about 1.4x faster steps, an extra copy of the
-            weights while generating). "auto": when the model's projections are at most 2 GiB.
+            weights while generating). "auto": on x86-64, when the projections are at most 2 GiB.
     """
     if isinstance(prompts, (str, bytes)):
         raise TypeError("prompts: expected a list of prompts, got a single string (wrap it in a list)")
