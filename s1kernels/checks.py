@@ -23,6 +23,7 @@ any long work (`writable_file`, `writable_dir`), so a run never ends by failing 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import numbers
 import os
@@ -209,6 +210,19 @@ def check_device(spec: str | None, flag: str = "--device") -> str | None:
     elif dev.type != "cpu":
         raise ValueError(f"{flag}: expected cpu or cuda[:N], got {spec!r}")
     return spec
+
+
+def read_json(path: str, what: str, *, expect_object: bool = False):
+    """JSON of `path`; ValueError naming `what` and the file when it is not valid JSON (or,
+    with `expect_object`, when it does not hold a JSON object)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise ValueError(f"{what}: {path!r} is not valid JSON ({type(e).__name__}: {e})") from None
+    if expect_object and not isinstance(value, dict):
+        raise ValueError(f"{what}: {path!r} must hold a JSON object, got {type(value).__name__}")
+    return value
 
 
 def fail(prog: str, message: str) -> int:

@@ -64,13 +64,7 @@ def training_questions(model_dir: str) -> set[str]:
     path = os.path.join(model_dir, "train_config.json")
     if not os.path.isfile(path):
         return set()
-    try:
-        with open(path, encoding="utf-8") as f:
-            cfg = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
-        raise ValueError(f"--model: {path!r} is not valid JSON ({type(e).__name__}: {e})") from None
-    if not isinstance(cfg, dict):
-        raise ValueError(f"--model: {path!r} must hold a JSON object")
+    cfg = checks.read_json(path, "--model", expect_object=True)
     data = cfg.get("data")
     source = data.get("source", "") if isinstance(data, dict) else ""
     if not source.startswith("built-in task") or "synthetic_rows" not in cfg or "seed" not in cfg:

@@ -13,6 +13,8 @@ from typing import Iterable
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 
+from s1kernels.checks import read_json
+
 IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"
 ENDOFTEXT = "<|endoftext|>"
@@ -150,13 +152,7 @@ class S1Tokenizer:
         source = None
         cfg_path = os.path.join(path, "tokenizer_config.json")
         if os.path.isfile(cfg_path):
-            try:
-                with open(cfg_path, encoding="utf-8") as f:
-                    config = json.load(f)
-            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
-                raise ValueError(f"path: {cfg_path!r} is not valid JSON ({type(e).__name__}: {e})") from None
-            if not isinstance(config, dict):
-                raise ValueError(f"path: {cfg_path!r} must hold a JSON object, got {type(config).__name__}")
+            config = read_json(cfg_path, "path", expect_object=True)
             source = f"{cfg_path} (chat_template)"
         tmpl_path = os.path.join(path, "chat_template.jinja")
         if not config.get("chat_template") and os.path.isfile(tmpl_path):

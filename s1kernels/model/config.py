@@ -10,6 +10,8 @@ import dataclasses
 import json
 import os
 
+from s1kernels.checks import read_json
+
 SUPPORTED_MODEL_TYPES = ("qwen2", "llama")
 _ARCHITECTURES = {"qwen2": "Qwen2ForCausalLM", "llama": "LlamaForCausalLM"}
 _ROPE_TYPES = ("default", "linear", "llama3")
@@ -117,13 +119,7 @@ class ModelConfig:
             path = os.path.join(path, "config.json")
         if not os.path.isfile(path):
             raise FileNotFoundError(f"config: no config.json at {path!r}")
-        try:
-            with open(path, encoding="utf-8") as f:
-                d = json.load(f)
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
-            raise ValueError(f"config: {path!r} is not valid JSON ({type(e).__name__}: {e})") from None
-        if not isinstance(d, dict):
-            raise ValueError(f"config: {path!r} must hold a JSON object, got {type(d).__name__}")
+        d = read_json(path, "config", expect_object=True)
         try:
             return cls.from_dict(d)
         except TypeError as e:

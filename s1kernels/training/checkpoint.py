@@ -41,8 +41,8 @@ import torch.distributed as dist
 from s1kernels.model import ModelConfig, Transformer
 from s1kernels.model.checkpoint import hf_name
 from s1kernels.training import safe_state
-from s1kernels.training.files import (fsync_dir, fsync_tree, read_json, remove_tree, replace_atomic,
-                                      write_json_synced)
+from s1kernels.checks import read_json
+from s1kernels.training.files import fsync_dir, fsync_tree, remove_tree, replace_atomic, write_json_synced
 from s1kernels.training.publish import (EXPORT_SHARD_BYTES, commit, export_model, out_dtype,  # noqa: F401
                                         publish_final, stage, write_folder)
 

@@ -56,15 +56,6 @@ def replace_json_atomic(path: str, obj) -> None:
     replace_atomic(path, (json.dumps(obj, indent=1) + "\n").encode())
 
 
-def read_json(path: str, what: str):
-    """JSON of `path`; ValueError naming `what` and the file when it is not valid JSON."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
-        raise ValueError(f"{what}: {path!r} is not valid JSON ({type(e).__name__}: {e})") from None
-
-
 def remove_tree(path: str, trash_name: str) -> None:
     """Deletes folder `path`: first renamed to `trash_name` beside it (one atomic step, so a kill
     never leaves a half-deleted folder that still looks complete), then removed."""

@@ -19,7 +19,8 @@ import shutil
 import uuid
 
 from s1kernels.model.checkpoint import PENDING_PUBLISH
-from s1kernels.training.files import read_json, remove_tree, replace_json_atomic
+from s1kernels.checks import read_json
+from s1kernels.training.files import remove_tree, replace_json_atomic
 from s1kernels.training.publish import TMP_FINAL, finish_publish, is_model_file
 
 RUN_FILE = "run.json"
