@@ -114,7 +114,7 @@ class BuildExt(build_ext):
         return objects
 
 
-sources = sorted(glob.glob("csrc/bindings/*.cpp")) + sorted(glob.glob("csrc/*.cpp")) + sorted(glob.glob("csrc/*.cu"))
+sources = sorted(glob.glob("python/*.cpp")) + sorted(glob.glob("csrc/*.cpp")) + sorted(glob.glob("csrc/*.cu"))
 
 setup(
     ext_modules=[

@@ -38,7 +38,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 from cpu_report import write_report  # noqa: E402
 
 from s1kernels.data.format import THINK_START, prompt_text  # noqa: E402
-from s1kernels.cli import load_model_and_tokenizer  # noqa: E402
+from s1kernels.runtime import load_model_and_tokenizer  # noqa: E402
 from s1kernels.generate import generate  # noqa: E402
 from s1kernels.ops.decode import Budget, ForcingTokens, Sampling  # noqa: E402
 

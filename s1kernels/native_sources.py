@@ -10,7 +10,7 @@ import glob
 import hashlib
 import os
 
-PATTERNS = ("csrc/bindings/*.cpp", "csrc/*.cpp", "csrc/*.cu", "csrc/include/s1k/*.h")
+PATTERNS = ("python/*.cpp", "csrc/*.cpp", "csrc/*.cu", "csrc/include/s1k/*.h")
 
 
 def source_digest(root: str) -> str | None:

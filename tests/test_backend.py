@@ -58,6 +58,7 @@ def _checkout_and_install(tmp_path):
     checkout = tmp_path / "checkout"
     shutil.copytree(repo / "s1kernels", checkout / "s1kernels", ignore=shutil.ignore_patterns("_C.*", "__pycache__"))
     shutil.copytree(repo / "csrc", checkout / "csrc")
+    shutil.copytree(repo / "python", checkout / "python")  # the bindings are part of the fingerprint
     site = tmp_path / "site"
     (site / "s1kernels").mkdir(parents=True)
     so = Path(built.__file__).name

@@ -22,10 +22,10 @@ from torch.distributed.checkpoint.api import CheckpointException
 from s1kernels.data import build_default_tokenizer
 from s1kernels.model import ModelConfig, Transformer, load_model
 from s1kernels.model import checkpoint as model_ckpt
-from s1kernels.training import checkpoint as ckpt
-from s1kernels.training import publish
-from s1kernels.training import run as runs
-from s1kernels.training.optim import build_optimizer, build_scheduler
+from s1kernels.train import checkpoint as ckpt
+from s1kernels.train import publish
+from s1kernels.train import run as runs
+from s1kernels.train.optim import build_optimizer, build_scheduler
 
 
 class Killed(BaseException):
@@ -275,7 +275,7 @@ def test_kill_anywhere_in_resume_start(tmp_path, monkeypatch, saved_world):
         _, model, opt, sched = _trainer(seed=5)
         step = ckpt.load_checkpoint(path, model, opt, sched)["step"]
         from s1kernels.train import read_log
-        from s1kernels.training.files import replace_atomic
+        from s1kernels.train.files import replace_atomic
 
         log = read_log(os.path.join(out, "train_log.jsonl"), step)
         replace_atomic(os.path.join(out, "train_log.jsonl"), "".join(json.dumps(r) + "\n" for r in log).encode())

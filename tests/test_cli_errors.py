@@ -6,8 +6,8 @@ import os
 import pytest
 import torch
 
-from s1kernels import eval as eval_cli
-from s1kernels import select as select_cli
+from s1kernels.eval import __main__ as eval_cli
+from s1kernels.select import __main__ as select_cli
 from s1kernels.data import __main__ as data_cli
 
 
@@ -140,3 +140,16 @@ def test_eval_names_a_bad_train_config(tmp_path, capsys, body, needle):
     model.mkdir()
     (model / "train_config.json").write_text(body)
     _one_line(*_run(eval_cli.main, ["--model", str(model)], capsys), "train_config.json", needle)
+
+
+@pytest.mark.parametrize("argv, needles", [
+    (["--checkpoint", "{tmp}/no-such-step"], ("no-such-step",)),
+    (["--gguf", "{tmp}/m.gguf", "--max-shard-gb", "1"], ("--max-shard-gb", "--checkpoint only")),
+    (["--checkpoint", "{tmp}/step", "--max-shard-gb", "0"], ("--max-shard-gb", "(0, 1e6)")),
+    (["--gguf", "{tmp}/m.gguf", "--checkpoint", "{tmp}/step"], ("--checkpoint", "not allowed with")),
+])
+def test_convert_bad_arguments(tmp_path, capsys, argv, needles):
+    from s1kernels import convert
+
+    argv = [a.format(tmp=tmp_path) for a in argv] + ["--output", str(tmp_path / "out")]
+    _one_line(*_run(convert.main, argv, capsys), *needles)

@@ -5,8 +5,9 @@ from pathlib import Path
 import pytest
 
 from s1kernels import eval as s1eval
-from s1kernels import cli as s1cli
-from s1kernels import generate as s1gen
+from s1kernels import runtime
+from s1kernels.eval import __main__ as eval_cli
+from s1kernels.generate import __main__ as gen_cli
 from s1kernels.data import make_rows
 from s1kernels.generate import GenerationResult
 
@@ -110,7 +111,7 @@ def test_plot_scaling_writes_png(tmp_path):
 
 def test_eval_cli(model_dir, tmp_path, capsys):
     out, plot = tmp_path / "report.json", tmp_path / "scaling.png"
-    rc = s1eval.main(["--model", model_dir, "--budgets", "2", "5", "--num-synthetic", "4", "--max-answer-tokens", "3",
+    rc = eval_cli.main(["--model", model_dir, "--budgets", "2", "5", "--num-synthetic", "4", "--max-answer-tokens", "3",
                       "--output", str(out), "--plot", str(plot), "--backend", "torch", "--save-rows"])
     assert rc == 0
     report = json.loads(out.read_text())
@@ -125,13 +126,13 @@ def test_eval_cli_on_a_jsonl_file(model_dir, tmp_path):
     data = tmp_path / "aime.jsonl"
     data.write_text("\n".join(json.dumps({"problem": f"Start at {i} .", "answer": i}) for i in range(3)) + "\n")
     out = tmp_path / "r.json"
-    assert s1eval.main(["--model", model_dir, "--data", str(data), "--budgets", "3", "--output", str(out),
+    assert eval_cli.main(["--model", model_dir, "--data", str(data), "--budgets", "3", "--output", str(out),
                         "--max-answer-tokens", "2", "--backend", "torch"]) == 0
     assert json.loads(out.read_text())["rows"] == 3
 
 
 def test_generate_cli_streams_one_prompt(model_dir, capsys):
-    rc = s1gen.main(["--model", model_dir, "--prompt", "Start at 3 .\nA + 4\nResult mod 10 ?",
+    rc = gen_cli.main(["--model", model_dir, "--prompt", "Start at 3 .\nA + 4\nResult mod 10 ?",
                      "--max-thinking-tokens", "6", "--num-waits", "1", "--max-answer-tokens", "3", "--backend", "torch"])
     assert rc == 0
     text = capsys.readouterr().out
@@ -143,7 +144,7 @@ def test_generate_cli_prompts_file_to_jsonl(model_dir, tmp_path, capsys):
     prompts = tmp_path / "q.jsonl"
     prompts.write_text("\n".join(json.dumps({"question": r["question"]}) for r in make_rows(3, seed=1)) + "\n")
     out = tmp_path / "out.jsonl"
-    rc = s1gen.main(["--model", model_dir, "--prompts-file", str(prompts), "--max-thinking-tokens", "4",
+    rc = gen_cli.main(["--model", model_dir, "--prompts-file", str(prompts), "--max-thinking-tokens", "4",
                      "--max-answer-tokens", "2", "--temperature", "0.7", "--top-p", "0.9", "--top-k", "20",
                      "--min-p", "0.01", "--seed", "3", "--batch-size", "2", "--mode", "suppress",
                      "--min-thinking-tokens", "2", "--output", str(out), "--backend", "torch"])
@@ -155,34 +156,34 @@ def test_generate_cli_prompts_file_to_jsonl(model_dir, tmp_path, capsys):
 
 def test_generate_cli_errors(tmp_path, capsys):
     # the CLI prints a named error as one line and exits 2 (the loader raises FileNotFoundError)
-    assert s1gen.main(["--model", str(tmp_path / "nope"), "--prompt", "x"]) == 2
+    assert gen_cli.main(["--model", str(tmp_path / "nope"), "--prompt", "x"]) == 2
     assert "--model" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError, match="--model"):
-        s1cli.load_model_and_tokenizer(str(tmp_path / "nope"))
+        runtime.load_model_and_tokenizer(str(tmp_path / "nope"))
     with pytest.raises(SystemExit):
-        s1gen.main(["--model", str(tmp_path)])  # no prompt
+        gen_cli.main(["--model", str(tmp_path)])  # no prompt
     with pytest.raises(ValueError, match="--dtype"):
-        s1cli.resolve_device_dtype("cpu", "float8")
+        runtime.resolve_device_dtype("cpu", "float8")
 
 
 def test_train_then_eval_end_to_end(tmp_path):
     # A few optimizer steps only (the README shows the full run): checks that the trainer's
     # checkpoint folder (model + tokenizer) is what generate/eval load.
-    from s1kernels import train
+    from s1kernels.train import __main__ as train_cli
 
     out = tmp_path / "run"
-    assert train.main(["--output", str(out), "--max-steps", "2", "--hidden-size", "32", "--num-hidden-layers", "1",
+    assert train_cli.main(["--output", str(out), "--max-steps", "2", "--hidden-size", "32", "--num-hidden-layers", "1",
                        "--intermediate-size", "64", "--synthetic-rows", "24", "--block-size", "256",
                        "--no-progress", "--eval-rows", "0"]) == 0
     report_path = tmp_path / "report.json"
-    assert s1eval.main(["--model", str(out), "--budgets", "2", "6", "--num-synthetic", "3", "--min-thinking-tokens",
+    assert eval_cli.main(["--model", str(out), "--budgets", "2", "6", "--num-synthetic", "3", "--min-thinking-tokens",
                         "1", "--num-waits", "1", "--output", str(report_path), "--max-answer-tokens", "4"]) == 0
     report = json.loads(report_path.read_text())
     assert [e["control"] for e in report["budgets"]] == [1.0, 1.0]
 
 
 def test_generate_cli_custom_delimiters(model_dir, capsys):
-    rc = s1gen.main(["--model", model_dir, "--prompt", "Start at 1 .", "--max-thinking-tokens", "3",
+    rc = gen_cli.main(["--model", model_dir, "--prompt", "Start at 1 .", "--max-thinking-tokens", "3",
                      "--answer-start", "<|im_start|>answer\\n", "--final-answer", "Answer:", "--wait-string", "Wait",
                      "--max-answer-tokens", "2", "--backend", "torch", "--no-stream"])
     assert rc == 0
@@ -194,7 +195,7 @@ def test_eval_cli_forced_exit_text_follows_the_data(model_dir, tmp_path):
     # --final-answer overrides either
     def texts(*extra):
         out = tmp_path / "r.json"
-        assert s1eval.main(["--model", model_dir, "--budgets", "3", "--output", str(out), "--save-rows",
+        assert eval_cli.main(["--model", model_dir, "--budgets", "3", "--output", str(out), "--save-rows",
                             "--max-answer-tokens", "2", "--backend", "torch", *extra]) == 0
         rows = json.loads(out.read_text())["budgets"][0]["rows"]
         return [r["text"] for r in rows if r["forced_exit"]]

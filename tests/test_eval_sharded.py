@@ -45,7 +45,7 @@ def test_two_ranks_write_the_single_process_report(model_dir, tmp_path):
 
 
 def test_one_process_is_plain_generate(model_dir):
-    from s1kernels.cli import load_model_and_tokenizer
+    from s1kernels.runtime import load_model_and_tokenizer
     model, tok = load_model_and_tokenizer(model_dir, "cpu", "float32")
     prompts = ["Start 3\nA + 4 = ?", "Start 5\nA * 2 = ?", "Start 1\nA - 7 = ?"]
     kw = dict(budget=Budget(max_thinking_tokens=6, max_answer_tokens=3), sampling=Sampling(temperature=0.9, seed=4))

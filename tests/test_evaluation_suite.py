@@ -1,12 +1,15 @@
 """The s1 evaluation suite: metrics, methods, Control from emitted tokens, the command."""
 import dataclasses
 import json
+import sys
+from pathlib import Path
 
 import pytest
 
 from s1kernels.data import make_rows
-from s1kernels.evaluation import metrics, runs
-from s1kernels.evaluation.suite import baselines_table, extensions_table, main, run_suite
+from s1kernels.eval import metrics, runs
+from s1kernels.eval.__main__ import suite_main as main
+from s1kernels.eval.suite import baselines_table, extensions_table, run_suite
 from s1kernels.model import save_model
 from s1kernels.ops.decode import Budget, ForcingTokens, Sampling
 
@@ -110,7 +113,8 @@ def test_suite_command_writes_figure_tables_and_rows(model, tok, tmp_path):
 
 
 def test_task_figures_reuse_trained_models(model, tok, tmp_path):
-    from s1kernels.evaluation import task_figures
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import task_figures  # bench/task_figures.py: it trains models across seeds, so it is no library module
 
     for s in (0, 1):
         folder = tmp_path / "runs" / f"seed{s}"
@@ -135,7 +139,7 @@ def test_builtin_forced_exit_writes_the_trained_answer_prefix(tok):
     from s1kernels.data import render_sample
     from s1kernels.data.format import FINAL_ANSWER
     from s1kernels.data.synthetic import FORCED_ANSWER
-    from s1kernels.evaluation.suite import BUILTIN, FILES
+    from s1kernels.eval.suite import BUILTIN, FILES
 
     assert BUILTIN["final_answer"] == FORCED_ANSWER and FILES["final_answer"] == FINAL_ANSWER
     forced = list(ForcingTokens.from_tokenizer(tok, final_answer=FORCED_ANSWER).forced_exit_ids)
@@ -153,7 +157,7 @@ def test_builtin_forced_exit_writes_the_trained_answer_prefix(tok):
 def test_builtin_budgets_cut_at_line_ends(tok):
     # each budget point ends a first-pass line, its "\n" included: the forced exit then follows
     # a whole line, as the trained answer does
-    from s1kernels.evaluation.suite import BUILTIN
+    from s1kernels.eval.suite import BUILTIN
 
     for r in make_rows(20, seed=8):
         lines = r["thinking_trajectories"][:7]

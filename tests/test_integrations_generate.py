@@ -142,7 +142,7 @@ def test_real_smollm2_generate_with_processor_equals_s1kernels(tmp_path):
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
     from real_models import smollm2_folder
 
-    from s1kernels.cli import load_model_and_tokenizer
+    from s1kernels.runtime import load_model_and_tokenizer
 
     folder = smollm2_folder()
     ours, tok = load_model_and_tokenizer(folder, "cpu", "float32")

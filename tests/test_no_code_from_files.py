@@ -16,8 +16,8 @@ import torch
 
 from s1kernels.data import S1Tokenizer, build_default_tokenizer
 from s1kernels.model import ModelConfig, Transformer, load_model, save_model
-from s1kernels.training import checkpoint as ckpt
-from s1kernels.training.optim import build_optimizer, build_scheduler
+from s1kernels.train import checkpoint as ckpt
+from s1kernels.train.optim import build_optimizer, build_scheduler
 
 
 class Evil:

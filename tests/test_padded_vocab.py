@@ -15,7 +15,8 @@ import torch
 
 from s1kernels.data import real_vocab_size
 from s1kernels.model import ModelConfig, Transformer, load_model, save_model
-from s1kernels.train import TINY_DEFAULTS, TrainConfig, parse_args, train
+from s1kernels.train import TINY_DEFAULTS, TrainConfig, train
+from s1kernels.train.__main__ import parse_args
 
 ROWS = 128
 M = 200.0
@@ -105,7 +106,7 @@ def test_train_vocab_size_flag(padded_dir, tmp_path):
 
 def test_train_builtin_eval_never_picks_padded_rows(padded_dir, tok):
     from s1kernels.data import make_rows
-    from s1kernels.training.evaluate import greedy_generate
+    from s1kernels.train.evaluate import greedy_generate
 
     model = load_model(padded_dir)
     rows = make_rows(3, seed=1)
@@ -141,19 +142,20 @@ def test_generate_never_samples_padded_rows(padded_dir, tok, temperature):
 
 
 def test_generate_cli_vocab_size(padded_dir, tmp_path):
-    from s1kernels import generate as s1gen
+    from s1kernels.generate import __main__ as gen_cli
 
     out = tmp_path / "gen.jsonl"
     args = ["--model", padded_dir, "--prompt", "Start at 3 .", "--prompt", "Start at 5 .", "--max-thinking-tokens",
             "6", "--max-answer-tokens", "3", "--backend", "torch", "--temperature", "1.0", "--output", str(out)]
-    assert s1gen.main(args) == 0
+    assert gen_cli.main(args) == 0
     assert max(t for line in out.read_text().splitlines() for t in json.loads(line)["token_ids"]) < 125
-    assert s1gen.main(args + ["--vocab-size", "128"]) == 0
+    assert gen_cli.main(args + ["--vocab-size", "128"]) == 0
     assert max(t for line in out.read_text().splitlines() for t in json.loads(line)["token_ids"]) >= 125
 
 
 def test_eval_never_samples_padded_rows(padded_dir, tok, tmp_path, monkeypatch):
     from s1kernels import eval as s1eval
+    from s1kernels.eval import __main__ as eval_cli
 
     seen = []
     real = s1eval.generate
@@ -167,8 +169,8 @@ def test_eval_never_samples_padded_rows(padded_dir, tok, tmp_path, monkeypatch):
     report = tmp_path / "report.json"
     argv = ["--model", padded_dir, "--budgets", "3", "6", "--num-synthetic", "3", "--max-answer-tokens", "3",
             "--backend", "torch", "--temperature", "1.0", "--output", str(report)]
-    assert s1eval.main(argv) == 0
+    assert eval_cli.main(argv) == 0
     assert len(seen) == 6 and max(_ids(seen)) < tok.vocab_size
     seen.clear()
-    assert s1eval.main(argv + ["--vocab-size", "128"]) == 0
+    assert eval_cli.main(argv + ["--vocab-size", "128"]) == 0
     assert max(_ids(seen)) >= tok.vocab_size

@@ -15,7 +15,7 @@ from real_models import shared_data, smollm2_folder
 transformers = pytest.importorskip("transformers")
 
 from s1kernels.data.format import prompt_text  # noqa: E402
-from s1kernels.cli import load_model_and_tokenizer  # noqa: E402
+from s1kernels.runtime import load_model_and_tokenizer  # noqa: E402
 from s1kernels.generate import generate  # noqa: E402
 from s1kernels.ops.decode import Budget  # noqa: E402
 
@@ -126,8 +126,8 @@ def test_greedy_generation_64_tokens_matches_transformers(ours, hf):
 
 
 def test_generate_and_eval_clis_run_on_the_folder(folder, tmp_path, capsys):
-    from s1kernels import eval as eval_cli
-    from s1kernels import generate as gen_cli
+    from s1kernels.eval import __main__ as eval_cli
+    from s1kernels.generate import __main__ as gen_cli
 
     assert gen_cli.main(["--model", folder, "--prompt", "What is 2 + 2?", "--max-thinking-tokens", "4",
                          "--max-answer-tokens", "4", "--no-stream", "--threads", "1"]) == 0

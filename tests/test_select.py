@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from s1kernels import select as sel
-from s1kernels.selection import stages
+from s1kernels.select import __main__ as select_cli
+from s1kernels.select import stages
 
 DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
 S1K = os.path.join(DATA, "s1k_questions.jsonl")
@@ -95,14 +96,14 @@ def test_max_sim_to_earlier_matches_a_loop():
 def test_greedy_methods_and_kmeans_domains(tmp_path, method):
     path, npy, _ = toy_pool(tmp_path)
     out = tmp_path / "sel.jsonl"
-    rc = sel.main(["--input", path, "--k", "9", "--output", str(out), "--embeddings", npy,
+    rc = select_cli.main(["--input", path, "--k", "9", "--output", str(out), "--embeddings", npy,
                    "--method", method, "--domain-column", "", "--clusters", "3", "--seed", "1"])
     assert rc == 0
     got = [json.loads(line) for line in open(out)]
     assert len(got) == 9
     assert all(method.replace("kcenter", "k-center") in r["reason"] for r in got)
     again = tmp_path / "again.jsonl"
-    sel.main(["--input", path, "--k", "9", "--output", str(again), "--embeddings", npy,
+    select_cli.main(["--input", path, "--k", "9", "--output", str(again), "--embeddings", npy,
               "--method", method, "--domain-column", "", "--clusters", "3", "--seed", "1"])
     assert open(out).read() == open(again).read()
 
@@ -110,7 +111,7 @@ def test_greedy_methods_and_kmeans_domains(tmp_path, method):
 def test_all_stages_off_takes_longest(tmp_path, capsys):
     path, _, rows = toy_pool(tmp_path)
     out = tmp_path / "sel.jsonl"
-    assert sel.main(["--input", path, "--k", "3", "--output", str(out), "--no-quality", "--no-difficulty",
+    assert select_cli.main(["--input", path, "--k", "3", "--output", str(out), "--no-quality", "--no-difficulty",
                      "--no-dedup", "--no-diversity"]) == 0
     got = [json.loads(line) for line in open(out)]
     assert [len(r["thinking_trajectories"][0]) for r in got] == sorted(
@@ -132,7 +133,7 @@ def test_cli_errors(tmp_path, capsys, args, match):
     if "--embeddings" not in args:
         args += ["--embeddings", npy]
     try:
-        rc = sel.main(["--input", path, "--output", str(tmp_path / "o.jsonl")] + args)
+        rc = select_cli.main(["--input", path, "--output", str(tmp_path / "o.jsonl")] + args)
     except SystemExit as e:  # argparse-level errors exit from parse_args
         rc = e.code
     assert rc == 2
@@ -143,7 +144,7 @@ def test_cli_errors(tmp_path, capsys, args, match):
 def test_empty_pool_and_nan_embeddings(tmp_path, capsys):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n")
-    assert sel.main(["--input", str(empty), "--k", "1", "--output", str(tmp_path / "o.jsonl")]) == 2
+    assert select_cli.main(["--input", str(empty), "--k", "1", "--output", str(tmp_path / "o.jsonl")]) == 2
     assert "empty" in capsys.readouterr().err
     path, npy, _ = toy_pool(tmp_path)
     emb = np.load(npy)
@@ -158,7 +159,7 @@ def test_empty_pool_and_nan_embeddings(tmp_path, capsys):
 @needs_data
 def test_select_real_s1k_end_to_end(tmp_path, capsys):
     out, png = tmp_path / "s1k_sel.jsonl", tmp_path / "hist.png"
-    rc = sel.main(["--input", S1K, "--k", "300", "--output", str(out), "--embeddings", S1K_EMB,
+    rc = select_cli.main(["--input", S1K, "--k", "300", "--output", str(out), "--embeddings", S1K_EMB,
                    "--dedup-threshold", "0.99", "--seed", "0", "--plot", str(png)])
     assert rc == 0
     printed = capsys.readouterr().out
@@ -173,7 +174,7 @@ def test_select_real_s1k_end_to_end(tmp_path, capsys):
     assert png.exists() and png.stat().st_size > 5000
     # same seed, same selection
     out2 = tmp_path / "again.jsonl"
-    sel.main(["--input", S1K, "--k", "300", "--output", str(out2), "--embeddings", S1K_EMB,
+    select_cli.main(["--input", S1K, "--k", "300", "--output", str(out2), "--embeddings", S1K_EMB,
               "--dedup-threshold", "0.99", "--seed", "0"])
     assert open(out).read() == open(out2).read()
 
@@ -183,7 +184,7 @@ def test_embed_model_matches_precomputed():
     pytest.importorskip("transformers")
     if not os.path.exists(S1K_EMB):
         pytest.skip("shared data not present")
-    from s1kernels.embed import embed_texts
+    from s1kernels.select.embed import embed_texts
 
     rows = [json.loads(line) for _, line in zip(range(3), open(S1K))]
     e = embed_texts([r["question"] for r in rows], batch_size=2, progress=False)

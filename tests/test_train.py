@@ -15,9 +15,10 @@ import torch
 
 from s1kernels.data import build_default_tokenizer
 from s1kernels.model import load_model
-from s1kernels.train import TINY_DEFAULTS, TrainConfig, parse_args, train
-from s1kernels.training.data import Schedule, count_items, micro_batch, pack_samples, rows_to_samples
-from s1kernels.training.optim import lr_factor
+from s1kernels.train import TINY_DEFAULTS, TrainConfig, train
+from s1kernels.train.__main__ import parse_args
+from s1kernels.train.data import Schedule, count_items, micro_batch, pack_samples, rows_to_samples
+from s1kernels.train.optim import lr_factor
 
 TINY = dict(TINY_DEFAULTS, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
             intermediate_size=64, block_size=256, synthetic_rows=40, lr=3e-3, warmup_ratio=0.2,
@@ -224,7 +225,7 @@ def test_resume_refuses_a_different_global_batch(tmp_path):
 
 def test_trains_from_jsonl_rows_and_packed_shards(tmp_path):
     from s1kernels.data import make_rows
-    from s1kernels.training.data import pack_samples
+    from s1kernels.train.data import pack_samples
 
     rows = make_rows(30, seed=5)
     path = tmp_path / "rows.jsonl"
@@ -276,7 +277,7 @@ from safetensors import safe_open
 import s1kernels.model.checkpoint as mc
 from s1kernels.train import TrainConfig, model_and_tokenizer
 from s1kernels.model.transformer import rope_inv_freq
-from s1kernels.training import checkpoint as ckpt, distributed as dist_utils
+from s1kernels.train import checkpoint as ckpt, distributed as dist_utils
 
 good, out, bad = sys.argv[1], sys.argv[2], sys.argv[3:]
 device, rank, world = dist_utils.init()
@@ -357,7 +358,7 @@ def test_fsdp_reads_only_each_ranks_rows_and_exports_like_one_process(tmp_path):
     from safetensors.torch import load_file, save_file
 
     from s1kernels.model import ModelConfig
-    from s1kernels.training.checkpoint import export_model
+    from s1kernels.train.checkpoint import export_model
 
     base = _base_model(tmp_path)
     # bad inputs: a tensor missing, and tensors of another shape than config.json implies
@@ -407,7 +408,7 @@ def test_fsdp_reads_only_each_ranks_rows_and_exports_like_one_process(tmp_path):
 
 
 def test_fsdp_sharded_checkpoint_resumes_and_exports(tmp_path):
-    from s1kernels.training.checkpoint import export_checkpoint
+    from s1kernels.train.checkpoint import export_checkpoint
 
     base = _base_model(tmp_path)
     flags = ["--model", base, "--block-size", "256", "--synthetic-rows", "40", "--lr", "1e-3", "--warmup-ratio", "0.2",
@@ -437,5 +438,13 @@ def test_fsdp_sharded_checkpoint_resumes_and_exports(tmp_path):
     # the last checkpoint exports to the same model as the run's final export
     export_checkpoint(str(a / "checkpoints" / "step-4"), str(tmp_path / "exported"), dtype=None)
     for (n, x), (_, y) in zip(load_model(str(tmp_path / "exported")).named_parameters(),
+                              load_model(str(a)).named_parameters()):
+        torch.testing.assert_close(x, y, atol=0, rtol=0, msg=n)
+    # the command line's export (python -m s1kernels.convert --checkpoint) writes the same weights
+    from s1kernels.convert import main as convert_main
+
+    assert convert_main(["--checkpoint", str(a / "checkpoints" / "step-4"), "--output", str(tmp_path / "cli"),
+                         "--dtype", "float32"]) == 0
+    for (n, x), (_, y) in zip(load_model(str(tmp_path / "cli")).named_parameters(),
                               load_model(str(a)).named_parameters()):
         torch.testing.assert_close(x, y, atol=0, rtol=0, msg=n)

@@ -9,8 +9,9 @@ import sys
 import pytest
 
 from s1kernels.model import load_model
-from s1kernels.train import TINY_DEFAULTS, TrainConfig, parse_args, train
-from s1kernels.training import checkpoint as ckpt
+from s1kernels.train import TINY_DEFAULTS, TrainConfig, train
+from s1kernels.train.__main__ import parse_args
+from s1kernels.train import checkpoint as ckpt
 
 TINY = dict(TINY_DEFAULTS, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
             intermediate_size=64, block_size=256, synthetic_rows=40, lr=3e-3, warmup_ratio=0.2,

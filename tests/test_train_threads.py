@@ -4,9 +4,9 @@ import json
 import pytest
 import torch
 
-from s1kernels.cli import SMALL_MODEL_PARAMS, default_threads, set_cpu_threads
+from s1kernels.runtime import SMALL_MODEL_PARAMS, default_threads, set_cpu_threads
 from s1kernels.train import TINY_DEFAULTS, TrainConfig, train
-from s1kernels.training.throughput import ThroughputWatch
+from s1kernels.train.throughput import ThroughputWatch
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 import sys
 
-from s1kernels.evaluation.suite import main
+from s1kernels.eval.__main__ import suite_main
 
-sys.exit(main())
+sys.exit(suite_main())

@@ -49,7 +49,7 @@ from s1kernels.generate.engine import Decoder as _Decoder  # noqa: F401  (tests 
 from s1kernels.ops.decode import Budget, ForcingTokens, Sampling
 from s1kernels.model.cpu_pack import AUTO_MAX_BYTES, DecodePack, can_pack
 
-__all__ = ["GenerationResult", "generate", "format_prompt", "main"]
+__all__ = ["GenerationResult", "generate", "format_prompt"]
 
 
 @dataclasses.dataclass
@@ -306,10 +306,3 @@ def generate(model, tokenizer, prompts, budget=None, sampling=None, max_new_toke
             results[i] = _build_result(tokenizer, forcing, texts[i], len(prompt_ids[i]), h.ids[j], h.logprobs[j],
                                        h.done[j], h.error[j], h.thinking[j], h.waits[j], h.forced[j])
     return results
-
-
-def main(argv=None) -> int:
-    """`python -m s1kernels.generate` (see s1kernels/generate/__main__.py)."""
-    from s1kernels.generate.__main__ import main as cli_main
-
-    return cli_main(argv)

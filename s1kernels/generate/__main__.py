@@ -9,13 +9,13 @@ import os
 import sys
 from typing import Sequence
 
-from s1kernels.cli import (add_budget_sampling_args, budget_sampling_from_args, delimiters_from_args,
-                           load_model_and_tokenizer, set_cpu_threads)
+from s1kernels.cli import add_budget_sampling_args, budget_sampling_from_args, delimiters_from_args
 from s1kernels import checks, extras
 from s1kernels.control import thinking_span
 from s1kernels.data.readers import BLANK, iter_jsonl, question_of
 from s1kernels.generate import generate
 from s1kernels.ops.decode import ForcingTokens
+from s1kernels.runtime import load_model_and_tokenizer, set_cpu_threads
 
 
 def _read_prompts_file(path: str) -> list[str]:

@@ -21,7 +21,7 @@ from .transformer import Transformer
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
-# a committed publish not yet rolled forward (s1kernels.training.publish): the folder may mix
+# a committed publish not yet rolled forward (s1kernels.train.publish): the folder may mix
 # two models until it is, so no loader reads it
 PENDING_PUBLISH = ".final-pending"
 

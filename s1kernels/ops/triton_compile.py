@@ -13,7 +13,7 @@ address 0, i.e. aligned, as torch's caching allocator gives). A vocabulary of 15
 a tail chunk whose widths are not multiples of 16, and that variant is compiled too.
 The launchers treat a meta device like the GPU (GPU tile configs, H100_SMS multiprocessors).
 
-`python -m s1kernels.ops.triton_compile` compiles every distinct variant and fails when a
+`python bench/triton_compile.py` compiles every distinct variant and fails when a
 kernel is launched by no case or a variant does not compile; `bench/sass_report.py` reads
 the same cubins. It must run with TRITON_INTERPRET unset: under the interpreter `triton.jit`
 returns an interpreted function that cannot be lowered.
@@ -24,7 +24,6 @@ import contextlib
 import importlib
 import json
 import pkgutil
-import sys
 
 from s1kernels.backend import H100_SMS  # noqa: F401  (the SMs launchers assume on a meta device)
 
@@ -217,13 +216,3 @@ def compile_all(target=TARGET) -> list[dict]:
             row.update(ok=False, error=f"{type(e).__name__}: {e}"[:2000])
         results.append(row)
     return results
-
-
-def main() -> int:
-    results = compile_all()
-    print(json.dumps(results, indent=1))
-    return 0 if results and all(r["ok"] for r in results) else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

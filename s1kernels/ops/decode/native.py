@@ -1,4 +1,4 @@
-"""Argument packing for the compiled decode step (s1kernels._C, csrc/bindings/decode.cpp):
+"""Argument packing for the compiled decode step (s1kernels._C, python/decode.cpp):
 raw pointers, sizes, a dtype code and the CUDA stream, in the order of the C++ struct
 s1k::DecodeArgs (csrc/include/s1k/decode.h).
 
@@ -46,9 +46,9 @@ def step(fn_name, logits, state_tensors, budget_tensors, sampling_tensors, table
 
 def cpp_pointer_order(root: str) -> dict[str, list[str]]:
     """What the C++ sources of a checkout at `root` do with the pointer lists: for each group,
-    the DecodeArgs member that entry i of the list fills (csrc/bindings/decode.cpp), and under
+    the DecodeArgs member that entry i of the list fills (python/decode.cpp), and under
     "struct" the pointer members of DecodeArgs in declaration order (csrc/include/s1k/decode.h)."""
-    with open(os.path.join(root, "csrc", "bindings", "decode.cpp")) as f:
+    with open(os.path.join(root, "python", "decode.cpp")) as f:
         bindings = f.read()
     out: dict[str, list[str]] = {g: [] for g in POINTER_GROUPS}
     for member, group, index in re.findall(r"a\.(\w+) = ptr<[^>]*>\((state|budget|sampling)\[(\d+)\]\);", bindings):

@@ -20,8 +20,8 @@ import uuid
 
 from s1kernels.model.checkpoint import PENDING_PUBLISH
 from s1kernels.checks import read_json
-from s1kernels.training.files import remove_tree, replace_json_atomic
-from s1kernels.training.publish import TMP_FINAL, finish_publish, is_model_file
+from s1kernels.train.files import remove_tree, replace_json_atomic
+from s1kernels.train.publish import TMP_FINAL, finish_publish, is_model_file
 
 RUN_FILE = "run.json"
 # TrainConfig fields that may differ on --resume: where things are written and how often,

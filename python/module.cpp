@@ -1,5 +1,5 @@
 // pybind11 module s1kernels._C: thin bindings over the extern "C" entry points in csrc/.
-// Each family registers its functions from its own bindings file (csrc/bindings/<family>.cpp).
+// Each family registers its functions from its own bindings file (python/<family>.cpp).
 #include <pybind11/pybind11.h>
 
 #include <string>

@@ -1,6 +1,6 @@
 """Sentence embeddings from a local sentence-embedding model folder (BERT-style encoder).
 
-    from s1kernels.embed import embed_texts
+    from s1kernels.select.embed import embed_texts
     emb = embed_texts(["What is 2+2?", "Compute 2 + 2."])        # [2, 384] fp32, unit rows
 
 The default model is all-MiniLM-L6-v2 as shipped inside the PyPI package

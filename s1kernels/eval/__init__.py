@@ -28,30 +28,20 @@ all pairs of budgets) and Performance (best accuracy).
 """
 from __future__ import annotations
 
-import atexit
 import itertools
-import json
 import os
-import sys
 import time
 from typing import Sequence
 
 from s1kernels import checks, extras
 from s1kernels.answers import score
 from s1kernels.control import control, thinking_span
-from s1kernels.cli import (
-    add_budget_sampling_args,
-    budget_sampling_from_args,
-    delimiters_from_args,
-    load_model_and_tokenizer,
-    set_cpu_threads,
-)
-from s1kernels.data.synthetic import FORCED_ANSWER
-from s1kernels.data.readers import BENCHMARKS, BLANK, detect_benchmark, iter_jsonl, question_of, read_benchmark
+from s1kernels.data.readers import BLANK, detect_benchmark, iter_jsonl, question_of, read_benchmark
 from s1kernels.generate import generate
 from s1kernels.generate.sharded import generate_sharded
 
-__all__ = ["EVAL_SEED", "load_eval_rows", "training_questions", "evaluate", "scaling_metrics", "plot_scaling", "main"]
+__all__ = ["EVAL_SEED", "load_eval_rows", "training_questions", "evaluate", "scaling_metrics", "plot_scaling"]
+
 
 # Held-out rows of the built-in task come from this seed; training draws its rows from
 # other seeds, so the evaluation questions are not the training questions.
@@ -253,99 +243,3 @@ def plot_scaling(report: dict, path: str, title: str | None = None) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
-
-
-def _print_table(report: dict) -> None:
-    print(f"{'budget':>8} {'accuracy':>9} {'avg think':>10} {'control':>8} {'forced':>7}")
-    for e in report["budgets"]:
-        print(f"{e['max_thinking_tokens']:>8} {100 * e['accuracy']:>8.1f}% {e['avg_thinking_tokens']:>10.1f} "
-              f"{100 * e['control']:>7.1f}% {100 * e['forced_exit_rate']:>6.1f}%")
-    for e in report["budgets"]:
-        if e.get("decoder_disagreements"):
-            print(f"warning: at budget {e['max_thinking_tokens']}, {e['decoder_disagreements']} rows' thinking length "
-                  f"differs from the decoder's own count: the budget forcing is not doing what it believes")
-    s = report["summary"]
-    slope = "n/a" if s["scaling_slope"] is None else f"{100 * s['scaling_slope']:.3f} %/token"
-    print(f"control {100 * s['control']:.1f}%, scaling {slope}, performance {100 * s['performance']:.1f}%")
-
-
-def _init_ranks(device: str | None) -> tuple[int, str | None]:
-    """Under torchrun: join the process group (NCCL on GPUs, one per rank; gloo on CPU) so the
-    questions are sharded across ranks; returns (rank, device). Without torchrun: (0, device)."""
-    from s1kernels.training import distributed
-
-    if distributed.world()[2] == 1:
-        return 0, device
-    import torch
-
-    want = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dev, rank, _ = distributed.init("cuda" if want.startswith("cuda") else "cpu")
-    atexit.register(distributed.cleanup)
-    return rank, str(dev)
-
-
-@extras.cli_errors
-def main(argv: Sequence[str] | None = None) -> int:
-    p = checks.Parser(prog="python -m s1kernels.eval",
-                                description="Accuracy, thinking length and Control at several thinking budgets.")
-    p.add_argument("--model", default="runs/default", help="checkpoint folder (default runs/default)")
-    p.add_argument("--data", default=None,
-                   help="JSONL/Parquet rows with problem/question and answer (default: held-out built-in task rows)")
-    p.add_argument("--benchmark", choices=BENCHMARKS, default=None,
-                   help="answer check for --data: math (boxed LaTeX), aime (integer) or gpqa (options; shuffled with "
-                        "--seed); default: detected from the columns")
-    p.add_argument("--limit", type=checks.arg_int(1), default=None, help="evaluate the first N rows")
-    p.add_argument("--num-synthetic", type=checks.arg_int(1, 10**6), default=200,
-                   help="built-in task rows when --data is not given")
-    p.add_argument("--budgets", type=checks.arg_int(0, 2**31 - 1), nargs="+", default=[4, 8, 16, 24, 32, 48, 64],
-                   help="max thinking tokens, one run each (default 4 8 16 24 32 48 64)")
-    add_budget_sampling_args(p)
-    p.add_argument("--no-math-verify", action="store_true", help="do not use math_verify even when installed")
-    p.add_argument("--output", default=None, help="write the JSON report here")
-    p.add_argument("--plot", default=None, help="write the accuracy vs thinking tokens PNG here")
-    p.add_argument("--save-rows", action="store_true", help="keep every row's prediction and text in the report")
-    args = p.parse_args(argv)
-    # before the evaluation, not after it: outputs writable, the device present, plotting installed
-    if args.output:
-        checks.writable_file(args.output, "--output")
-    if args.plot:
-        checks.writable_file(args.plot, "--plot", (".png",))
-        extras.require("matplotlib", "--plot")
-    checks.check_device(args.device)
-    budget, sampling = budget_sampling_from_args(args, max(args.budgets))
-    budget.tensors(1, "cpu"), sampling.tensors(1, "cpu")  # range checks, in the kernels' dtypes
-
-    exclude = training_questions(args.model) if args.data is None else set()
-    if args.data is None and args.final_answer is None:
-        args.final_answer = FORCED_ANSWER  # the built-in task's trained answer prefix, not s1's "Final Answer:"
-    rows = load_eval_rows(args.data, args.limit, args.num_synthetic, exclude, args.benchmark, args.seed)
-    if not rows:
-        p.error("no rows to evaluate")
-    rank, device = _init_ranks(args.device)
-    model, tokenizer = load_model_and_tokenizer(args.model, device, args.dtype)
-    set_cpu_threads(model, args.threads)
-    report = evaluate(model, tokenizer, rows, args.budgets, min_thinking_tokens=args.min_thinking_tokens,
-                      num_waits=args.num_waits, max_answer_tokens=args.max_answer_tokens, mode=args.mode,
-                      sampling=sampling, use_math_verify=not args.no_math_verify, keep_rows=args.save_rows,
-                      progress=rank == 0, max_new_tokens=args.max_new_tokens, **delimiters_from_args(args),
-                      batch_size=args.batch_size, cuda_graph=not args.no_cuda_graph, backend=args.backend,
-                      vocab_size=args.vocab_size)
-    report["model"] = os.path.abspath(args.model)
-    report["data"] = args.data or (f"built-in task, seed {EVAL_SEED}, unique questions"
-                                   + (f", {len(exclude)} training questions excluded" if exclude else ""))
-    if rank != 0:  # every rank holds the whole report; one writes it
-        return 0
-    _print_table(report)
-    if args.output:
-        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        with open(args.output, "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=2)
-        print(f"report: {args.output}")
-    if args.plot:
-        plot_scaling(report, args.plot)
-        print(f"plot: {args.plot}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """The built-in task's two figures over training seeds, in one command:
 
-    python -m s1kernels.evaluation.task_figures --seeds 0 1 2 --out docs/
+    python bench/task_figures.py --seeds 0 1 2 --out docs/
 
 For each seed: the default training run (``python -m s1kernels.train --seed S``), then
 budget forcing on held-out questions at max thinking budgets (forced exit) and with 0, 1
@@ -18,9 +18,9 @@ import sys
 import time
 from typing import Sequence
 
-from s1kernels.evaluation import runs
-from s1kernels.evaluation.plots import plot_seed_curves, plot_wait_gains
-from s1kernels.evaluation.suite import BUILTIN
+from s1kernels.eval import runs
+from s1kernels.eval.plots import plot_seed_curves, plot_wait_gains
+from s1kernels.eval.suite import BUILTIN
 from s1kernels.ops.decode import Budget
 
 __all__ = ["evaluate_seed", "main"]
@@ -29,7 +29,7 @@ __all__ = ["evaluate_seed", "main"]
 def evaluate_seed(model_dir: str, num_rows: int, budgets: Sequence[int], waits: Sequence[int], cap: int) -> dict:
     """Budget-forcing points and the forced-Wait accuracies of one trained model."""
     from s1kernels.eval import load_eval_rows, training_questions
-    from s1kernels.cli import load_model_and_tokenizer, set_cpu_threads
+    from s1kernels.runtime import load_model_and_tokenizer, set_cpu_threads
 
     rows = [dict(r, kind="aime") for r in load_eval_rows(None, None, num_rows, training_questions(model_dir))]
     model, tok = load_model_and_tokenizer(model_dir)
@@ -58,7 +58,7 @@ def _table(results: dict[int, dict]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m s1kernels.evaluation.task_figures", description=__doc__,
+    p = argparse.ArgumentParser(prog="python bench/task_figures.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (default 0 1 2)")
     p.add_argument("--out", default="docs", help="folder for the PNGs and tables (default docs)")
@@ -72,15 +72,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(args.seeds) < 1:
         p.error("--seeds: expected at least one seed")
 
-    from s1kernels.train import parse_args as train_args
-    from s1kernels.train import train
+    from s1kernels.train import TINY_DEFAULTS, TrainConfig, train
 
     results = {}
     for s in args.seeds:
         folder = os.path.join(args.runs, f"seed{s}")
         if not (args.reuse and os.path.isfile(os.path.join(folder, "config.json"))):
             t0 = time.perf_counter()
-            summary = train(train_args(["--output", folder, "--seed", str(s), "--no-progress", "--eval-rows", "0"]))
+            # the default run of `python -m s1kernels.train --seed S`
+            summary = train(TrainConfig(**dict(TINY_DEFAULTS, output=folder, seed=s, progress=False, eval_rows=0)))
             print(f"seed {s}: trained in {time.perf_counter() - t0:.0f}s (loss {summary.get('last_loss', float('nan')):.4f})",
                   file=sys.stderr)
         results[s] = evaluate_seed(folder, args.num_synthetic, args.budgets, args.waits, args.cap)

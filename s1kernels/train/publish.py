@@ -27,7 +27,7 @@ import torch.distributed as dist
 from s1kernels.model import ModelConfig
 from s1kernels.model.checkpoint import PENDING_PUBLISH, hf_name, write_weights
 from s1kernels.checks import read_json
-from s1kernels.training.files import fsync_dir, fsync_tree, write_json_synced
+from s1kernels.train.files import fsync_dir, fsync_tree, write_json_synced
 
 # the size cap of one output safetensors file (what transformers' save_pretrained uses)
 EXPORT_SHARD_BYTES = 5 * 10**9

@@ -1,4 +1,5 @@
-"""``python -m s1kernels.evaluation``: s1's evaluation of one model in one command.
+"""s1's evaluation of one model in one command (``python -m s1kernels.evaluation``, whose flags
+are in s1kernels/eval/__main__.py).
 
     python -m s1kernels.evaluation --model runs/default --out runs/default/suite
     python -m s1kernels.evaluation --model M/ --data aime24.jsonl --budgets 1024 2048 4096 8192 --cap 16384
@@ -18,19 +19,15 @@ prompting, rejection sampling, and the extension strings ("Wait", none, "Hmm",
 """
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import sys
 import time
-from typing import Sequence
 
 from s1kernels.data.format import FINAL_ANSWER
 from s1kernels.data.synthetic import FORCED_ANSWER
-from s1kernels.evaluation import runs
-from s1kernels.evaluation.metrics import summarize
+from s1kernels.eval import runs
+from s1kernels.eval.metrics import summarize
 
-__all__ = ["run_suite", "baselines_table", "extensions_table", "main", "METHODS"]
+__all__ = ["run_suite", "baselines_table", "extensions_table", "METHODS"]
 
 METHODS = ("forcing", "parallel", "token", "step", "class", "reject", "extensions")
 # The built-in task's first pass is 40 thinking tokens (a "Start" line of 4, six lines of 6);
@@ -114,85 +111,3 @@ def extensions_table(points: list[dict]) -> str:
                                                             else f'"{p["string"]}"')
         lines.append(f"| {s} | {p['extensions']} | {100 * p['accuracy']:.1f}% | {p['avg_thinking_tokens']:.1f} |")
     return "\n".join(lines) + "\n"
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from s1kernels.data.readers import BENCHMARKS, read_benchmark
-    from s1kernels.eval import EVAL_SEED, load_eval_rows, training_questions
-    from s1kernels.evaluation.plots import plot_sequential_vs_parallel
-    from s1kernels.cli import load_model_and_tokenizer, set_cpu_threads
-
-    p = argparse.ArgumentParser(prog="python -m s1kernels.evaluation", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="runs/default", help="checkpoint folder (default runs/default)")
-    p.add_argument("--data", default=None, help="benchmark file (default: held-out built-in task rows)")
-    p.add_argument("--benchmark", choices=BENCHMARKS, default=None, help="math, aime or gpqa (default: detected)")
-    p.add_argument("--limit", type=int, default=None, help="first N rows of --data")
-    p.add_argument("--num-synthetic", type=int, default=100, help="built-in task rows (default 100)")
-    p.add_argument("--out", default=None, help="output folder (default <model>/suite)")
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    p.add_argument("--budgets", type=int, nargs="+", help="max thinking budgets (also token-conditional's)")
-    p.add_argument("--waits", type=int, nargs="+", help="forced Wait counts (also the extension-string counts)")
-    p.add_argument("--steps", type=int, nargs="+", help="step-conditional step counts")
-    p.add_argument("--tokens-per-step", type=int, help="step-conditional: Control bound per step in tokens")
-    p.add_argument("--reject", type=int, nargs="+", help="rejection-sampling budgets")
-    p.add_argument("--cap", type=int, help="thinking cap of the runs without a budget")
-    p.add_argument("--final-answer", help='text a forced exit writes after the answer delimiter (default: '
-                                          f'{FORCED_ANSWER!r} on the built-in task, {FINAL_ANSWER!r} on files)')
-    p.add_argument("--samples", type=int, nargs="+", default=[1, 2, 4, 8], help="majority-voting sample counts")
-    p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (voting, rejection)")
-    p.add_argument("--max-attempts", type=int, default=8, help="rejection sampling: attempts per question")
-    p.add_argument("--strings", nargs="+", default=["Wait", "none", "Hmm", "Alternatively"])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--device", default=None)
-    p.add_argument("--dtype", default="auto")
-    args = p.parse_args(argv)
-
-    if args.data is None:
-        rows = load_eval_rows(None, None, args.num_synthetic, training_questions(args.model))
-        rows = [dict(r, kind="aime") for r in rows]  # one-digit integer answers
-        kind, defaults, source = "built-in", BUILTIN, f"built-in task, seed {EVAL_SEED}, held out"
-    else:
-        rows, kind = read_benchmark(args.data, args.benchmark, seed=args.seed, limit=args.limit)
-        defaults, source = FILES, args.data
-    if not rows:
-        p.error("no rows to evaluate")
-    cfg = {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in defaults.items()}
-    model, tok = load_model_and_tokenizer(args.model, args.device, args.dtype)
-    set_cpu_threads(model, args.threads)
-    result = run_suite(model, tok, rows, methods=args.methods, samples=args.samples, temperature=args.temperature,
-                       max_attempts=args.max_attempts, seed=args.seed, strings=args.strings,
-                       batch_size=args.batch_size, **cfg)
-    out = args.out or os.path.join(args.model, "suite")
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "rows.jsonl"), "w", encoding="utf-8") as f:
-        for r in result.pop("records"):
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    notes = [f"{s!r} encodes to {n} unknown token(s) with this tokenizer" for s in args.strings
-             if s != "none" and (n := runs.unknown_tokens(tok, s))]
-    report = {"model": os.path.abspath(args.model), "data": source, "kind": kind, "rows": len(rows), "settings": cfg,
-              "temperature": args.temperature, "notes": notes, **result}
-    with open(os.path.join(out, "report.json"), "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=1)
-    if result["methods"]:
-        table = baselines_table(result)
-        with open(os.path.join(out, "baselines.md"), "w", encoding="utf-8") as f:
-            f.write(table)
-        print(table)
-    if "extensions" in result:
-        table = extensions_table(result["extensions"])
-        with open(os.path.join(out, "extensions.md"), "w", encoding="utf-8") as f:
-            f.write(table + "".join(f"\nnote: {n}" for n in notes) + "\n")
-        print(table + "".join(f"note: {n}\n" for n in notes))
-    seq, par = result["methods"].get("budget forcing"), result["methods"].get("majority voting")
-    if seq and par:
-        plot_sequential_vs_parallel(seq["points"], par["points"], os.path.join(out, "sequential_vs_parallel.png"),
-                                    f"{source}: {len(rows)} questions")
-    print(f"wrote {out}/: report.json, rows.jsonl" + (", sequential_vs_parallel.png" if seq and par else ""))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

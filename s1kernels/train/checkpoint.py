@@ -22,16 +22,14 @@ non-tensor entries through `torch.load(weights_only=True)` (see `safe_state`).
 On resume each rank reads only the rows it holds; DCP reshards when the world size differs.
 One process uses the same format (DCP needs no process group).
 
-`export_checkpoint` (also `python -m s1kernels.training.checkpoint STEP_DIR OUT`) turns a
+`export_checkpoint` (also `python -m s1kernels.convert --checkpoint STEP_DIR --output OUT`) turns a
 checkpoint into an HF model folder, published atomically like the final model.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import shutil
-import sys
 import uuid
 import warnings
 
@@ -40,10 +38,10 @@ import torch.distributed as dist
 
 from s1kernels.model import ModelConfig, Transformer
 from s1kernels.model.checkpoint import hf_name
-from s1kernels.training import safe_state
+from s1kernels.train import safe_state
 from s1kernels.checks import read_json
-from s1kernels.training.files import fsync_dir, fsync_tree, remove_tree, replace_atomic, write_json_synced
-from s1kernels.training.publish import (EXPORT_SHARD_BYTES, commit, export_model, out_dtype,  # noqa: F401
+from s1kernels.train.files import fsync_dir, fsync_tree, remove_tree, replace_atomic, write_json_synced
+from s1kernels.train.publish import (EXPORT_SHARD_BYTES, commit, export_model, out_dtype,  # noqa: F401
                                         publish_final, stage, write_folder)
 
 _STEP_RE = re.compile(r"^step-(\d+)(?:\.(\d+))?$")
@@ -257,7 +255,7 @@ def export_checkpoint(path: str, output: str, dtype: torch.dtype | None = None,
     """HF-format model folder from training checkpoint `path` (one process, any world size wrote it).
 
     Reads one parameter at a time from the DCP files, so memory stays at about one output file;
-    the folder is published atomically (see `s1kernels.training.publish`).
+    the folder is published atomically (see `s1kernels.train.publish`).
     """
     from s1kernels.data import S1Tokenizer
 
@@ -277,27 +275,3 @@ def export_checkpoint(path: str, output: str, dtype: torch.dtype | None = None,
     tmp = stage(output)
     write_folder(tmp, config, tok, dtype, sizes, tensors(), max_shard_bytes)
     commit(output)
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m s1kernels.training.checkpoint",
-                                description="Write the HF-format model folder of a training checkpoint.")
-    p.add_argument("checkpoint", help="a step-N folder under <output>/checkpoints")
-    p.add_argument("output", help="folder for config.json, safetensors weights and the tokenizer")
-    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="bfloat16")
-    p.add_argument("--max-shard-gb", type=float, default=EXPORT_SHARD_BYTES / 1e9,
-                   help="size cap of one safetensors file")
-    args = p.parse_args(argv)
-    if not (args.max_shard_gb > 0 and args.max_shard_gb < 1e6):
-        p.error(f"--max-shard-gb: expected a size in (0, 1e6) GB, got {args.max_shard_gb}")
-    try:
-        export_checkpoint(args.checkpoint, args.output, getattr(torch, args.dtype), int(args.max_shard_gb * 1e9))
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {args.output}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -27,7 +27,7 @@ from torch.distributed.checkpoint._traverse import set_element
 from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
 
 from s1kernels.checks import read_json
-from s1kernels.training.files import write_json_synced, write_synced
+from s1kernels.train.files import write_json_synced, write_synced
 
 # ---- DCP metadata --------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ import dataclasses
 
 from s1kernels.answers import score
 from s1kernels.data.format import FINAL_ANSWER
-from s1kernels.evaluation.metrics import UNBOUNDED, majority_vote, thinking_lengths, within
+from s1kernels.eval.metrics import UNBOUNDED, majority_vote, thinking_lengths, within
 from s1kernels.generate import generate
 from s1kernels.ops.decode import Budget, ForcingTokens, Sampling
 

@@ -1,1 +1,0 @@
-"""Data-selection stages (quality, difficulty, dedup, diversity) behind `python -m s1kernels.select`."""

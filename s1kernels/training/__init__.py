@@ -1,2 +1,0 @@
-"""Training internals used by `python -m s1kernels.train`: data feeding, optimiser/schedule,
-atomic checkpoints, and the distributed (FSDP2) setup."""
