@@ -82,10 +82,10 @@ def test_topk_boundary_ties_in_some_rows_only(k):
 
 def test_finite_check_survives_an_overflowing_sum():
     big = torch.full((3, 4), 3e38)  # every entry finite, their fp32 sum is not
-    assert S._check_matrix("x", big).shape == (3, 4)
+    assert S.check_matrix("x", big).shape == (3, 4)
     bad = torch.cat([big, torch.tensor([[0.0, float("inf"), 0.0, 0.0]])])
     with pytest.raises(ValueError, match="1 row\\(s\\) contain NaN or inf"):
-        S._check_matrix("x", bad)
+        S.check_matrix("x", bad)
 
 
 def test_topk_large_k_and_inner_product():

@@ -15,7 +15,7 @@ import re
 import torch
 
 from s1kernels import backend as _backend
-from s1kernels.ops.decode.config import _STATE_FIELDS, BudgetTensors, SamplingTensors
+from s1kernels.ops.decode.contract import _STATE_FIELDS, BudgetTensors, SamplingTensors
 
 POINTER_GROUPS = {"state": _STATE_FIELDS, "budget": BudgetTensors._fields, "sampling": SamplingTensors._fields}
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from s1kernels.ops.decode.config import (
+from s1kernels.ops.decode.contract import (
     ANSWER, DONE, ERROR_NO_TOKEN, ERROR_NONFINITE, EVENT_DELIMITER, EVENT_ERROR, EVENT_EXIT, EVENT_PAD,
     EVENT_SAMPLED, EVENT_WAIT, INJECT_DELIMITER, INJECT_EXIT, INJECT_NONE, INJECT_WAIT, MODE_SUPPRESS, PHILOX_TAG,
     THINKING, BudgetTensors, DecodeState, ForcingTokens, SamplingTensors)

@@ -6,9 +6,9 @@
 `labels` [N] the already shifted targets (`ignore_index` where a token is not trained).
 
 Structure (the same doors as every family in s1kernels.ops):
-- `reference.py`: the argument checks, the reduction and `linear_cross_entropy_reference`,
-  the plain oracle (materialises the logits, fp32/fp64 math, torch autograd; used by the
-  tests, never by the fast paths).
+- `contract.py`: the argument checks and the reduction every path shares.
+- `reference.py`: `linear_cross_entropy_reference`, the plain oracle (materialises the
+  logits, fp32/fp64 math, torch autograd; used by the tests, never by the fast paths).
 - The per-token op `s1kernels::linear_cross_entropy` (a `torch.library.custom_op` with a
   fake impl and a registered backward op) returns per-token loss, logsumexp and argmax.
   Its backends (s1kernels.backend.FAMILIES["loss"]): "torch" (`torch_impl.py`: trained
@@ -32,9 +32,9 @@ from torch import Tensor, nn
 from s1kernels import backend as _backend
 from s1kernels.ops.loss import grad_op as _grad_op
 from s1kernels.ops.loss import torch_impl
-from s1kernels.ops.loss.reference import (  # noqa: F401  (public names of the family)
-    LOSS_BACKENDS, NORMALIZATIONS, REDUCTIONS, _check_inputs, _reduce, _stats, _token_weights, _validate_values,
-    linear_cross_entropy_reference)
+from s1kernels.ops.loss.contract import (  # noqa: F401  (public names of the family)
+    LOSS_BACKENDS, NORMALIZATIONS, REDUCTIONS, _check_inputs, _reduce, _stats, _token_weights, _validate_values)
+from s1kernels.ops.loss.reference import linear_cross_entropy_reference  # noqa: F401
 from s1kernels.ops.loss.torch_impl import stat_dtype as _stat_dtype
 
 

@@ -1,40 +1,15 @@
-"""The similarity family's oracles and the math they share with the fast paths, torch only.
-
-The ranking key (score, index) -> int64, the inverse norms and the unit rows are used by
-every path, so ties and zero-norm rows come out identically; the `*_reference` functions
-compute the full score matrix or walk host loops and are for small inputs (tests) only.
+"""The similarity family's oracles, torch only: each `*_reference` computes the full score
+matrix or walks host loops, for small inputs (tests) only. The ranking key, the norms and
+the argument checks they share with the fast paths are in contract.py.
 """
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 import torch
 
-from s1kernels.ops.similarity.norms import (  # noqa: F401  (shared with the fast paths)
-    check_inner_products, inverse_norms, normalized, scaled_rows)
-
-KEY_SENTINEL = -(2**63)
-
-
-class DedupResult(NamedTuple):
-    keep: torch.Tensor  # bool [N], indexed like x
-    kept: torch.Tensor  # int64 [K], the kept items in priority order
-
-
-def score_keys(scores: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """int64 keys ordering by score (descending) then column (ascending): the tie rule."""
-    bits = (scores.float() + 0.0).view(torch.int32)  # + 0.0 maps -0.0 to +0.0
-    hi = bits ^ ((bits >> 31) & 0x7FFFFFFF)
-    return (hi.to(torch.int64) << 32) | (0x7FFFFFFF - cols).to(torch.int64)
-
-
-def decode_keys(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    hi = (keys >> 32).to(torch.int32)
-    bits = hi ^ ((hi >> 31) & 0x7FFFFFFF)
-    scores = bits.view(torch.float32)
-    idx = 0x7FFFFFFF - (keys & 0xFFFFFFFF)
-    return scores, idx
+from s1kernels.ops.similarity.contract import (
+    KEY_SENTINEL, DedupResult, check_inner_products, decode_keys, normalized, scaled_rows, score_keys)
 
 
 def topk_similarity_reference(x, y=None, k=10, *, exclude_self=True, normalize=True):

@@ -1,7 +1,7 @@
-"""Configuration and state of the fused decode step: the forcing token lists, the budget,
-the sampling parameters (each validated on the host at setup time and turned into device
-tensors) and the per-row state the step updates in place. The numbers mirror
-csrc/include/s1k/budget_forcing.h.
+"""The decode step's contract: the forcing token lists, the budget, the sampling parameters
+(each validated on the host at setup time and turned into device tensors), the per-row
+state the step updates in place, and `validate`, the checks of a step's arguments. The
+numbers mirror csrc/include/s1k/budget_forcing.h.
 """
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import struct
 from typing import NamedTuple, Sequence
 
 import torch
+
+from s1kernels import checks
 
 # Phases, injection kinds, events, modes and error bits: the same numbers as in
 # csrc/include/s1k/budget_forcing.h.
@@ -321,3 +323,75 @@ class DecodeState:
     def done(self) -> torch.Tensor:
         """Bool [B]: rows that finished (device tensor, no sync)."""
         return self.phase == DONE
+
+
+# ----------------------------------------------------------------------------- the step's arguments
+
+def _check_tensor(name, t, dtype, batch, device):
+    checks.check_tensor(name, t)
+    checks.check_dtype(name, t, dtype)
+    if t.shape != (batch,):
+        raise ValueError(f"{name}: expected shape ({batch},) (one value per batch row), got {tuple(t.shape)}")
+    if t.device != device:
+        raise ValueError(f"{name}: expected a tensor on {device} (the logits' device), got {t.device}")
+    if not t.is_contiguous():
+        raise ValueError(f"{name}: expected a contiguous tensor")
+
+
+def validate(logits, state, budget_t, sampling_t, forcing, vocab_size):
+    if not isinstance(logits, torch.Tensor):
+        raise TypeError(f"logits: expected a torch.Tensor, got {type(logits).__name__}")
+    if logits.dim() != 2 or logits.shape[0] < 1 or logits.shape[1] < 1:
+        raise ValueError(f"logits: expected a non-empty [B, V] tensor, got shape {tuple(logits.shape)}")
+    if logits.dtype not in _LOGIT_DTYPES:
+        raise TypeError(f"logits: expected dtype float32, float16 or bfloat16, got {logits.dtype}")
+    if logits.stride(1) != 1:
+        raise ValueError(f"logits: the vocabulary dimension must be contiguous (stride 1), got strides {logits.stride()}")
+    B, V = logits.shape
+    if vocab_size is None:
+        vocab_size = V
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int):
+        raise TypeError(f"vocab_size: expected an int or None, got {type(vocab_size).__name__}")
+    if not 1 <= vocab_size <= V:
+        raise ValueError(f"vocab_size: expected 1 <= vocab_size <= logits.shape[1] = {V}, got {vocab_size}")
+    if not isinstance(state, DecodeState):
+        raise TypeError(f"state: expected a DecodeState, got {type(state).__name__}")
+    if not isinstance(budget_t, BudgetTensors):
+        raise TypeError(f"budget_t: expected BudgetTensors (Budget(...).tensors(batch, device)), got {type(budget_t).__name__}")
+    if not isinstance(sampling_t, SamplingTensors):
+        raise TypeError(f"sampling_t: expected SamplingTensors (Sampling(...).tensors(batch, device)), got {type(sampling_t).__name__}")
+    if not isinstance(forcing, ForcingTokens):
+        raise TypeError(f"forcing: expected ForcingTokens, got {type(forcing).__name__}")
+    dev = logits.device
+    for f in _STATE_FIELDS:
+        _check_tensor(f"state.{f}", getattr(state, f), torch.int64 if f == "step" else torch.int32, B, dev)
+    for f in BudgetTensors._fields:
+        _check_tensor(f"budget_t.{f}", getattr(budget_t, f), torch.int32, B, dev)
+    dtypes = dict(temperature=torch.float32, top_k=torch.int32, top_p=torch.float32, min_p=torch.float32,
+                  seed=torch.int64)
+    for f in SamplingTensors._fields:
+        _check_tensor(f"sampling_t.{f}", getattr(sampling_t, f), dtypes[f], B, dev)
+    n_stop = len(forcing.end_think_ids) + len(forcing.eos_ids)
+    if n_stop > MAX_STOP_IDS:
+        raise ValueError(f"forcing: at most {MAX_STOP_IDS} end-of-thinking + EOS ids in all, got {n_stop}")
+    if forcing.max_id() >= vocab_size:
+        raise ValueError(f"forcing: every token id must be < vocab_size = {vocab_size}, got id {forcing.max_id()}")
+    if dev.type == "cpu" and not torch.compiler.is_compiling():  # reading values costs no device sync here
+        _check_state_values(state)
+    return vocab_size
+
+
+def _check_state_values(state: DecodeState) -> None:
+    """A hand-built state the step cannot interpret is refused (the torch and C++ paths would
+    otherwise disagree: one indexes out of range, the other clamps). CPU only: on a GPU the
+    step never reads state back to the host."""
+    def bad(name, mask):
+        rows = mask.nonzero()[:, 0]
+        if rows.numel():
+            r = int(rows[0])
+            raise ValueError(f"state.{name}: row {r} holds {int(getattr(state, name)[r])}, which no decode step "
+                             f"produces ({len(rows)} such row(s)); start from DecodeState.new")
+
+    bad("phase", (state.phase < THINKING) | (state.phase > DONE))
+    bad("inject_kind", (state.inject_kind < INJECT_NONE) | (state.inject_kind > INJECT_EXIT))
+    # (an inject_pos past its sequence is clamped into the token table alike by every backend)

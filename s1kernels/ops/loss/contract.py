@@ -1,0 +1,161 @@
+"""The loss's contract, torch only: the argument checks, and the reduction on [N] vectors
+(token / sequence normalisation, `num_items`, mean/sum/none) that every backend and the
+oracle (reference.py) share.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from s1kernels import checks
+from s1kernels.backend import FAMILIES
+
+REDUCTIONS = ("mean", "sum", "none")
+NORMALIZATIONS = ("token", "sequence")
+# The loss's entries of the one backend vocabulary (s1kernels.backend.FAMILIES["loss"]):
+# "torch" is the chunked torch path; this module's oracle is not a backend.
+LOSS_BACKENDS = ("auto",) + FAMILIES["loss"]
+_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+# ----------------------------------------------------------------------------------------
+# Input checks
+# ----------------------------------------------------------------------------------------
+
+def _check_inputs(hidden, weight, labels, bias, cu_seqlens, num_items, ignore_index, reduction,
+                  normalize, z_loss, softcap, vocab_size, backend, validate):
+    """Checks everything that can be checked without reading device memory; returns vocab_size."""
+    checks.check_tensor("hidden", hidden, "[N, H]")
+    checks.check_tensor("weight", weight, "[V, H]")
+    checks.check_tensor("labels", labels, "[N]")
+    checks.check_dims("hidden", hidden, 2, "[N, H]")
+    checks.check_dims("weight", weight, 2, "[V, H]")
+    checks.check_dtype("hidden", hidden, _FLOAT_DTYPES, f"a floating dtype {_FLOAT_DTYPES}")
+    checks.check_dtype("weight", weight, hidden.dtype, f"dtype {hidden.dtype} (the dtype of hidden)")
+    n, h = hidden.shape
+    v = weight.shape[0]
+    if weight.shape[1] != h:
+        raise ValueError(f"weight: expected shape [V, {h}] (H of hidden), got {tuple(weight.shape)}")
+    if v == 0:
+        raise ValueError("weight: expected at least one vocabulary row, got V=0")
+    checks.check_on_device("weight", weight, hidden.device, "the device of hidden")
+    if labels.dim() != 1 or labels.shape[0] != n:
+        raise ValueError(f"labels: expected shape [{n}] (N of hidden), got {tuple(labels.shape)}")
+    checks.check_dtype("labels", labels, (torch.int64, torch.int32), "dtype int64 or int32")
+    checks.check_on_device("labels", labels, hidden.device)
+    if bias is not None:
+        checks.check_tensor("bias", bias, "[V] or None")
+        if bias.shape != (v,):
+            raise ValueError(f"bias: expected shape [{v}] (V of weight), got {tuple(bias.shape)}")
+        checks.check_dtype("bias", bias, hidden.dtype)
+        checks.check_on_device("bias", bias, hidden.device)
+    checks.check_choice("reduction", reduction, REDUCTIONS)
+    checks.check_choice("normalize", normalize, NORMALIZATIONS)
+    checks.check_choice("backend", backend, LOSS_BACKENDS)
+    checks.check_int_type("ignore_index", ignore_index)
+    if not -(2**63) <= ignore_index < 2**63:
+        raise ValueError(f"ignore_index: expected an int64 value (labels are int64 or int32), got {ignore_index}")
+    if isinstance(z_loss, bool) or not isinstance(z_loss, (int, float)) or not math.isfinite(z_loss) or z_loss < 0:
+        raise ValueError(f"z_loss: expected a finite float >= 0, got {z_loss!r}")
+    if softcap is not None and (isinstance(softcap, bool) or not isinstance(softcap, (int, float))
+                                or not math.isfinite(softcap) or softcap <= 0):
+        raise ValueError(f"softcap: expected None or a finite float > 0, got {softcap!r}")
+    if vocab_size is None:
+        vocab_size = v
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or not 1 <= vocab_size <= v:
+        raise ValueError(f"vocab_size: expected an int in [1, {v}] (rows of weight), got {vocab_size!r}")
+    if 0 <= ignore_index < vocab_size:
+        raise ValueError(f"ignore_index: expected a value outside [0, vocab_size={vocab_size}), got {ignore_index}")
+    if num_items is not None:
+        if reduction != "mean":
+            raise ValueError(f"num_items: only applies to reduction='mean', got reduction={reduction!r}")
+        if not isinstance(num_items, Tensor):
+            raise TypeError("num_items: expected a tensor with one element (kept on device), "
+                            f"got {type(num_items).__name__}")
+        if num_items.numel() != 1:
+            raise ValueError(f"num_items: expected one element, got shape {tuple(num_items.shape)}")
+        checks.check_on_device("num_items", num_items, hidden.device)
+    if cu_seqlens is not None:
+        if not isinstance(cu_seqlens, Tensor):
+            raise TypeError(f"cu_seqlens: expected an int tensor [S+1] or None, got {type(cu_seqlens).__name__}")
+        if cu_seqlens.dim() != 1 or cu_seqlens.shape[0] < 2:
+            raise ValueError(f"cu_seqlens: expected shape [S+1] with S >= 1, got {tuple(cu_seqlens.shape)}")
+        checks.check_dtype("cu_seqlens", cu_seqlens, (torch.int32, torch.int64), "dtype int32 or int64")
+        checks.check_on_device("cu_seqlens", cu_seqlens, hidden.device)
+    if validate:
+        _validate_values(labels, cu_seqlens, n, ignore_index, vocab_size)
+    return vocab_size
+
+
+def _validate_values(labels, cu_seqlens, n, ignore_index, vocab_size):
+    """Checks label range and cu_seqlens contents; reads device memory (a host sync on GPU)."""
+    bad = (labels != ignore_index) & ((labels < 0) | (labels >= vocab_size))
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0, 0])
+        raise ValueError(f"labels: expected values in [0, vocab_size={vocab_size}) or ignore_index={ignore_index}, "
+                         f"got {int(labels[i])} at position {i}")
+    if cu_seqlens is not None:
+        first, last = int(cu_seqlens[0]), int(cu_seqlens[-1])
+        if first != 0 or last != n:
+            raise ValueError(f"cu_seqlens: expected to start at 0 and end at N={n}, got {first} .. {last}")
+        if bool((cu_seqlens[1:] < cu_seqlens[:-1]).any()):
+            raise ValueError(f"cu_seqlens: expected non-decreasing boundaries, got {cu_seqlens.tolist()}")
+
+
+# ----------------------------------------------------------------------------------------
+# Reduction: token / sequence normalisation on [N] vectors (shared by every backend)
+# ----------------------------------------------------------------------------------------
+
+def _token_weights(labels, cu_seqlens, ignore_index, normalize, num_items):
+    """Per-token weight w [N] (fp32) and the mean's denominator (device scalar).
+
+    token:    w = 1 on trained tokens; denominator = trained tokens (or num_items).
+    sequence: w = 1 / (trained tokens of the token's sample); denominator = samples that
+              hold at least one trained token (or num_items). A sample is a cu_seqlens
+              segment; without cu_seqlens all N tokens form one sample.
+    """
+    valid = (labels != ignore_index).to(torch.float32)
+    if normalize == "token":
+        w = valid
+        count = valid.sum()
+    else:
+        n = labels.shape[0]
+        if cu_seqlens is None:
+            seg = torch.zeros(n, dtype=torch.long, device=labels.device)
+            nseg = 1
+        else:
+            pos = torch.arange(n, device=labels.device, dtype=cu_seqlens.dtype)
+            seg = torch.searchsorted(cu_seqlens[1:].contiguous(), pos, right=True)
+            nseg = cu_seqlens.shape[0] - 1
+            seg = seg.clamp(max=nseg - 1)
+        per_seg = torch.zeros(nseg, dtype=torch.float32, device=labels.device).index_add_(0, seg, valid)
+        w = valid / per_seg.clamp(min=1.0)[seg]
+        count = (per_seg > 0).to(torch.float32).sum()
+    denom = count if num_items is None else num_items.reshape(()).to(torch.float32)
+    # All tokens ignored: the sum is 0, so any non-zero denominator gives loss 0 and zero grads.
+    denom = torch.where(denom == 0, torch.ones_like(denom), denom)
+    return w, denom
+
+
+def _reduce(token_loss, labels, cu_seqlens, ignore_index, reduction, normalize, num_items):
+    if reduction == "none":
+        return token_loss
+    w, denom = _token_weights(labels, cu_seqlens, ignore_index, normalize, num_items)
+    total = (token_loss * w.to(token_loss.dtype)).sum()
+    if reduction == "sum":
+        return total
+    return total / denom.to(total.dtype)
+
+
+def _stats(token_loss, lse, pred, labels, ignore_index):
+    valid = labels != ignore_index
+    correct = (pred == labels) & valid
+    count = valid.sum().clamp(min=1).to(torch.float32)
+    return {
+        "token_loss": token_loss.detach(),
+        "logsumexp": lse.detach(),
+        "correct": correct,
+        "accuracy": correct.sum().to(torch.float32) / count,
+    }
