@@ -22,12 +22,34 @@ from setuptools.command.build_ext import build_ext
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
 
-def source_digest():
-    """The fingerprint s1kernels/native_sources.py computes (loaded by path: no torch import)."""
-    spec = importlib.util.spec_from_file_location("_s1k_sources", os.path.join(ROOT, "s1kernels", "native_sources.py"))
+def _load(name, *path):
+    """A module of the package loaded by path (no torch import)."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, *path))
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod  # dataclasses and NamedTuple look their module up
     spec.loader.exec_module(mod)
-    return mod.source_digest(ROOT)
+    return mod
+
+
+def source_digest():
+    """The fingerprint s1kernels/native_sources.py computes."""
+    return _load("_s1k_sources", "s1kernels", "native_sources.py").source_digest(ROOT)
+
+
+def write_decode_fields():
+    """csrc/include/s1k/decode_fields.h from the decode step's field table, before anything
+    compiles, so the C++ struct and the bindings are always built from the table."""
+    fields = _load("_s1k_decode_fields", "s1kernels", "ops", "decode", "fields.py")
+    path = os.path.join(ROOT, fields.HEADER)
+    text = fields.header_text()
+    current = None
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            current = f.read()
+    if current != text:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        print(f"wrote {fields.HEADER} from s1kernels/ops/decode/fields.py", flush=True)
 
 
 def find_nvcc():
@@ -114,6 +136,7 @@ class BuildExt(build_ext):
         return objects
 
 
+write_decode_fields()
 sources = sorted(glob.glob("python/*.cpp")) + sorted(glob.glob("csrc/*.cpp")) + sorted(glob.glob("csrc/*.cu"))
 
 setup(

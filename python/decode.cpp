@@ -17,52 +17,78 @@ T* ptr(uintptr_t p) {
   return reinterpret_cast<T*>(p);
 }
 
-// Fills DecodeArgs from the flat lists decode.py passes; false when a list has the wrong length.
+// The number of fields of a group of the table (decode_fields.h).
+#define S1K_COUNT_FIELD(name, type) +1
+constexpr size_t kStateFields = 0 S1K_DECODE_STATE_FIELDS(S1K_COUNT_FIELD);
+constexpr size_t kBudgetFields = 0 S1K_DECODE_BUDGET_FIELDS(S1K_COUNT_FIELD);
+constexpr size_t kSamplingFields = 0 S1K_DECODE_SAMPLING_FIELDS(S1K_COUNT_FIELD);
+#undef S1K_COUNT_FIELD
+
+// Fills DecodeArgs from the three pointer lists Python passes in the table's order (the
+// macros visit the fields in that order); false when a list has the wrong length.
 bool make_args(s1k::DecodeArgs& a, uintptr_t logits, int dtype, int64_t batch, int64_t V, int64_t row_stride,
                int64_t vocab_size, const std::vector<uintptr_t>& state, const std::vector<uintptr_t>& budget,
                const std::vector<uintptr_t>& sampling, uintptr_t table, const std::vector<int>& lengths, int pad_id,
                uintptr_t tokens, uintptr_t logprobs) {
-  if (state.size() != 9 || budget.size() != 5 || sampling.size() != 5 || lengths.size() != 5) return false;
+  if (state.size() != kStateFields || budget.size() != kBudgetFields || sampling.size() != kSamplingFields ||
+      lengths.size() != 5)
+    return false;
   if (vocab_size > V) return false;
   a.logits = ptr<const void>(logits);
   a.dtype = dtype;
   a.batch = batch;
   a.row_stride = row_stride;
   a.vocab_size = vocab_size;
-  a.phase = ptr<int32_t>(state[0]);
-  a.thinking_tokens = ptr<int32_t>(state[1]);
-  a.waits_used = ptr<int32_t>(state[2]);
-  a.inject_kind = ptr<int32_t>(state[3]);
-  a.inject_pos = ptr<int32_t>(state[4]);
-  a.answer_tokens = ptr<int32_t>(state[5]);
-  a.error = ptr<int32_t>(state[6]);
-  a.event = ptr<int32_t>(state[7]);
-  a.step = ptr<int64_t>(state[8]);
-  a.min_thinking_tokens = ptr<const int32_t>(budget[0]);
-  a.max_thinking_tokens = ptr<const int32_t>(budget[1]);
-  a.num_waits = ptr<const int32_t>(budget[2]);
-  a.max_answer_tokens = ptr<const int32_t>(budget[3]);
-  a.mode = ptr<const int32_t>(budget[4]);
-  a.temperature = ptr<const float>(sampling[0]);
-  a.top_k = ptr<const int32_t>(sampling[1]);
-  a.top_p = ptr<const float>(sampling[2]);
-  a.min_p = ptr<const float>(sampling[3]);
-  a.seed = ptr<const int64_t>(sampling[4]);
+  size_t i = 0;
+#define S1K_FILL(list, name, type) a.name = ptr<type>(list[i++]);
+#define S1K_FILL_STATE(name, type) S1K_FILL(state, name, type)
+#define S1K_FILL_BUDGET(name, type) S1K_FILL(budget, name, const type)
+#define S1K_FILL_SAMPLING(name, type) S1K_FILL(sampling, name, const type)
+  S1K_DECODE_STATE_FIELDS(S1K_FILL_STATE)
+  i = 0;
+  S1K_DECODE_BUDGET_FIELDS(S1K_FILL_BUDGET)
+  i = 0;
+  S1K_DECODE_SAMPLING_FIELDS(S1K_FILL_SAMPLING)
+#undef S1K_FILL_SAMPLING
+#undef S1K_FILL_BUDGET
+#undef S1K_FILL_STATE
+#undef S1K_FILL
   a.table = ptr<const int32_t>(table);
-  for (int i = 0; i < 5; ++i) a.lengths[i] = lengths[i];
+  for (int k = 0; k < 5; ++k) a.lengths[k] = lengths[k];
   a.pad_id = pad_id;
   a.tokens = ptr<int64_t>(tokens);
   a.logprobs = ptr<float>(logprobs);
   return true;
 }
 
+// The field names the module was built with, by group: Python refuses a stale build.
+py::dict field_names() {
+  py::dict groups;
+  py::list state, budget, sampling;
+#define S1K_STATE_NAME(name, type) state.append(#name);
+#define S1K_BUDGET_NAME(name, type) budget.append(#name);
+#define S1K_SAMPLING_NAME(name, type) sampling.append(#name);
+  S1K_DECODE_STATE_FIELDS(S1K_STATE_NAME)
+  S1K_DECODE_BUDGET_FIELDS(S1K_BUDGET_NAME)
+  S1K_DECODE_SAMPLING_FIELDS(S1K_SAMPLING_NAME)
+#undef S1K_SAMPLING_NAME
+#undef S1K_BUDGET_NAME
+#undef S1K_STATE_NAME
+  groups["state"] = state;
+  groups["budget"] = budget;
+  groups["sampling"] = sampling;
+  return groups;
+}
+
 }  // namespace
 
 void s1k_bind_decode(py::module_& m) {
+  m.attr("decode_fields") = field_names();
   const char* doc =
-      "decode_step_{cpu,cuda}(logits_ptr, dtype_code, batch, V, row_stride, vocab_size, state_ptrs[9], "
-      "budget_ptrs[5], sampling_ptrs[5], table_ptr, lengths[5], pad_id, tokens_ptr, logprobs_ptr, stream) -> "
-      "error code (0 = ok). Raw entry point: use s1kernels.ops.decode.decode_step.";
+      "decode_step_{cpu,cuda}(logits_ptr, dtype_code, batch, V, row_stride, vocab_size, state_ptrs, "
+      "budget_ptrs, sampling_ptrs (each in the order of decode_fields), table_ptr, lengths[5], pad_id, "
+      "tokens_ptr, logprobs_ptr, stream) -> error code (0 = ok). Raw entry point: use "
+      "s1kernels.ops.decode.decode_step.";
   m.def(
       "decode_step_cpu",
       [](uintptr_t logits, int dtype, int64_t batch, int64_t V, int64_t row_stride, int64_t vocab_size,

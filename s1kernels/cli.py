@@ -10,6 +10,7 @@ import argparse
 from s1kernels import checks
 from s1kernels.data.format import ANSWER_START, FINAL_ANSWER, THINK_START
 from s1kernels.ops.decode import Budget, Sampling
+from s1kernels.ops.decode.fields import BUDGET, SAMPLING
 
 
 def add_budget_sampling_args(p: argparse.ArgumentParser) -> None:
@@ -68,8 +69,9 @@ def delimiters_from_args(args) -> dict:
 
 
 def budget_sampling_from_args(args, max_thinking_tokens: int):
-    budget = Budget(min_thinking_tokens=args.min_thinking_tokens, max_thinking_tokens=max_thinking_tokens,
-                    num_waits=args.num_waits, max_answer_tokens=args.max_answer_tokens, mode=args.mode)
-    sampling = Sampling(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
-                        seed=args.seed)
+    """`Budget` and `Sampling` from the parsed flags: each field of the decode step's table
+    (s1kernels/ops/decode/fields.py) is read from the flag of the same name."""
+    budget = Budget(**{f.name: getattr(args, f.name) for f in BUDGET if f.name != "max_thinking_tokens"},
+                    max_thinking_tokens=max_thinking_tokens)
+    sampling = Sampling(**{f.name: getattr(args, f.name) for f in SAMPLING})
     return budget, sampling

@@ -457,7 +457,7 @@ def test_bad_step_arguments():
 @needs_cpp
 def test_custom_op_registration():
     x, s, bt, stt, f = _args(B=3, V=20)
-    args = (x, *s.tensors(), *bt, *stt, f.table("cpu"), f.lengths, f.pad_id, 20, "cpp")
+    args = (x, s.tensors(), list(bt), list(stt), f.table("cpu"), f.lengths, f.pad_id, 20, "cpp")
     torch.library.opcheck(torch.ops.s1kernels.decode_step.default, args,
                           test_utils=("test_schema", "test_faketensor"))
 

@@ -81,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         extras.require("matplotlib", "--plot")
     checks.check_device(args.device)
     budget, sampling = budget_sampling_from_args(args, max(args.budgets))
-    budget.tensors(1, "cpu"), sampling.tensors(1, "cpu")  # range checks, in the kernels' dtypes
+    budget.rows(1), sampling.rows(1)  # the range checks, before any work
 
     exclude = training_questions(args.model) if args.data is None else set()
     if args.data is None and args.final_answer is None:

@@ -69,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         checks.writable_file(args.output, "--output")
     checks.check_device(args.device)
     budget, sampling = budget_sampling_from_args(args, args.max_thinking_tokens)
-    budget.tensors(1, "cpu"), sampling.tensors(1, "cpu")
+    budget.rows(1), sampling.rows(1)  # the range checks, before any work
     prompts = list(args.prompt)
     if args.prompts_file:
         prompts += _read_prompts_file(args.prompts_file)

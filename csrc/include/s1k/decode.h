@@ -5,6 +5,7 @@
 
 #include "s1k/budget_forcing.h"
 #include "s1k/common.h"
+#include "s1k/decode_fields.h"
 #include "s1k/sampling.h"
 
 namespace s1k {
@@ -13,16 +14,15 @@ struct DecodeArgs {
   const void* logits;  // [batch, row_stride] of `dtype`; columns >= vocab_size never read
   int32_t dtype;       // LogitDtype
   int64_t batch, row_stride, vocab_size;
-  // state, int32 [batch] each except step (int64 [batch]); updated in place
-  int32_t *phase, *thinking_tokens, *waits_used, *inject_kind, *inject_pos, *answer_tokens, *error, *event;
-  int64_t* step;
-  // budget, int32 [batch] each
-  const int32_t *min_thinking_tokens, *max_thinking_tokens, *num_waits, *max_answer_tokens, *mode;
-  // sampling
-  const float* temperature;
-  const int32_t* top_k;
-  const float *top_p, *min_p;
-  const int64_t* seed;
+  // one [batch] array per field of the table (decode_fields.h): the state is updated in
+  // place, the budget and the sampling parameters are read only
+#define S1K_MUTABLE_FIELD(name, type) type* name;
+#define S1K_CONST_FIELD(name, type) const type* name;
+  S1K_DECODE_STATE_FIELDS(S1K_MUTABLE_FIELD)
+  S1K_DECODE_BUDGET_FIELDS(S1K_CONST_FIELD)
+  S1K_DECODE_SAMPLING_FIELDS(S1K_CONST_FIELD)
+#undef S1K_MUTABLE_FIELD
+#undef S1K_CONST_FIELD
   // forcing: the concatenated table and its five lengths (end, delimiter, wait, exit, eos)
   const int32_t* table;
   int32_t lengths[5];
@@ -59,11 +59,13 @@ S1K_HD RowBudget load_row_budget(const DecodeArgs& a, int64_t r) {
 
 // Checks what can be checked without reading device memory; kInvalidArgument on failure.
 inline int validate_decode_args(const DecodeArgs& a) {
-  if (!a.logits || !a.phase || !a.thinking_tokens || !a.waits_used || !a.inject_kind || !a.inject_pos ||
-      !a.answer_tokens || !a.error || !a.event || !a.step || !a.min_thinking_tokens || !a.max_thinking_tokens ||
-      !a.num_waits || !a.max_answer_tokens || !a.mode || !a.temperature || !a.top_k || !a.top_p || !a.min_p ||
-      !a.seed || !a.table || !a.tokens || !a.logprobs)
-    return kInvalidArgument;
+  if (!a.logits || !a.table || !a.tokens || !a.logprobs) return kInvalidArgument;
+#define S1K_NULL_FIELD(name, type) \
+  if (!a.name) return kInvalidArgument;
+  S1K_DECODE_STATE_FIELDS(S1K_NULL_FIELD)
+  S1K_DECODE_BUDGET_FIELDS(S1K_NULL_FIELD)
+  S1K_DECODE_SAMPLING_FIELDS(S1K_NULL_FIELD)
+#undef S1K_NULL_FIELD
   if (a.dtype != kFloat32 && a.dtype != kFloat16 && a.dtype != kBFloat16) return kInvalidArgument;
   if (a.batch < 1 || a.vocab_size < 1 || a.row_stride < a.vocab_size || a.vocab_size > INT32_MAX) return kInvalidArgument;
   for (int i = 0; i < 5; ++i)

@@ -75,34 +75,25 @@ from s1kernels.ops.decode.reference import (  # noqa: F401
 
 # ----------------------------------------------------------------------------- dispatch
 
-@torch.library.custom_op("s1kernels::decode_step",
-                         mutates_args=("phase", "thinking_tokens", "waits_used", "inject_kind", "inject_pos",
-                                       "answer_tokens", "error", "event", "step"))
-def _decode_step_op(logits: torch.Tensor, phase: torch.Tensor, thinking_tokens: torch.Tensor,
-                    waits_used: torch.Tensor, inject_kind: torch.Tensor, inject_pos: torch.Tensor,
-                    answer_tokens: torch.Tensor, error: torch.Tensor, event: torch.Tensor, step: torch.Tensor,
-                    min_thinking_tokens: torch.Tensor, max_thinking_tokens: torch.Tensor, num_waits: torch.Tensor,
-                    max_answer_tokens: torch.Tensor, budget_mode: torch.Tensor, temperature: torch.Tensor,
-                    top_k: torch.Tensor, top_p: torch.Tensor, min_p: torch.Tensor, seed: torch.Tensor,
-                    forcing_table: torch.Tensor, forcing_lengths: list[int], pad_id: int, vocab_size: int,
-                    backend: str) -> tuple[torch.Tensor, torch.Tensor]:
-    state_t = [phase, thinking_tokens, waits_used, inject_kind, inject_pos, answer_tokens, error, event, step]
-    # (not named `mode`: that name collides with an argument of torch's mode dispatch)
-    budget_t = [min_thinking_tokens, max_thinking_tokens, num_waits, max_answer_tokens, budget_mode]
-    sampling_t = [temperature, top_k, top_p, min_p, seed]
+@torch.library.custom_op("s1kernels::decode_step", mutates_args=("state",))
+def _decode_step_op(logits: torch.Tensor, state: list[torch.Tensor], budget: list[torch.Tensor],
+                    sampling: list[torch.Tensor], forcing_table: torch.Tensor, forcing_lengths: list[int],
+                    pad_id: int, vocab_size: int, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The step on checked arguments. state, budget and sampling are the tensors of
+    DecodeState, BudgetTensors and SamplingTensors in the order of the field table (fields.py)."""
     # resolved here too because a traced call (torch.compile) passes the requested backend
     backend = _backend.resolve("decode", backend, logits, op="decode_step")
     if backend == "torch":
-        return _reference_step(logits, DecodeState(*state_t), BudgetTensors(*budget_t), SamplingTensors(*sampling_t),
+        return _reference_step(logits, DecodeState(*state), BudgetTensors(*budget), SamplingTensors(*sampling),
                                forcing_table, forcing_lengths, pad_id, vocab_size)
     if backend == "cuda":
         # the kernel launches on the current device, which must be the one owning the stream
         with torch.cuda.device(logits.device):
             stream = torch.cuda.current_stream(logits.device).cuda_stream
-            return _native.step("decode_step_cuda", logits, state_t, budget_t, sampling_t, forcing_table,
-                                 forcing_lengths, pad_id, vocab_size, stream)
+            return _native.step("decode_step_cuda", logits, state, budget, sampling, forcing_table,
+                                forcing_lengths, pad_id, vocab_size, stream)
     if backend == "cpp":
-        return _native.step("decode_step_cpu", logits, state_t, budget_t, sampling_t, forcing_table,
+        return _native.step("decode_step_cpu", logits, state, budget, sampling, forcing_table,
                             forcing_lengths, pad_id, vocab_size, 0)
     raise AssertionError(f"unreachable backend {backend!r}")
 
@@ -135,7 +126,7 @@ def decode_step(logits: torch.Tensor, state: DecodeState, budget_t: BudgetTensor
     # the custom op resolves "auto" itself (opaque to torch.compile); eager calls fail early here
     which = backend if torch.compiler.is_compiling() else _backend.resolve(
         "decode", backend, logits, op="decode_step")
-    return _decode_step_op(logits, *state.tensors(), *budget_t, *sampling_t, forcing.table(logits.device),
+    return _decode_step_op(logits, state.tensors(), list(budget_t), list(sampling_t), forcing.table(logits.device),
                            forcing.lengths, forcing.pad_id, vocab_size, which)
 
 

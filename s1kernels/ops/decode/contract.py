@@ -14,6 +14,7 @@ from typing import NamedTuple, Sequence
 import torch
 
 from s1kernels import checks
+from s1kernels.ops.decode.fields import BUDGET, SAMPLING, STATE, Field
 
 # Phases, injection kinds, events, modes and error bits: the same numbers as in
 # csrc/include/s1k/budget_forcing.h.
@@ -25,7 +26,6 @@ ERROR_NONFINITE, ERROR_NO_TOKEN = 1, 2
 MAX_STOP_IDS = 16  # end-of-thinking + EOS ids, kept in the kernel's shared memory
 
 _PHASES = {"thinking": THINKING, "answer": ANSWER}
-_MODES = {"wait": MODE_WAIT, "suppress": MODE_SUPPRESS}
 _LOGIT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 PHILOX_TAG = 0x53314B44  # counter word 3: keeps this stream apart from other Philox users
 
@@ -157,119 +157,11 @@ class ForcingTokens:
         return self._tables[key]
 
 
-class BudgetTensors(NamedTuple):
-    """Per-row budget configuration on the device (int32 [B] each)."""
-    min_thinking_tokens: torch.Tensor
-    max_thinking_tokens: torch.Tensor
-    num_waits: torch.Tensor
-    max_answer_tokens: torch.Tensor
-    mode: torch.Tensor  # 0 = wait, 1 = suppress
+# ----------------------------------------------------------------------------- the per-row fields
+# Budget, Sampling, their tensor tuples and DecodeState take their fields, defaults, dtypes
+# and ranges from the one table in fields.py.
 
-
-class SamplingTensors(NamedTuple):
-    """Per-row sampling configuration on the device."""
-    temperature: torch.Tensor  # fp32 [B], 0 = greedy
-    top_k: torch.Tensor  # int32 [B], 0 = off
-    top_p: torch.Tensor  # fp32 [B], 1 = off
-    min_p: torch.Tensor  # fp32 [B], 0 = off
-    seed: torch.Tensor  # int64 [B]
-
-
-_INT32_MAX = 2**31 - 1
-
-
-@dataclasses.dataclass
-class Budget:
-    """Thinking budget. Each field is an int or a per-row sequence/tensor; mode "wait" or "suppress".
-
-    The default imposes nothing: no minimum, no extension, thinking and answer capped only
-    at 2**31-1 tokens.
-    """
-
-    min_thinking_tokens: object = 0
-    max_thinking_tokens: object = _INT32_MAX
-    num_waits: object = 0
-    max_answer_tokens: object = _INT32_MAX
-    mode: object = "wait"
-
-    def tensors(self, batch: int, device) -> BudgetTensors:
-        """Validates the budget for `batch` rows and returns it as device tensors (setup time)."""
-        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-            raise ValueError(f"Budget.tensors: batch must be a positive int, got {batch!r}")
-        mn = _as_list("min_thinking_tokens", self.min_thinking_tokens, batch, int)
-        mx = _as_list("max_thinking_tokens", self.max_thinking_tokens, batch, int)
-        nw = _as_list("num_waits", self.num_waits, batch, int)
-        ma = _as_list("max_answer_tokens", self.max_answer_tokens, batch, int)
-        modes = self.mode if isinstance(self.mode, (list, tuple)) else [self.mode] * batch
-        if len(modes) != batch:
-            raise ValueError(f"mode: expected {batch} per-row values (the batch size), got {len(modes)}")
-        for m in modes:
-            if m not in _MODES:
-                raise ValueError(f"mode: expected 'wait' or 'suppress', got {m!r}")
-        for r in range(batch):
-            if not 0 <= mn[r] <= mx[r] <= _INT32_MAX:
-                raise ValueError(f"Budget: need 0 <= min_thinking_tokens <= max_thinking_tokens <= 2**31-1, "
-                                 f"got min={mn[r]}, max={mx[r]} (row {r})")
-            if not 0 <= nw[r] <= _INT32_MAX:
-                raise ValueError(f"num_waits: expected >= 0, got {nw[r]} (row {r})")
-            if not 1 <= ma[r] <= _INT32_MAX:
-                raise ValueError(f"max_answer_tokens: expected >= 1, got {ma[r]} (row {r})")
-        i32 = dict(dtype=torch.int32, device=device)
-        return BudgetTensors(torch.tensor(mn, **i32), torch.tensor(mx, **i32), torch.tensor(nw, **i32),
-                             torch.tensor(ma, **i32), torch.tensor([_MODES[m] for m in modes], **i32))
-
-
-@dataclasses.dataclass
-class Sampling:
-    """Sampling parameters; each an scalar or per-row sequence/tensor. temperature 0 = greedy.
-
-    A scalar seed gives every row the same seed (rows with the same logits then draw the same
-    token); pass per-row seeds for independent rows.
-    """
-
-    temperature: object = 0.0
-    top_k: object = 0
-    top_p: object = 1.0
-    min_p: object = 0.0
-    seed: object = 0
-
-    def tensors(self, batch: int, device) -> SamplingTensors:
-        """Validates the parameters for `batch` rows and returns them as device tensors (setup time)."""
-        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-            raise ValueError(f"Sampling.tensors: batch must be a positive int, got {batch!r}")
-        t = _as_list("temperature", self.temperature, batch, float)
-        k = _as_list("top_k", self.top_k, batch, int)
-        p = _as_list("top_p", self.top_p, batch, float)
-        mp = _as_list("min_p", self.min_p, batch, float)
-        s = _as_list("seed", self.seed, batch, int)
-        for r in range(batch):
-            if not (math.isfinite(t[r]) and t[r] >= 0):
-                raise ValueError(f"temperature: expected a finite value >= 0, got {t[r]} (row {r})")
-            if not math.isfinite(_fp32(t[r])):  # the kernels hold it in fp32
-                raise ValueError(f"temperature: {t[r]} is beyond float32 (at most {_FP32_MAX:.4g}) (row {r})")
-            if 0 < t[r] < _FP32_TINY:  # an fp32 subnormal: the GPU kernel (fast math) flushes it to 0
-                raise ValueError(f"temperature: expected 0 (greedy) or at least {_FP32_TINY:.4g} (the smallest "
-                                 f"normal fp32), got {t[r]} (row {r})")
-            for pname, pv in (("top_p", p[r]), ("min_p", mp[r])):
-                if 0 < pv < _FP32_TINY:  # fp32 would hold 0 (or a subnormal the GPU flushes to 0)
-                    raise ValueError(f"{pname}: {pv} is below the smallest normal float32 ({_FP32_TINY:.4g}), "
-                                     f"which the kernels would read as 0 (row {r})")
-            if not 0 <= k[r] <= _INT32_MAX:
-                raise ValueError(f"top_k: expected 0 (off) or a positive int, got {k[r]} (row {r})")
-            if not 0 < p[r] <= 1:
-                raise ValueError(f"top_p: expected a value in (0, 1], got {p[r]} (row {r})")
-            if not 0 <= mp[r] <= 1:
-                raise ValueError(f"min_p: expected a value in [0, 1], got {mp[r]} (row {r})")
-            if not -2**63 <= s[r] < 2**64:
-                raise ValueError(f"seed: expected a 64-bit integer, got {s[r]} (row {r})")
-        s = [v - 2**64 if v >= 2**63 else v for v in s]  # same bits as uint64
-        return SamplingTensors(torch.tensor(t, dtype=torch.float32, device=device),
-                               torch.tensor(k, dtype=torch.int32, device=device),
-                               torch.tensor(p, dtype=torch.float32, device=device),
-                               torch.tensor(mp, dtype=torch.float32, device=device),
-                               torch.tensor(s, dtype=torch.int64, device=device))
-
-
+_TORCH_DTYPES = {"int32": torch.int32, "int64": torch.int64, "float32": torch.float32}
 _FP32_TINY = torch.finfo(torch.float32).tiny
 _FP32_MAX = torch.finfo(torch.float32).max
 
@@ -278,30 +170,110 @@ def _fp32(v: float) -> float:
     """`v` rounded to float32 as the kernels will hold it."""
     return struct.unpack("f", struct.pack("f", v))[0] if abs(v) <= 3.5e38 else math.copysign(math.inf, v)
 
-_STATE_FIELDS = ("phase", "thinking_tokens", "waits_used", "inject_kind", "inject_pos", "answer_tokens",
-                 "error", "event", "step")
+
+def _range(f: Field) -> str:
+    lo = "" if f.lo is None else f"{f.lo} {'<' if f.lo_open else '<='} "
+    hi = "" if f.hi is None else f" <= {f.hi}"
+    return f"{lo}{f.name}{hi}"
 
 
-@dataclasses.dataclass
-class DecodeState:
-    """Per-row decode state on the device, updated in place by `decode_step`.
+def _check_value(f: Field, v, row: int):
+    """One row's value of field `f` as the kernels will hold it; ValueError naming the field,
+    the row, what is allowed and what was given."""
+    if f.dtype == "float32" and not math.isfinite(v):
+        raise ValueError(f"{f.name}: expected a finite value ({_range(f)}), got {v} (row {row})")
+    if (f.lo is not None and (v <= f.lo if f.lo_open else v < f.lo)) or (f.hi is not None and v > f.hi):
+        raise ValueError(f"{f.name}: expected {_range(f)}, got {v} (row {row})")
+    if f.dtype == "float32":
+        if not math.isfinite(_fp32(v)):
+            raise ValueError(f"{f.name}: {v} is beyond float32 (at most {_FP32_MAX:.4g}) (row {row})")
+        if 0 < abs(v) < _FP32_TINY:  # an fp32 subnormal or 0: the GPU kernel (fast math) reads it as 0
+            raise ValueError(f"{f.name}: {v} is below the smallest normal float32 ({_FP32_TINY:.4g}), which the "
+                             f"kernels read as 0 (row {row}); pass 0 or at least the smallest normal fp32")
+    if f.dtype == "int64" and v >= 2**63:
+        v -= 2**64  # the same bits as uint64
+    return v
 
-    phase (THINKING/ANSWER/DONE), thinking_tokens, waits_used, inject_kind (NONE/WAIT/
-    DELIMITER/EXIT), inject_pos (cursor into the pending sequence), answer_tokens (sampled
-    answer tokens), error (bit 1: non-finite logits, bit 2: no allowed token), event (what the
-    last step did: EVENT_*) are int32 [B]; step (the row's RNG counter, +1 per call) is int64 [B].
-    """
 
-    phase: torch.Tensor
-    thinking_tokens: torch.Tensor
-    waits_used: torch.Tensor
-    inject_kind: torch.Tensor
-    inject_pos: torch.Tensor
-    answer_tokens: torch.Tensor
-    error: torch.Tensor
-    event: torch.Tensor
-    step: torch.Tensor
+def _rows(f: Field, value, batch: int) -> list:
+    """The field's per-row values, checked, from a scalar or a per-row sequence/tensor."""
+    if f.choices is not None:
+        names = value if isinstance(value, (list, tuple)) else [value] * batch
+        if len(names) != batch:
+            raise ValueError(f"{f.name}: expected {batch} per-row values (the batch size), got {len(names)}")
+        for v in names:
+            if v not in f.choices:
+                raise ValueError(f"{f.name}: expected {' or '.join(map(repr, f.choices))}, got {v!r}")
+        return [f.choices[v] for v in names]
+    values = _as_list(f.name, value, batch, float if f.dtype == "float32" else int)
+    return [_check_value(f, v, r) for r, v in enumerate(values)]
 
+
+def _tensor_tuple(name: str, group: tuple[Field, ...], doc: str):
+    cls = NamedTuple(name, [(f.name, torch.Tensor) for f in group])
+    cls.__doc__ = doc + "\n\n" + "\n".join(f"{f.name}: {f.dtype} [B], {f.doc}" for f in group)
+    return cls
+
+
+BudgetTensors = _tensor_tuple("BudgetTensors", BUDGET, "Per-row budget configuration on the device.")
+SamplingTensors = _tensor_tuple("SamplingTensors", SAMPLING, "Per-row sampling configuration on the device.")
+
+
+class _Config:
+    """What Budget and Sampling share: `rows` checks every field for a batch, `tensors` puts
+    them on the device (once, at setup time)."""
+
+    _group: tuple[Field, ...] = ()
+    _tensors: type = tuple
+
+    def rows(self, batch: int) -> dict[str, list]:
+        """Every field's per-row values for `batch` rows, checked as the kernels will read them."""
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise ValueError(f"{type(self).__name__}.tensors: batch must be a positive int, got {batch!r}")
+        values = {f.name: _rows(f, getattr(self, f.name), batch) for f in self._group}
+        self._check_rows(values, batch)
+        return values
+
+    def _check_rows(self, values: dict[str, list], batch: int) -> None:
+        """Rules between fields (none by default)."""
+
+    def tensors(self, batch: int, device) -> tuple:
+        """Validates the configuration for `batch` rows and returns it as device tensors."""
+        values = self.rows(batch)
+        return self._tensors(*[torch.tensor(values[f.name], dtype=_TORCH_DTYPES[f.dtype], device=device)
+                               for f in self._group])
+
+
+def _config_class(name: str, group: tuple[Field, ...], tensors: type, doc: str, check=None):
+    fields = [(f.name, object, dataclasses.field(default=f.default)) for f in group]
+    namespace = {"_group": group, "_tensors": tensors, "__module__": __name__,
+                 "__doc__": doc + "\n\n" + "\n".join(f"{f.name} (default {f.default!r}): {f.doc}" for f in group)}
+    if check is not None:
+        namespace["_check_rows"] = check
+    return dataclasses.make_dataclass(name, fields, bases=(_Config,), namespace=namespace)
+
+
+def _check_budget(self, values, batch):
+    for r, (mn, mx) in enumerate(zip(values["min_thinking_tokens"], values["max_thinking_tokens"])):
+        if mn > mx:
+            raise ValueError(f"Budget: need 0 <= min_thinking_tokens <= max_thinking_tokens <= 2**31-1, "
+                             f"got min={mn}, max={mx} (row {r})")
+
+
+Budget = _config_class(
+    "Budget", BUDGET, BudgetTensors, check=_check_budget,
+    doc="Thinking budget. Each field is an int (mode: a name) or a per-row sequence/tensor. The default "
+        "imposes nothing: no minimum, no extension, thinking and answer capped only at 2**31-1 tokens.")
+Sampling = _config_class(
+    "Sampling", SAMPLING, SamplingTensors,
+    doc="Sampling parameters; each a scalar or a per-row sequence/tensor. temperature 0 = greedy. A scalar "
+        "seed gives every row the same seed (rows with the same logits then draw the same token); pass "
+        "per-row seeds for independent rows.")
+
+_STATE_FIELDS = tuple(f.name for f in STATE)
+
+
+class _StateMethods:
     @classmethod
     def new(cls, batch: int, device="cpu", start_phase: str = "thinking") -> "DecodeState":
         """Fresh state for `batch` rows starting in `start_phase` ("thinking" or "answer")."""
@@ -309,20 +281,27 @@ class DecodeState:
             raise ValueError(f"DecodeState.new: batch must be a positive int, got {batch!r}")
         if start_phase not in _PHASES:
             raise ValueError(f"DecodeState.new: start_phase must be 'thinking' or 'answer', got {start_phase!r}")
-        z = lambda: torch.zeros(batch, dtype=torch.int32, device=device)  # noqa: E731
-        return cls(torch.full((batch,), _PHASES[start_phase], dtype=torch.int32, device=device),
-                   z(), z(), z(), z(), z(), z(), z(), torch.zeros(batch, dtype=torch.int64, device=device))
+        state = cls(*[torch.zeros(batch, dtype=_TORCH_DTYPES[f.dtype], device=device) for f in STATE])
+        state.phase.fill_(_PHASES[start_phase])
+        return state
 
     def tensors(self) -> list[torch.Tensor]:
         return [getattr(self, f) for f in _STATE_FIELDS]
 
     def clone(self) -> "DecodeState":
-        return DecodeState(*[t.clone() for t in self.tensors()])
+        return type(self)(*[t.clone() for t in self.tensors()])
 
     @property
     def done(self) -> torch.Tensor:
         """Bool [B]: rows that finished (device tensor, no sync)."""
         return self.phase == DONE
+
+
+DecodeState = dataclasses.make_dataclass(
+    "DecodeState", [(f.name, torch.Tensor) for f in STATE], bases=(_StateMethods,),
+    namespace={"__module__": __name__,
+               "__doc__": "Per-row decode state on the device, updated in place by `decode_step`.\n\n"
+                          + "\n".join(f"{f.name}: {f.dtype} [B], {f.doc}" for f in STATE)})
 
 
 # ----------------------------------------------------------------------------- the step's arguments
@@ -363,14 +342,10 @@ def validate(logits, state, budget_t, sampling_t, forcing, vocab_size):
     if not isinstance(forcing, ForcingTokens):
         raise TypeError(f"forcing: expected ForcingTokens, got {type(forcing).__name__}")
     dev = logits.device
-    for f in _STATE_FIELDS:
-        _check_tensor(f"state.{f}", getattr(state, f), torch.int64 if f == "step" else torch.int32, B, dev)
-    for f in BudgetTensors._fields:
-        _check_tensor(f"budget_t.{f}", getattr(budget_t, f), torch.int32, B, dev)
-    dtypes = dict(temperature=torch.float32, top_k=torch.int32, top_p=torch.float32, min_p=torch.float32,
-                  seed=torch.int64)
-    for f in SamplingTensors._fields:
-        _check_tensor(f"sampling_t.{f}", getattr(sampling_t, f), dtypes[f], B, dev)
+    for prefix, value, group in (("state", state, STATE), ("budget_t", budget_t, BUDGET),
+                                 ("sampling_t", sampling_t, SAMPLING)):
+        for f in group:
+            _check_tensor(f"{prefix}.{f.name}", getattr(value, f.name), _TORCH_DTYPES[f.dtype], B, dev)
     n_stop = len(forcing.end_think_ids) + len(forcing.eos_ids)
     if n_stop > MAX_STOP_IDS:
         raise ValueError(f"forcing: at most {MAX_STOP_IDS} end-of-thinking + EOS ids in all, got {n_stop}")
