@@ -1,7 +1,7 @@
 // CPU twin of the fused decode step (csrc/decode.cu): the same budget-forcing logic
 // (s1k/budget_forcing.h) and the same sampling definitions (s1k/sampling.h), computed in
 // fp64 with a sort where the GPU uses a radix select. It agrees exactly with the torch
-// reference in s1kernels/ops/decode.py and is the oracle for the CUDA kernel.
+// reference in s1kernels/ops/decode/reference.py and is the oracle for the CUDA kernel.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>

@@ -150,7 +150,7 @@ def arg_float(lo: float | None = None, hi: float | None = None, *, lo_open: bool
     return parse
 
 
-def _probe_dir(folder: str, flag: str) -> None:
+def probe_dir(folder: str, flag: str) -> None:
     probe = os.path.join(folder, f".s1k-write-probe-{uuid.uuid4().hex[:8]}")
     try:
         with open(probe, "w"):
@@ -174,7 +174,7 @@ def writable_file(path: str, flag: str, suffixes: tuple[str, ...] = ()) -> str:
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
         raise ValueError(f"{flag}: {existing!r} is a file, so {path!r} cannot be created")
-    _probe_dir(existing, flag)
+    probe_dir(existing, flag)
     return path
 
 
@@ -187,7 +187,7 @@ def writable_dir(path: str, flag: str) -> str:
         existing = os.path.dirname(os.path.abspath(existing))
     if not os.path.isdir(existing):
         raise ValueError(f"{flag}: {existing!r} is a file, so {path!r} cannot be created")
-    _probe_dir(existing, flag)
+    probe_dir(existing, flag)
     return path
 
 

@@ -65,7 +65,7 @@ def check_invariants(p: Packed, samples, block_size, policy, pad=PAD):
        seed=st.integers(0, 1000))
 def test_pack_properties(lengths, block_size, policy, seed):
     samples = _samples(lengths, seed)
-    p = pack(samples, block_size, PAD, policy=policy)
+    p = pack(samples, block_size, PAD, overlong=policy)
     check_invariants(p, samples, block_size, policy)
     # unpack recovers every packed sample (truncated ones up to block_size)
     for si, ids, mask in p.unpack():
@@ -118,8 +118,8 @@ def test_trained_tokens_are_the_assistant_turn():
 def test_pack_errors():
     with pytest.raises(ValueError, match="block_size"):
         pack([], 1, PAD)
-    with pytest.raises(ValueError, match="policy"):
-        pack([], 8, PAD, policy="split")
+    with pytest.raises(ValueError, match="overlong"):
+        pack([], 8, PAD, overlong="split")
     with pytest.raises(ValueError, match=r"samples\[0\]"):
         pack([([1, 2], [True])], 8, PAD)
     with pytest.raises(TypeError, match=r"samples\[1\]"):

@@ -17,7 +17,8 @@ from s1kernels.data import build_default_tokenizer
 from s1kernels.model import load_model
 from s1kernels.train import TINY_DEFAULTS, TrainConfig, train
 from s1kernels.train.__main__ import parse_args
-from s1kernels.train.data import Schedule, count_items, micro_batch, pack_samples, rows_to_samples
+from s1kernels.data import render_rows
+from s1kernels.train.data import Schedule, count_items, micro_batch, pack_samples
 from s1kernels.train.optim import lr_factor
 
 TINY = dict(TINY_DEFAULTS, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
@@ -73,7 +74,7 @@ def test_micro_batch_counts_tokens_and_sequences():
     tok = build_default_tokenizer()
     from s1kernels.data import make_rows
 
-    packed = pack_samples(rows_to_samples(tok, make_rows(12, seed=1)), 512, tok.pad_id)
+    packed = pack_samples(render_rows(tok, make_rows(12, seed=1)), 512, tok.pad_id)
     b = micro_batch(packed, [0, -1, 1], tok.pad_id, "cpu")
     T = b["input_ids"].shape[0]
     assert T == 2 * 512 + 2 and int(b["cu_seqlens"][-1]) == T
@@ -234,7 +235,7 @@ def test_trains_from_jsonl_rows_and_packed_shards(tmp_path):
     assert len(log) == 2 and summary["data"]["samples"] == 30
     tok = build_default_tokenizer()
     shards = tmp_path / "packed"
-    packed = pack_samples(rows_to_samples(tok, rows), 512, tok.pad_id)
+    packed = pack_samples(render_rows(tok, rows), 512, tok.pad_id)
     packed.select(slice(0, 2)).save(shards / "shard-00000.safetensors")
     packed.select(slice(2, None)).save(shards / "shard-00001.safetensors")
     summary, log = _run_inprocess(tmp_path, "shards", data=str(shards), max_steps=2)

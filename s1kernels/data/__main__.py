@@ -10,10 +10,9 @@ import json
 import os
 import sys
 
-from tqdm import tqdm
 
 from s1kernels import checks, extras
-from s1kernels.data.format import render_sample
+from s1kernels.data.format import render_rows
 from s1kernels.data.packing import pack
 from s1kernels.data.readers import read_rows, write_jsonl
 from s1kernels.data.synthetic import DEFAULT_TASK, TASKS, make_rows
@@ -34,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--block-size", type=checks.arg_int(2, 1 << 24), default=2048, help="tokens per packed row (default: %(default)s)")
     p.add_argument("--output", required=True,
                    help="output folder for the shards (packing) or output .jsonl file (--make-synthetic)")
-    p.add_argument("--policy", choices=("truncate", "drop"), default="truncate",
+    p.add_argument("--overlong", "--policy", dest="overlong", choices=("truncate", "drop"), default="truncate",
                    help="samples longer than the block: keep the first block-size tokens or leave them out "
                    "(default: %(default)s); either way they are counted")
     p.add_argument("--skip-bad", action="store_true",
@@ -63,11 +62,8 @@ def pack_file(args) -> dict:
     """Read, render, pack and write shards; returns the summary dict (also written as summary.json)."""
     tok = load_tokenizer(args.tokenizer)
     rows, read_stats = read_rows(args.input, skip_bad=args.skip_bad)
-    samples = [
-        render_sample(tok, r["question"], r["thinking"], r["answer"], system=args.system)
-        for r in tqdm(rows, desc="tokenizing", unit="row", file=sys.stderr, disable=args.quiet)
-    ]
-    packed = pack(samples, args.block_size, tok.pad_id, policy=args.policy)
+    samples = render_rows(tok, rows, system=args.system, progress=not args.quiet)
+    packed = pack(samples, args.block_size, tok.pad_id, overlong=args.overlong)
     os.makedirs(args.output, exist_ok=True)
     shards = []
     n = packed.num_rows
@@ -79,7 +75,7 @@ def pack_file(args) -> dict:
     summary = {
         **packed.stats,
         "block_size": args.block_size,
-        "policy": args.policy,
+        "overlong": args.overlong,
         "input": os.fspath(args.input),
         "skipped_rows": read_stats["skipped"],
         "skipped_errors": read_stats["errors"],

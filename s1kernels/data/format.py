@@ -70,17 +70,19 @@ def render_sample(tokenizer, question: str, thinking: Sequence[str] | str, answe
 
 def render_rows(tokenizer, rows, system: str | None = None, progress: bool = False) -> list[tuple[list[int], list[bool]]]:
     """`render_sample` over rows from `read_rows` ("thinking", "answer") or `make_rows` /
-    s1K ("thinking_trajectories", "attempt"); `progress` shows a tqdm bar."""
+    s1K ("thinking_trajectories", "attempt"): the one place rows become training samples,
+    each field found by the aliases of s1kernels.data.readers; `progress` shows a tqdm bar."""
     if progress:
         from tqdm import tqdm
 
         rows = tqdm(rows, desc="tokenizing", unit="row")
+    from s1kernels.data.readers import ANSWER_KEYS, QUESTION_KEYS, THINKING_KEYS, field
+
     out = []
     for i, r in enumerate(rows):
-        thinking = r["thinking"] if "thinking" in r else r.get("thinking_trajectories")
-        answer = r["attempt"] if "attempt" in r else r.get("answer")
-        if thinking is None or answer is None:
-            raise ValueError(f"rows[{i}]: expected 'thinking'/'thinking_trajectories' and 'attempt'/'answer' keys, "
-                             f"got {sorted(r)}")
-        out.append(render_sample(tokenizer, r["question"], thinking, answer, system=system))
+        question, thinking, answer = field(r, QUESTION_KEYS), field(r, THINKING_KEYS), field(r, ANSWER_KEYS)
+        if question is None or thinking is None or answer is None:
+            raise ValueError(f"rows[{i}]: expected a question ({'/'.join(QUESTION_KEYS)}), thinking "
+                             f"({'/'.join(THINKING_KEYS)}) and answer ({'/'.join(ANSWER_KEYS)}), got keys {sorted(r)}")
+        out.append(render_sample(tokenizer, question, thinking, str(answer), system=system))
     return out

@@ -17,7 +17,7 @@ from typing import Sequence
 
 import torch
 
-IGNORE_INDEX = -100
+from s1kernels.ops.loss.contract import IGNORE_INDEX  # noqa: F401  (labels that are not trained)
 
 
 @dataclass
@@ -124,10 +124,10 @@ def shift_labels(input_ids: Sequence[int], mask: Sequence[bool]) -> list[int]:
 
 
 def pack(samples: Sequence[tuple[Sequence[int], Sequence[bool]]], block_size: int, pad_id: int,
-         policy: str = "truncate") -> Packed:
+         overlong: str = "truncate") -> Packed:
     """Pack (input_ids, loss_mask) samples into rows of `block_size` tokens, best-fit decreasing.
 
-    policy: what to do with a sample longer than `block_size`: "truncate" keeps its first
+    overlong: what to do with a sample longer than `block_size`: "truncate" keeps its first
     `block_size` tokens, "drop" leaves it out; either way it is counted in `stats`
     ("truncated" / "dropped"). Empty samples are left out and counted as "empty".
     stats: samples (inputs), packed, tokens, trained_tokens, rows, fill_rate
@@ -135,8 +135,8 @@ def pack(samples: Sequence[tuple[Sequence[int], Sequence[bool]]], block_size: in
     """
     if not isinstance(block_size, int) or block_size < 2:
         raise ValueError(f"block_size: expected an int >= 2, got {block_size!r}")
-    if policy not in ("truncate", "drop"):
-        raise ValueError(f"policy: expected 'truncate' or 'drop', got {policy!r}")
+    if overlong not in ("truncate", "drop"):
+        raise ValueError(f"overlong: expected 'truncate' or 'drop', got {overlong!r}")
     if not isinstance(pad_id, int):
         raise TypeError(f"pad_id: expected int, got {type(pad_id).__name__}")
 
@@ -153,7 +153,7 @@ def pack(samples: Sequence[tuple[Sequence[int], Sequence[bool]]], block_size: in
             stats["empty"] += 1
             continue
         if len(ids) > block_size:
-            if policy == "drop":
+            if overlong == "drop":
                 stats["dropped"] += 1
                 continue
             stats["truncated"] += 1

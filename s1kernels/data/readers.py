@@ -277,11 +277,6 @@ BENCHMARKS = ("math", "aime", "gpqa")
 LETTERS = "ABCD"
 
 
-def _field(raw: dict, keys: tuple[str, ...]):
-    """The value of the first alias in `keys` that `raw` holds (not None); None when absent."""
-    return next((raw[k] for k in keys if raw.get(k) is not None), None)
-
-
 def _is_int_answer(a) -> bool:
     if isinstance(a, bool):
         return False
@@ -296,25 +291,25 @@ def detect_benchmark(records: list[dict]) -> str:
     if not records:
         raise ValueError("records: expected at least one row to detect the benchmark from, got none")
     first = records[0]
-    if _field(first, CHOICE_CORRECT_KEYS) is not None or isinstance(_field(first, CHOICE_LIST_KEYS), list):
+    if field(first, CHOICE_CORRECT_KEYS) is not None or isinstance(field(first, CHOICE_LIST_KEYS), list):
         return "gpqa"
-    answers = [_field(r, BENCH_ANSWER_KEYS) for r in records]
+    answers = [field(r, BENCH_ANSWER_KEYS) for r in records]
     return "aime" if all(_is_int_answer(a) for a in answers) else "math"
 
 
 def _choices(raw: dict, where: str) -> tuple[list[str], int]:
     """The four options of a multiple-choice row and the index of the correct one."""
-    correct = _field(raw, CHOICE_CORRECT_KEYS)
+    correct = field(raw, CHOICE_CORRECT_KEYS)
     if correct is not None:
-        wrong = [_field(raw, keys) for keys in CHOICE_INCORRECT_KEYS]
+        wrong = [field(raw, keys) for keys in CHOICE_INCORRECT_KEYS]
         if any(w is None for w in wrong):
             raise RowError(f"{where}: a GPQA row needs 'Incorrect Answer 1'..'3' beside 'Correct Answer'")
         return [str(correct).strip()] + [str(w).strip() for w in wrong], 0
-    options = _field(raw, CHOICE_LIST_KEYS)
+    options = field(raw, CHOICE_LIST_KEYS)
     if not isinstance(options, list) or len(options) != len(LETTERS):
         raise RowError(f"{where}: expected {len(LETTERS)} options (an options/choices list or GPQA's columns), "
                        f"got {_describe(options)}")
-    idx = _field(raw, CHOICE_INDEX_KEYS)
+    idx = field(raw, CHOICE_INDEX_KEYS)
     if isinstance(idx, str) and idx.strip().upper() in LETTERS and len(idx.strip()) == 1:
         idx = LETTERS.index(idx.strip().upper())
     elif isinstance(idx, str) and idx.strip() in [str(o).strip() for o in options]:
@@ -350,7 +345,7 @@ def benchmark_row(raw: dict, kind: str, where: str, rng) -> dict:
         row.update(question=multiple_choice_prompt(q, shuffled), answer=LETTERS[order.index(correct)],
                    options=shuffled, kind=kind)
         return row
-    a = _field(raw, BENCH_ANSWER_KEYS)
+    a = field(raw, BENCH_ANSWER_KEYS)
     if a is None or isinstance(a, bool) or not isinstance(a, (str, int, float)):
         raise RowError(f"{where}: field 'answer' missing or not a string/number "
                        f"(looked for {', '.join(BENCH_ANSWER_KEYS)})")

@@ -21,6 +21,19 @@ def _line(ax, points, style, color, label):
     ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color=color, lw=1.8, ms=5, label=label)
 
 
+def _finish(plt, fig, ax, path: str, xlabel: str, title: str, legend: dict) -> None:
+    """The accuracy axis, grid, legend and title every figure here shares; writes `path`."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 105)
+    ax.grid(alpha=0.3)
+    ax.legend(**legend)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def plot_sequential_vs_parallel(sequential: list[dict], parallel: list[dict], path: str, title: str = "") -> None:
     """Budget forcing (sequential) and majority voting (parallel) on one x axis: average
     thinking tokens per question (all samples counted), like s1's Figure 4."""
@@ -35,15 +48,8 @@ def plot_sequential_vs_parallel(sequential: list[dict], parallel: list[dict], pa
         ax.annotate(p["name"], (p["avg_thinking_tokens"], 100 * p["accuracy"]), textcoords="offset points",
                     xytext=(3, 5), fontsize=6, color="#555")
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("average thinking tokens per question (log scale)")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(0, 105)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    ax.set_title(title or "sequential vs parallel test-time scaling", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _finish(plt, fig, ax, path, "average thinking tokens per question (log scale)",
+            title or "sequential vs parallel test-time scaling", legend=dict(fontsize=8, loc="lower right"))
 
 
 def plot_seed_curves(curves: dict[int, list[dict]], path: str, title: str = "") -> None:
@@ -63,15 +69,8 @@ def plot_seed_curves(curves: dict[int, list[dict]], path: str, title: str = "") 
     ax.plot(xs, [statistics.mean(a) for a in accs], "-o", color="#2a6fdb", lw=1.8, ms=4, label="mean")
     for x, a, n in zip(xs, accs, names):
         ax.annotate(n, (x, statistics.mean(a)), textcoords="offset points", xytext=(3, 5), fontsize=6, color="#555")
-    ax.set_xlabel("average thinking tokens")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(0, 105)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left")
-    ax.set_title(title or "built-in task: budget forcing", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _finish(plt, fig, ax, path, "average thinking tokens", title or "built-in task: budget forcing",
+            legend=dict(fontsize=7, loc="upper left"))
 
 
 def plot_wait_gains(per_seed: dict[int, list[float]], path: str, title: str = "") -> None:

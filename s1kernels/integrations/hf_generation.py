@@ -26,10 +26,10 @@ import dataclasses
 
 import torch
 
-from s1kernels.integrations._require import require_transformers
+from s1kernels import extras
 from s1kernels.ops.decode import DONE, Budget, DecodeState, ForcingTokens, Sampling, decode_step
 
-_tf = require_transformers()
+_tf = extras.require("transformers", "s1kernels.integrations", extra="hf")
 
 __all__ = ["BudgetForcingProcessor", "BudgetForcingStoppingCriteria", "forcing_for_tokenizer"]
 

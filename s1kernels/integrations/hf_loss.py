@@ -23,7 +23,7 @@ import types
 
 import torch
 
-from s1kernels.ops.loss import linear_cross_entropy
+from s1kernels.ops.loss import IGNORE_INDEX, linear_cross_entropy
 
 __all__ = ["patch", "unpatch", "is_patched", "packed_cu_seqlens"]
 
@@ -62,7 +62,7 @@ def _check_model(obj) -> type:
 
 
 def patch(model, *, vocab_size: int | None = None, normalize: str = "token", backend: str = "auto",
-          ignore_index: int = -100, fused_in_eval: bool = False):
+          ignore_index: int = IGNORE_INDEX, fused_in_eval: bool = False):
     """Make a transformers causal LM compute its training loss with `linear_cross_entropy`.
 
     Args:

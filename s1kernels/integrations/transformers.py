@@ -6,9 +6,9 @@
 - `BudgetForcingProcessor` (+ `.stopping_criteria()`): s1 budget forcing inside
   `model.generate`, through the fused decode step. See `hf_generation`.
 """
-from s1kernels.integrations._require import require_transformers
+from s1kernels import extras
 
-require_transformers()
+extras.require("transformers", "s1kernels.integrations", extra="hf")
 
 from s1kernels.integrations.hf_generation import (  # noqa: E402
     BudgetForcingProcessor, BudgetForcingStoppingCriteria, forcing_for_tokenizer)

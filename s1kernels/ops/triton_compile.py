@@ -41,19 +41,20 @@ def _loss_case(n, h, v, vocab, dtype, bias=False, softcap=None, z_loss=0.0):
         import torch
 
         from s1kernels.ops.loss import triton_impl as K
+        from s1kernels.ops.loss.contract import IGNORE_INDEX
 
         dev = "meta"
         hidden = torch.empty(n, h, dtype=dtype, device=dev)
         weight = torch.empty(v, h, dtype=dtype, device=dev)
         b = torch.empty(v, dtype=dtype, device=dev) if bias else None
         labels = torch.empty(n, dtype=torch.long, device=dev)
-        _, lse, _ = K.forward(hidden, weight, labels, b, -100, z_loss, softcap, vocab)
+        _, lse, _ = K.forward(hidden, weight, labels, b, IGNORE_INDEX, z_loss, softcap, vocab)
         grad = torch.empty(n, dtype=torch.float32, device=dev)
-        K.backward(grad, hidden, weight, labels, b, lse, -100, z_loss, softcap, vocab)
+        K.backward(grad, hidden, weight, labels, b, lse, IGNORE_INDEX, z_loss, softcap, vocab)
         if not softcap:  # a scalar loss that needs a gradient: computed in the forward pass
             from s1kernels.ops.loss import triton_fused
 
-            triton_fused.forward_with_grad(hidden, weight, labels, b, grad, -100, z_loss, vocab)
+            triton_fused.forward_with_grad(hidden, weight, labels, b, grad, IGNORE_INDEX, z_loss, vocab)
     return run
 
 

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from s1kernels.data import Packed, make_rows, pack, render_sample
-from s1kernels.data.readers import ANSWER_KEYS, QUESTION_KEYS, THINKING_KEYS, field
+from s1kernels.data import IGNORE_INDEX, Packed, make_rows, pack, render_rows
 
 OVERLONG_POLICIES = ("truncate", "drop", "error")
 
@@ -28,19 +27,6 @@ def check_chat_tokenizer(tok) -> None:
     if missing:
         raise ValueError(f"tokenizer: the s1 chat format needs the special tokens {missing} "
                          f"(ChatML, as in Qwen2.5 tokenizers), this tokenizer lacks them")
-
-
-def rows_to_samples(tok, rows: list[dict]) -> list[tuple[list[int], list[bool]]]:
-    """Renders rows ({question, thinking|thinking_trajectories, answer|attempt}) in the s1 format."""
-    out = []
-    for i, r in enumerate(rows):
-        question = field(r, QUESTION_KEYS)
-        thinking = field(r, THINKING_KEYS)
-        answer = field(r, ANSWER_KEYS)
-        if question is None or thinking is None or answer is None:
-            raise ValueError(f"data: row {i} needs question, thinking and answer fields, has {sorted(r)}")
-        out.append(render_sample(tok, question, thinking, str(answer)))
-    return out
 
 
 def pack_samples(samples, block_size: int, pad_id: int, overlong: str = "truncate") -> Packed:
@@ -58,13 +44,13 @@ def pack_samples(samples, block_size: int, pad_id: int, overlong: str = "truncat
         n = sum(len(s[0]) > block_size for s in samples)
         raise ValueError(f"block_size: {n} samples are longer than block_size={block_size} (longest {longest} "
                          f"tokens); raise --block-size or choose --overlong truncate|drop")
-    packed = pack(samples, block_size, pad_id, policy="drop" if overlong == "drop" else "truncate")
+    packed = pack(samples, block_size, pad_id, overlong="drop" if overlong == "drop" else "truncate")
     check_trainable(packed)
     return packed
 
 
 def check_trainable(packed: Packed) -> None:
-    if packed.num_rows == 0 or int((packed.labels != -100).sum()) == 0:
+    if packed.num_rows == 0 or int((packed.labels != IGNORE_INDEX).sum()) == 0:
         raise ValueError(f"data: no trainable tokens (packing stats {packed.stats}); the loss mask covers "
                          f"only the assistant turn, check the data fields and --block-size")
 
@@ -116,7 +102,7 @@ def build_dataset(tok, data: str | None, block_size: int, overlong: str, synthet
     if max_samples:
         rows = rows[:max_samples]
     check_chat_tokenizer(tok)
-    packed = pack_samples(rows_to_samples(tok, rows), block_size, tok.pad_id, overlong)
+    packed = pack_samples(render_rows(tok, rows), block_size, tok.pad_id, overlong)
     return packed, {"source": source, "block_size": block_size, **packed.stats}
 
 
@@ -158,7 +144,7 @@ def micro_batch(packed: Packed, rows: list[int], pad_id: int, device) -> dict:
     for r in rows:
         if r < 0:
             i = torch.full((2,), pad_id, dtype=torch.int64)
-            lab, p, cu = torch.full((2,), -100, dtype=torch.int64), torch.arange(2), torch.tensor([0, 2], dtype=torch.int32)
+            lab, p, cu = torch.full((2,), IGNORE_INDEX, dtype=torch.int64), torch.arange(2), torch.tensor([0, 2], dtype=torch.int32)
         else:
             i, lab, p, cu = packed.input_ids[r], packed.labels[r], packed.position_ids[r], packed.cu_seqlens[r]
         ids.append(i)
@@ -179,7 +165,7 @@ def micro_batch(packed: Packed, rows: list[int], pad_id: int, device) -> dict:
 
 def count_items(batch: dict, normalize: str) -> torch.Tensor:
     """Trained tokens (normalize="token") or samples with trained tokens ("sequence"), on device."""
-    valid = batch["labels"] != -100
+    valid = batch["labels"] != IGNORE_INDEX
     if normalize == "token":
         return valid.sum()
     cu = batch["cu_seqlens"].to(torch.int64)

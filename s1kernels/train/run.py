@@ -19,6 +19,7 @@ import shutil
 import uuid
 
 from s1kernels.model.checkpoint import PENDING_PUBLISH
+from s1kernels import checks
 from s1kernels.checks import read_json
 from s1kernels.train.files import remove_tree, replace_json_atomic
 from s1kernels.train.publish import TMP_FINAL, finish_publish, is_model_file
@@ -124,13 +125,7 @@ def check_output(output: str, resume, overwrite: bool) -> None:
     parent = output
     while not os.path.exists(parent):
         parent = os.path.dirname(os.path.abspath(parent))
-    probe = os.path.join(parent, f".s1k-write-probe-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(probe, "w"):
-            pass
-        os.remove(probe)
-    except OSError as e:
-        raise ValueError(f"--output: cannot write into {parent!r} ({e.strerror})") from None
+    checks.probe_dir(parent, "--output")
     if resume or overwrite or not os.path.isdir(output):
         return
     found = sorted(n for n in os.listdir(output) if _ours(n))

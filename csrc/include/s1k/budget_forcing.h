@@ -1,6 +1,6 @@
 // The budget-forcing state machine of one batch row, written once for the CPU twin
-// (csrc/decode_cpu.cpp) and the CUDA kernel (csrc/decode.cu). s1kernels/ops/decode.py holds
-// the torch reference of the same rules and the numbers of every enum below.
+// (csrc/decode_cpu.cpp) and the CUDA kernel (csrc/decode.cu). s1kernels/ops/decode/ holds the
+// torch reference of the same rules (reference.py) and the numbers of every enum below (contract.py).
 //
 // A step is split in two around sampling: plan_step() decides whether the row emits a
 // forced token (pad, or the next token of an injected sequence) or samples, and with

@@ -1,7 +1,7 @@
 // Philox4x32-10 (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3", SC'11):
 // a counter-based generator, so any element's random word is computed directly from
 // (key, counter) with no state to carry between steps or threads. Shared by the CPU twin and
-// the CUDA kernel; s1kernels/ops/decode.py implements the same function in torch int64 ops.
+// the CUDA kernel; s1kernels/ops/decode/reference.py implements the same function in torch int64 ops.
 #pragma once
 #include <cstdint>
 
@@ -13,7 +13,7 @@ constexpr uint32_t kPhiloxM0 = 0xD2511F53u;
 constexpr uint32_t kPhiloxM1 = 0xCD9E8D57u;
 constexpr uint32_t kPhiloxW0 = 0x9E3779B9u;
 constexpr uint32_t kPhiloxW1 = 0xBB67AE85u;
-// Counter word 3 of the decode sampler's stream (decode.py: PHILOX_TAG).
+// Counter word 3 of the decode sampler's stream (s1kernels/ops/decode/contract.py: PHILOX_TAG).
 constexpr uint32_t kDecodePhiloxTag = 0x53314B44u;
 
 struct Philox4 {

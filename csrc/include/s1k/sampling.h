@@ -1,5 +1,5 @@
 // Sampling math shared by the CPU twin and the CUDA kernel. The definitions (also in the
-// docstring of s1kernels/ops/decode.py, whose torch reference follows them):
+// docstring of s1kernels/ops/decode/__init__.py, whose torch reference (reference.py) follows them):
 //
 //   greedy (temperature 0): the first index of the maximum allowed logit.
 //   z_i = (x_i - max) / T over the allowed ids (ids < vocab_size, minus the masked ones).
@@ -28,7 +28,7 @@
 
 namespace s1k {
 
-// Logit storage types; the numbers are decode.py's _DTYPE_CODE.
+// Logit storage types; the numbers are s1kernels/ops/decode/native.py's _DTYPE_CODE.
 enum LogitDtype : int32_t { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
 
 S1K_HD float bits_to_float(uint32_t b) {

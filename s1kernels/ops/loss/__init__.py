@@ -31,9 +31,10 @@ from torch import Tensor, nn
 
 from s1kernels import backend as _backend
 from s1kernels.ops.loss import grad_op as _grad_op
+from s1kernels.ops.loss.grad_op import _no_autocast
 from s1kernels.ops.loss import torch_impl
 from s1kernels.ops.loss.contract import (  # noqa: F401  (public names of the family)
-    LOSS_BACKENDS, NORMALIZATIONS, REDUCTIONS, _check_inputs, _reduce, _stats, _token_weights, _validate_values)
+    IGNORE_INDEX, LOSS_BACKENDS, NORMALIZATIONS, REDUCTIONS, _check_inputs, _reduce, _stats, _token_weights, _validate_values)
 from s1kernels.ops.loss.reference import linear_cross_entropy_reference  # noqa: F401
 from s1kernels.ops.loss.torch_impl import stat_dtype as _stat_dtype
 
@@ -67,11 +68,6 @@ def _impl_backward(grad, hidden, weight, labels, bias, lse, ignore_index, z_loss
     chunk = _torch_chunk(hidden, vocab_size, chunk_tokens)
     return torch_impl.backward(grad, hidden, weight, labels, bias, lse, ignore_index, z_loss, softcap, vocab_size,
                                chunk, need_hidden, need_weight)
-
-
-def _no_autocast(t):
-    return torch.autocast(t.device.type, enabled=False) if t.device.type in ("cuda", "cpu") \
-        else contextlib.nullcontext()
 
 
 @torch.library.custom_op("s1kernels::linear_cross_entropy", mutates_args=())
@@ -155,7 +151,7 @@ def _autocast(hidden, weight, bias):
 
 
 def linear_cross_entropy(hidden: Tensor, weight: Tensor, labels: Tensor, *, cu_seqlens: Tensor | None = None,
-                         ignore_index: int = -100, reduction: str = "mean", normalize: str = "token",
+                         ignore_index: int = IGNORE_INDEX, reduction: str = "mean", normalize: str = "token",
                          num_items: Tensor | None = None, z_loss: float = 0.0, softcap: float | None = None,
                          vocab_size: int | None = None, bias: Tensor | None = None, backend: str = "auto",
                          return_stats: bool = False, validate: bool | None = None,
@@ -225,7 +221,7 @@ def linear_cross_entropy(hidden: Tensor, weight: Tensor, labels: Tensor, *, cu_s
 class LinearCrossEntropy(nn.Module):
     """`linear_cross_entropy` as a module holding its options; call as `loss(hidden, weight, labels, ...)`."""
 
-    def __init__(self, *, ignore_index: int = -100, reduction: str = "mean", normalize: str = "token",
+    def __init__(self, *, ignore_index: int = IGNORE_INDEX, reduction: str = "mean", normalize: str = "token",
                  z_loss: float = 0.0, softcap: float | None = None, vocab_size: int | None = None,
                  backend: str = "auto"):
         super().__init__()

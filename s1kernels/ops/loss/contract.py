@@ -12,6 +12,8 @@ from torch import Tensor
 from s1kernels import checks
 from s1kernels.backend import FAMILIES
 
+# Labels equal to it are not trained (as torch.nn.CrossEntropyLoss; data.packing writes it).
+IGNORE_INDEX = -100
 REDUCTIONS = ("mean", "sum", "none")
 NORMALIZATIONS = ("token", "sequence")
 # The loss's entries of the one backend vocabulary (s1kernels.backend.FAMILIES["loss"]):

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import torch
 
-from s1kernels.ops.loss.contract import _check_inputs, _reduce, _stats
+from s1kernels.ops.loss.contract import IGNORE_INDEX, _check_inputs, _reduce, _stats
 
 
-def linear_cross_entropy_reference(hidden, weight, labels, *, cu_seqlens=None, ignore_index=-100,
+def linear_cross_entropy_reference(hidden, weight, labels, *, cu_seqlens=None, ignore_index=IGNORE_INDEX,
                                    reduction="mean", normalize="token", num_items=None, z_loss=0.0,
                                    softcap=None, vocab_size=None, bias=None, return_stats=False,
                                    validate=True):
