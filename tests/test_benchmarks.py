@@ -178,7 +178,7 @@ def test_eval_reads_and_scores_each_benchmark_kind(tmp_path, monkeypatch):
                                  thinking_tokens=1, answer_text=t, answer=None, waits_used=0, forced_exit=False,
                                  finished_reason="eos", prompt_tokens=1) for t in texts]
 
-    monkeypatch.setattr(s1eval, "generate", fake_generate)
+    monkeypatch.setattr(s1eval.runs, "generate", fake_generate)
     report = s1eval.evaluate(None, build_default_tokenizer(), rows, [4], progress=False, keep_rows=True)
     assert [r["correct"] for r in report["budgets"][0]["rows"]] == [True, True, False, True, False]
     assert [r["prediction"] for r in report["budgets"][0]["rows"]][3:] == ["33", None]

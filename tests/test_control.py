@@ -62,9 +62,10 @@ def test_generate_counts_agree_with_the_measurement(model, tok):
             assert tok.decode(span.ids) == r.thinking_text
 
 
-def _eval(model, tok, budgets=(2, 5), **kw):
+def _eval(model, tok, budgets=(2, 5), min_thinking_tokens=0, num_waits=0, **kw):
     rows = s1eval.load_eval_rows(None, num_synthetic=4)
-    return s1eval.evaluate(model, tok, rows, list(budgets), max_answer_tokens=3, progress=False, backend="torch",
+    budget = Budget(max_answer_tokens=3, min_thinking_tokens=min_thinking_tokens, num_waits=num_waits)
+    return s1eval.evaluate(model, tok, rows, list(budgets), budget=budget, progress=False, backend="torch",
                            keep_rows=True, **kw)
 
 
@@ -72,7 +73,7 @@ def test_eval_control_holds_with_working_forcing(model, tok):
     report = _eval(model, tok, min_thinking_tokens=1, num_waits=1)
     for e in report["budgets"]:
         assert e["control"] == 1.0 and e["decoder_disagreements"] == 0
-        assert all(r["thinking_tokens"] == r["decoder_thinking_tokens"] for r in e["rows"])
+        assert all(r["thinking_tokens"] == r["events"]["decoder_thinking_tokens"] for r in e["rows"])
 
 
 def test_eval_control_fails_when_the_budget_is_not_enforced(model, tok, monkeypatch):
@@ -93,7 +94,7 @@ def test_eval_control_fails_when_the_budget_is_not_enforced(model, tok, monkeypa
         assert e["max_observed_thinking_tokens"] > e["max_thinking_tokens"]
         assert e["decoder_disagreements"] > 0
         # what a Control read off the decoder's counter would have said
-        assert all(r["decoder_thinking_tokens"] <= e["max_thinking_tokens"] for r in e["rows"])
+        assert all(r["events"]["decoder_thinking_tokens"] <= e["max_thinking_tokens"] for r in e["rows"])
 
 
 def test_eval_control_fails_when_the_forced_exit_does_not_end_thinking(model, tok):
@@ -107,4 +108,4 @@ def test_eval_control_fails_when_the_forced_exit_does_not_end_thinking(model, to
     for e in report["budgets"]:
         assert e["forced_exit_rate"] == 1.0  # an untrained model never ends its thinking itself
         assert e["control"] == 0.0
-        assert all(r["decoder_thinking_tokens"] == e["max_thinking_tokens"] for r in e["rows"])
+        assert all(r["events"]["decoder_thinking_tokens"] == e["max_thinking_tokens"] for r in e["rows"])

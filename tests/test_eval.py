@@ -10,6 +10,7 @@ from s1kernels.eval import __main__ as eval_cli
 from s1kernels.generate import __main__ as gen_cli
 from s1kernels.data import make_rows
 from s1kernels.generate import GenerationResult
+from s1kernels.ops.decode import Budget
 
 MATH500 = Path(__file__).resolve().parents[2] / "shared" / "data" / "math500.jsonl"
 
@@ -73,7 +74,7 @@ def test_evaluate_scores_answers(monkeypatch, model, tok):
                 ["Answer: 1", "nothing", "Final Answer: 33", "Answer: 6"]
         return [_fake_result(t, min(b, 3 + i)) for i, t in enumerate(texts)]
 
-    monkeypatch.setattr(s1eval, "generate", fake_generate)
+    monkeypatch.setattr(s1eval.runs, "generate", fake_generate)
     report = s1eval.evaluate(model, tok, rows, [4, 8], progress=False, keep_rows=True)
     e4, e8 = report["budgets"]
     assert e4["accuracy"] == 0.25 and e8["accuracy"] == 0.75
@@ -85,7 +86,8 @@ def test_evaluate_scores_answers(monkeypatch, model, tok):
 
 def test_evaluate_on_a_model_control_is_100_percent(model, tok):
     rows = s1eval.load_eval_rows(None, num_synthetic=6)
-    report = s1eval.evaluate(model, tok, rows, [1, 3, 6], num_waits=1, min_thinking_tokens=2, max_answer_tokens=4,
+    report = s1eval.evaluate(model, tok, rows, [1, 3, 6], budget=Budget(num_waits=1, min_thinking_tokens=2,
+                                                                        max_answer_tokens=4),
                              progress=False, backend="torch")
     assert [e["max_thinking_tokens"] for e in report["budgets"]] == [1, 3, 6]
     for e in report["budgets"]:
@@ -198,7 +200,7 @@ def test_eval_cli_forced_exit_text_follows_the_data(model_dir, tmp_path):
         assert eval_cli.main(["--model", model_dir, "--budgets", "3", "--output", str(out), "--save-rows",
                             "--max-answer-tokens", "2", "--backend", "torch", *extra]) == 0
         rows = json.loads(out.read_text())["budgets"][0]["rows"]
-        return [r["text"] for r in rows if r["forced_exit"]]
+        return [r["generation"] for r in rows if r["events"]["forced_exit"]]
 
     builtin = texts("--num-synthetic", "3")
     assert builtin and all("<|im_start|>answer\nAnswer:" in t and "answer\nFinal Answer:" not in t for t in builtin)

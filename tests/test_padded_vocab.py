@@ -158,14 +158,14 @@ def test_eval_never_samples_padded_rows(padded_dir, tok, tmp_path, monkeypatch):
     from s1kernels.eval import __main__ as eval_cli
 
     seen = []
-    real = s1eval.generate
+    real = s1eval.runs.generate
 
     def recording(*args, **kwargs):
         results = real(*args, **kwargs)
         seen.extend(results)
         return results
 
-    monkeypatch.setattr(s1eval, "generate", recording)
+    monkeypatch.setattr(s1eval.runs, "generate", recording)
     report = tmp_path / "report.json"
     argv = ["--model", padded_dir, "--budgets", "3", "6", "--num-synthetic", "3", "--max-answer-tokens", "3",
             "--backend", "torch", "--temperature", "1.0", "--output", str(report)]

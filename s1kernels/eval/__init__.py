@@ -28,17 +28,15 @@ all pairs of budgets) and Performance (best accuracy).
 """
 from __future__ import annotations
 
-import itertools
+import dataclasses
 import os
 import time
 from typing import Sequence
 
 from s1kernels import checks, extras
-from s1kernels.answers import score
-from s1kernels.control import control, thinking_span
 from s1kernels.data.readers import BLANK, detect_benchmark, iter_jsonl, question_of, read_benchmark
-from s1kernels.generate import generate
-from s1kernels.generate.sharded import generate_sharded
+from s1kernels.eval import metrics, runs
+from s1kernels.ops.decode import Budget, ForcingTokens, Sampling
 
 __all__ = ["EVAL_SEED", "load_eval_rows", "training_questions", "evaluate", "scaling_metrics", "plot_scaling"]
 
@@ -137,29 +135,29 @@ def scaling_metrics(points: list[tuple[float, float]]) -> dict:
     ``points`` are (average thinking tokens, accuracy) per budget. Pairs with equal
     thinking length are skipped (no slope).
     """
-    pts = sorted(points)
-    slopes = [(b[1] - a[1]) / (b[0] - a[0]) for a, b in itertools.combinations(pts, 2) if b[0] > a[0]]
-    return {
-        "scaling_slope": (sum(slopes) / len(slopes)) if slopes else None,
-        "performance": max((p[1] for p in pts), default=None),
-    }
+    return {"scaling_slope": metrics.scaling(points), "performance": metrics.performance(points)}
 
 
-def evaluate(model, tokenizer, rows: list[dict], budgets: Sequence[int], *, min_thinking_tokens: int = 0,
-             num_waits: int = 0, max_answer_tokens: int = 64, mode: str = "wait", sampling=None,
-             use_math_verify: bool = True, keep_rows: bool = False, progress: bool = True, **gen_kwargs) -> dict:
-    """Runs ``generate`` at each max thinking budget and scores the answers; returns the report."""
-    from s1kernels.ops.decode import Budget, ForcingTokens
+def evaluate(model, tokenizer, rows: list[dict], budgets: Sequence[int], *, budget: Budget | None = None,
+             sampling: Sampling | None = None, use_math_verify: bool = True, keep_rows: bool = False,
+             progress: bool = True, **gen_kwargs) -> dict:
+    """Generates at each max thinking budget and scores the answers; returns the report.
 
+    ``budget`` holds everything but the maximum (the minimum, waits, answer cap, mode;
+    default ``Budget(max_answer_tokens=64)``); each entry of ``budgets`` replaces its maximum
+    (and caps the minimum). Every budget is one setting of ``runs.run_setting``, the one
+    "generate at a budget and score it" path the suite uses too; ``keep_rows`` keeps its
+    records (one per question, the suite's rows.jsonl format) under each budget."""
     if not budgets:
         raise ValueError("budgets: expected at least one thinking budget")
-    if any(int(b) < 1 for b in budgets):
+    if any(isinstance(b, bool) or int(b) < 1 for b in budgets):
         raise ValueError(f"budgets: expected positive token counts, got {list(budgets)}")
-    questions = [r["question"] for r in rows]
-    forcing = gen_kwargs.pop("forcing", None)
-    delims = {k: gen_kwargs.pop(k) for k in ("answer_start", "wait_string", "final_answer") if k in gen_kwargs}
-    if forcing is None:
-        forcing = ForcingTokens.from_tokenizer(tokenizer, **delims)
+    budget = Budget(max_answer_tokens=64) if budget is None else budget
+    if not isinstance(budget, Budget):
+        raise TypeError(f"budget: expected a Budget, got {type(budget).__name__}")
+    if gen_kwargs.get("forcing") is None:
+        delims = {k: gen_kwargs.pop(k) for k in ("answer_start", "wait_string", "final_answer") if k in gen_kwargs}
+        gen_kwargs["forcing"] = ForcingTokens.from_tokenizer(tokenizer, **delims)
     per_budget = []
     iterator = list(budgets)
     if progress:
@@ -168,54 +166,50 @@ def evaluate(model, tokenizer, rows: list[dict], budgets: Sequence[int], *, min_
         iterator = tqdm(iterator, desc="budgets", unit="budget")
     for max_think in iterator:
         max_think = int(max_think)
-        budget = Budget(min_thinking_tokens=min(min_thinking_tokens, max_think), max_thinking_tokens=max_think,
-                        num_waits=num_waits, max_answer_tokens=max_answer_tokens, mode=mode)
+        low = _capped(budget.min_thinking_tokens, max_think)
+        setting = runs.Setting(f"max {max_think}", dataclasses.replace(budget, min_thinking_tokens=low,
+                                                                       max_thinking_tokens=max_think),
+                               low=min(low) if isinstance(low, list) else low, high=max_think)
         t0 = time.perf_counter()
-        results = generate_sharded(model, tokenizer, questions, budget=budget, sampling=sampling, forcing=forcing,
-                                   generate_fn=generate, **gen_kwargs)
+        records = runs.run_setting(model, tokenizer, rows, setting, sampling=sampling,
+                                   use_math_verify=use_math_verify, **gen_kwargs)
         seconds = time.perf_counter() - t0
-        # thinking lengths read off the emitted tokens, not the decoder's counter
-        thinking = [thinking_span(r.token_ids, forcing.end_think_ids, forcing.eos_ids).tokens for r in results]
-        correct = []
-        records = []
-        for row, res, n_think in zip(rows, results, thinking):
-            pred, ok = score(row.get("kind", "math"), res.answer_text or None, row["answer"],
-                             use_math_verify=use_math_verify)
-            correct.append(ok)
-            if keep_rows:
-                records.append({"question": row["question"], "answer": row["answer"], "prediction": pred,
-                                "correct": ok, "thinking_tokens": n_think,
-                                "decoder_thinking_tokens": res.thinking_tokens, "waits_used": res.waits_used,
-                                "forced_exit": res.forced_exit, "finished_reason": res.finished_reason,
-                                "text": res.text})
-        n = len(rows)
-        reasons: dict[str, int] = {}
-        for r in results:
-            reasons[r.finished_reason] = reasons.get(r.finished_reason, 0) + 1
-        entry = {
-            "max_thinking_tokens": max_think,
-            "accuracy": sum(correct) / n if n else 0.0,
-            "avg_thinking_tokens": sum(thinking) / n if n else 0.0,
-            "max_observed_thinking_tokens": max(thinking, default=0),
-            "control": control(thinking, max_think, budget.min_thinking_tokens),
-            "decoder_disagreements": sum(r.thinking_tokens != t for r, t in zip(results, thinking)),
-            "forced_exit_rate": sum(r.forced_exit for r in results) / n if n else 0.0,
-            "avg_waits_used": sum(r.waits_used for r in results) / n if n else 0.0,
-            "finished": reasons,
-            "generated_tokens": sum(len(r.token_ids) for r in results),
-            "seconds": seconds,
-        }
+        entry = {"max_thinking_tokens": max_think, **_budget_entry(records, len(rows)), "seconds": seconds}
         if keep_rows:
             entry["rows"] = records
         per_budget.append(entry)
     summary = scaling_metrics([(e["avg_thinking_tokens"], e["accuracy"]) for e in per_budget])
     summary["control"] = min(e["control"] for e in per_budget)
+    settings = {f.name: getattr(budget, f.name) for f in dataclasses.fields(budget) if f.name != "max_thinking_tokens"}
+    return {"rows": len(rows), "settings": settings, "budgets": per_budget, "summary": summary}
+
+
+def _capped(value, cap: int):
+    """A Budget field (an int or per-row values) capped at ``cap``."""
+    if isinstance(value, (list, tuple)):
+        return [min(int(v), cap) for v in value]
+    return min(int(value), cap)
+
+
+def _budget_entry(records: list[dict], n: int) -> dict:
+    """One budget's numbers from its records: accuracy, thinking length measured on the
+    emitted tokens, Control, and what the decoder itself reported."""
+    point = runs.aggregate("", records, n)
+    thinking = [r["thinking_tokens"] for r in records]
+    events = [r["events"] for r in records]
+    finished: dict[str, int] = {}
+    for e in events:
+        finished[e["finished_reason"]] = finished.get(e["finished_reason"], 0) + 1
     return {
-        "rows": len(rows),
-        "settings": {"min_thinking_tokens": min_thinking_tokens, "num_waits": num_waits,
-                     "max_answer_tokens": max_answer_tokens, "mode": mode},
-        "budgets": per_budget,
-        "summary": summary,
+        "accuracy": point["accuracy"],
+        "avg_thinking_tokens": point["avg_thinking_tokens"],
+        "max_observed_thinking_tokens": max(thinking, default=0),
+        "control": point["in_bounds"] / point["runs"] if point["runs"] else 1.0,
+        "decoder_disagreements": sum(e["decoder_thinking_tokens"] != t for e, t in zip(events, thinking)),
+        "forced_exit_rate": sum(e["forced_exit"] for e in events) / n if n else 0.0,
+        "avg_waits_used": sum(e["waits_used"] for e in events) / n if n else 0.0,
+        "finished": finished,
+        "generated_tokens": sum(e["generated_tokens"] for e in events),
     }
 
 

@@ -92,9 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     rank, device = _init_ranks(args.device)
     model, tokenizer = load_model_and_tokenizer(args.model, device, args.dtype)
     set_cpu_threads(model, args.threads)
-    report = evaluate(model, tokenizer, rows, args.budgets, min_thinking_tokens=args.min_thinking_tokens,
-                      num_waits=args.num_waits, max_answer_tokens=args.max_answer_tokens, mode=args.mode,
-                      sampling=sampling, use_math_verify=not args.no_math_verify, keep_rows=args.save_rows,
+    report = evaluate(model, tokenizer, rows, args.budgets, budget=budget, sampling=sampling,
+                      use_math_verify=not args.no_math_verify, keep_rows=args.save_rows,
                       progress=rank == 0, max_new_tokens=args.max_new_tokens, **delimiters_from_args(args),
                       batch_size=args.batch_size, cuda_graph=not args.no_cuda_graph, backend=args.backend,
                       vocab_size=args.vocab_size)

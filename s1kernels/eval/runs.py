@@ -17,6 +17,7 @@ from s1kernels.answers import score
 from s1kernels.data.format import FINAL_ANSWER
 from s1kernels.eval.metrics import UNBOUNDED, majority_vote, thinking_lengths, within
 from s1kernels.generate import generate
+from s1kernels.generate.sharded import generate_sharded
 from s1kernels.ops.decode import Budget, ForcingTokens, Sampling
 
 __all__ = ["Setting", "run_setting", "aggregate", "budget_forcing", "majority_voting", "conditional",
@@ -51,10 +52,15 @@ def run_setting(model, tokenizer, rows: list[dict], setting: Setting, *, samplin
                 final_answer: str = FINAL_ANSWER, **gen_kwargs) -> list[dict]:
     """Generate ``samples`` outputs per row at ``setting`` and score them; one record each.
 
-    ``measure``: the ForcingTokens whose end-of-thinking and end-of-sequence ids delimit the
-    thinking when it is measured (default: the tokenizer's own delimiters), independent of
-    ``forcing``, the one used to decode (default: built with the setting's wait string and
-    ``final_answer``, the text a forced exit writes after the answer delimiter)."""
+    The one "generate at a budget and score it" path: the suite's methods and
+    ``s1kernels.eval.evaluate`` both run it, and its records are the one record format
+    (the suite's rows.jsonl, eval's ``--save-rows``). Under torchrun the prompts are
+    sharded over the ranks (``generate_sharded``). The answer is read from the answer span.
+
+    ``forcing``: the ForcingTokens used to decode (default: built with the setting's wait
+    string and ``final_answer``, the text a forced exit writes after the answer delimiter);
+    ``measure``: the one whose end-of-thinking and end-of-sequence ids delimit the thinking
+    when it is measured on the emitted tokens (default: ``forcing``)."""
     if samples < 1:
         raise ValueError(f"samples: expected >= 1, got {samples}")
     sampling = sampling or Sampling()
@@ -62,16 +68,18 @@ def run_setting(model, tokenizer, rows: list[dict], setting: Setting, *, samplin
         raise ValueError("samples: several samples per question need a temperature > 0")
     forcing = forcing or ForcingTokens.from_tokenizer(tokenizer, wait_string=setting.wait_string,
                                                       final_answer=final_answer)
-    measure = measure or ForcingTokens.from_tokenizer(tokenizer)
+    measure = measure or forcing
     prompts = [r["question"] + ("\n" + setting.suffix if setting.suffix else "") for r in rows]
     # sample j of question i is prompt i*samples + j; its seed is seed + that index
-    results = generate(model, tokenizer, [p for p in prompts for _ in range(samples)], budget=_repeat(setting.budget, samples),
-                       sampling=sampling, forcing=forcing, **gen_kwargs)
+    results = generate_sharded(model, tokenizer, [p for p in prompts for _ in range(samples)],
+                               budget=_repeat(setting.budget, samples), sampling=sampling, forcing=forcing,
+                               generate_fn=generate, **gen_kwargs)
     lengths = thinking_lengths(results, measure)
     records = []
     for k, (res, n_think) in enumerate(zip(results, lengths)):
         row = rows[k // samples]
-        pred, ok = score(row.get("kind", "math"), res.text, row["answer"], use_math_verify=use_math_verify)
+        pred, ok = score(row.get("kind", "math"), res.answer_text or None, row["answer"],
+                         use_math_verify=use_math_verify)
         records.append({
             "setting": setting.name, "question_index": k // samples, "sample": k % samples,
             "question": row["question"], "gold": row["answer"], "prompt_suffix": setting.suffix,
@@ -79,7 +87,8 @@ def run_setting(model, tokenizer, rows: list[dict], setting: Setting, *, samplin
             "bounds": [setting.low, None if setting.high == UNBOUNDED else setting.high],
             "in_bounds": within(n_think, setting.low, setting.high),
             "events": {"waits_used": res.waits_used, "forced_exit": res.forced_exit,
-                       "finished_reason": res.finished_reason, "decoder_thinking_tokens": res.thinking_tokens},
+                       "finished_reason": res.finished_reason, "decoder_thinking_tokens": res.thinking_tokens,
+                       "generated_tokens": len(res.token_ids)},
         })
     return records
 
