@@ -34,6 +34,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstring>
 
 #include "s1k/decode.h"
 #include "s1k/radix_select.h"
@@ -146,14 +147,18 @@ __device__ __forceinline__ void for_each_logit(const void* row, int64_t n, int r
 
 // ------------------------------------------------------------------ reductions
 
+// The words go through memcpy, not an int* view of the struct: such a view breaks C++'s
+// aliasing rules, and an optimiser that relies on them may read the words before the struct's
+// fields are stored (g++ -O2 did, under the host SIMT emulation: tests/test_decode_simt.py).
 template <class T>
 __device__ __forceinline__ T shfl_xor_any(const T& v, int offset) {
   static_assert(sizeof(T) % 4 == 0, "shuffled structs are made of 4-byte words");
-  T r;
-  const int* src = reinterpret_cast<const int*>(&v);
-  int* dst = reinterpret_cast<int*>(&r);
+  int w[sizeof(T) / 4];
+  memcpy(w, &v, sizeof(T));
 #pragma unroll
-  for (int i = 0; i < static_cast<int>(sizeof(T) / 4); ++i) dst[i] = __shfl_xor_sync(0xffffffffu, src[i], offset);
+  for (int i = 0; i < static_cast<int>(sizeof(T) / 4); ++i) w[i] = __shfl_xor_sync(0xffffffffu, w[i], offset);
+  T r;
+  memcpy(&r, w, sizeof(T));
   return r;
 }
 
@@ -435,7 +440,7 @@ __device__ T cluster_merge(cg::cluster_group& cl, Shared& sh, int parity, int C,
 
 template <int DT>
 __global__ void __launch_bounds__(kThreads, 2) decode_step_kernel(DecodeArgs a) {
-  __shared__ Shared sh;
+  S1K_SHARED(Shared, sh);
   cg::cluster_group cl = cg::this_cluster();
   const int C = static_cast<int>(cl.num_blocks()), rank = static_cast<int>(cl.block_rank());
   const int64_t r = blockIdx.x / C;

@@ -8,6 +8,12 @@
 #define S1K_HD inline
 #endif
 
+// A kernel's __shared__ variable. The host SIMT emulation (tests/native/simt) defines it first,
+// as a slot of the emulated CTA's shared memory.
+#ifndef S1K_SHARED
+#define S1K_SHARED(T, name) __shared__ T name
+#endif
+
 namespace s1k {
 
 // Error codes returned by every extern "C" entry point (0 = success).
