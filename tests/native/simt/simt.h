@@ -1,6 +1,6 @@
 // A host SIMT emulation: enough of CUDA's execution model to run a kernel's own source on a CPU.
 //
-// Every CUDA thread is a fiber (glibc ucontext, nothing to install). One cluster of CTAs runs
+// Every CUDA thread is a fiber (a small x86-64 stack switch, or glibc ucontext elsewhere). One cluster of CTAs runs
 // at a time on the calling OS thread; clusters run one after another in a seeded random order.
 // A fiber runs until it reaches a synchronisation point: __syncthreads, cluster.sync(), or a
 // warp collective (__shfl*_sync, __ballot_sync, __any_sync, __match_any_sync,
@@ -41,7 +41,75 @@
 #include <string>
 #include <vector>
 
+// ------------------------------------------------------------------ fibers
+// A fiber switch saves the callee-saved registers and the stack pointer (x86-64 System V),
+// about 100x cheaper than swapcontext, which also saves the signal mask with a system call.
+// Other architectures use ucontext throughout.
+#if defined(__x86_64__) && !defined(SIMT_USE_UCONTEXT)
+#define SIMT_ASM_SWITCH 1
+// simt_switch(save, next): stores the current stack pointer in *save, resumes the fiber whose
+// stack pointer is `next`. Weak and hidden: the header may be included in several objects.
+asm(R"(
+    .text
+    .weak simt_switch
+    .hidden simt_switch
+    .type simt_switch, @function
+simt_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size simt_switch, .-simt_switch
+)");
+extern "C" void simt_switch(void** save, void* next);
+#endif
+
 namespace simt {
+
+struct Context {
+#if SIMT_ASM_SWITCH
+  void* sp = nullptr;
+#else
+  ucontext_t uc;
+#endif
+};
+
+// Prepares ctx to run entry() (which never returns) on [stack, stack + bytes).
+inline void make_context(Context& ctx, char* stack, size_t bytes, void (*entry)()) {
+#if SIMT_ASM_SWITCH
+  auto top = reinterpret_cast<uintptr_t>(stack + bytes) & ~uintptr_t{15};
+  void** sp = reinterpret_cast<void**>(top);
+  *--sp = nullptr;                              // entry's return address (never used)
+  *--sp = reinterpret_cast<void*>(entry);       // simt_switch's ret goes here
+  for (int i = 0; i < 6; ++i) *--sp = nullptr;  // rbp rbx r12-r15
+  ctx.sp = sp;
+#else
+  getcontext(&ctx.uc);
+  ctx.uc.uc_stack.ss_sp = stack;
+  ctx.uc.uc_stack.ss_size = bytes;
+  ctx.uc.uc_link = nullptr;
+  makecontext(&ctx.uc, entry, 0);
+#endif
+}
+
+inline void switch_context(Context& save, Context& next) {
+#if SIMT_ASM_SWITCH
+  simt_switch(&save.sp, next.sp);
+#else
+  swapcontext(&save.uc, &next.uc);
+#endif
+}
 
 struct uint3 {
   unsigned x, y, z;
@@ -71,7 +139,7 @@ inline const char* op_name(Op op) {
 }
 
 struct Thread {
-  ucontext_t ctx;
+  Context ctx;
   char* stack = nullptr;
   int cta = 0;  // rank in the cluster
   uint3 thread_idx{0, 0, 0}, block_idx{0, 0, 0};
@@ -93,7 +161,7 @@ struct Cluster {
   unsigned cluster_arrived = 0, cluster_exited = 0, done = 0;
   std::vector<int> runnable;
   std::mt19937_64 rng;
-  ucontext_t launcher;
+  Context launcher;
   int cur = -1;
   const std::function<void()>* body = nullptr;
   bool failed = false;
@@ -112,8 +180,8 @@ inline Thread& cur_thread() { return g_cluster->th[g_cluster->cur]; }
 inline void schedule() {
   Cluster& c = *g_cluster;
   if (c.runnable.empty()) {
-    if (c.done == c.th.size()) {
-      setcontext(&c.launcher);  // the last thread exited: back to launch()
+    if (c.done == c.th.size()) {  // the last thread exited: back to launch()
+      switch_context(c.th[c.cur].ctx, c.launcher);
       std::abort();
     }
     std::string who;
@@ -134,18 +202,15 @@ inline void schedule() {
   const int me = c.cur;
   if (next == me) return;
   c.cur = next;
-  if (c.th[me].wait == Wait::kDone) {
-    setcontext(&c.th[next].ctx);
-  } else {
-    swapcontext(&c.th[me].ctx, &c.th[next].ctx);
-  }
+  switch_context(c.th[me].ctx, c.th[next].ctx);  // (an exited thread's context is never resumed)
 }
 
 [[noreturn]] inline void fail(const std::string& what) {
   Cluster& c = *g_cluster;
   if (last_error_message.empty()) last_error_message = what;
   c.failed = true;
-  setcontext(&c.launcher);
+  Context abandoned;
+  switch_context(abandoned, c.launcher);
   std::abort();
 }
 
@@ -375,11 +440,7 @@ inline bool launch(uint3 grid, uint3 block, unsigned cluster, const std::functio
       t.thread_idx = uint3{static_cast<unsigned>(i % block.x), 0, 0};
       t.block_idx = uint3{ci * cluster + static_cast<unsigned>(t.cta), 0, 0};
       t.stack = stacks[i];
-      getcontext(&t.ctx);
-      t.ctx.uc_stack.ss_sp = t.stack;
-      t.ctx.uc_stack.ss_size = kStackBytes;
-      t.ctx.uc_link = nullptr;
-      makecontext(&t.ctx, fiber_entry, 0);
+      make_context(t.ctx, t.stack, kStackBytes, fiber_entry);
       c.runnable.push_back(static_cast<int>(i));
       t.wait = Wait::kRunning;
     }
@@ -391,7 +452,7 @@ inline bool launch(uint3 grid, uint3 block, unsigned cluster, const std::functio
     c.cur = c.runnable[k];
     c.runnable[k] = c.runnable.back();
     c.runnable.pop_back();
-    swapcontext(&c.launcher, &c.th[c.cur].ctx);
+    switch_context(c.launcher, c.th[c.cur].ctx);
     g_cluster = saved;
     if (c.failed) return false;
   }
