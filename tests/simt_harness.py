@@ -33,7 +33,10 @@ def build(out_dir: str, kernel: str = KERNEL, opt: str = "-O2") -> "Simt":
     srcs += [os.path.join(SIMT, "include", f) for f in sorted(os.listdir(os.path.join(SIMT, "include")))]
     inc = os.path.join(ROOT, "csrc", "include")
     srcs += [os.path.join(inc, "s1k", f) for f in sorted(os.listdir(os.path.join(inc, "s1k")))]
-    cmd = [compiler(), "-std=c++17", *opt.split(), "-fPIC", "-shared", "-Wall", "-Werror", "-Wno-unknown-pragmas",
+    # hidden visibility: the emulator's globals (inline variables) stay private to each library,
+    # so several builds (the mutation check's) can be loaded in one process
+    cmd = [compiler(), "-std=c++17", *opt.split(), "-fPIC", "-shared", "-fvisibility=hidden", "-Wall", "-Werror",
+           "-Wno-unknown-pragmas",
            # the device branches of the kernel and of the shared headers, as under nvcc
            "-D__CUDACC__", "-D__CUDA_ARCH__=900", f'-DS1K_SIMT_KERNEL="{os.path.abspath(kernel)}"',
            "-I", os.path.join(SIMT, "include"), "-I", inc, os.path.join(SIMT, "decode_simt.cpp")]

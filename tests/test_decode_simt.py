@@ -7,6 +7,8 @@ What this proves and what only a GPU proves: docs/testing.md.
 """
 from __future__ import annotations
 
+import json
+import os
 import random
 
 import pytest
@@ -210,6 +212,40 @@ def test_same_row_at_every_position_alignment_and_cluster_size(sim, dtype):
             assert bool((lp.view(torch.int32) == lp.view(torch.int32)[0]).all()), (params, cluster, lp.tolist())
 
 
+LOGPROB_BITS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "native", "simt", "logprob_bits.json")
+
+
+def logprob_bits(sim) -> dict:
+    """The fp32 bits of the emulated kernel's logprobs on fixed rows, per dtype and cluster size."""
+    out = {}
+    for dtype in DTYPES:
+        g = torch.Generator().manual_seed(99)
+        B, V = 8, 4999
+        # one dominant logit per row: logprob = -log(s) with s near 1, where fp32 shows the
+        # rounding of every partial sum
+        x = torch.randn(B, V, generator=g) * torch.linspace(0.5, 2.0, B)[:, None]
+        x[torch.arange(B), torch.randint(0, V, (B,), generator=g)] = torch.linspace(8.0, 14.0, B)
+        x = x.to(dtype)
+        stt = Sampling(temperature=[0.0, 1.0] * 4, top_p=[1.0, 0.9] * 4, seed=list(range(B))).tensors(B, "cpu")
+        for cluster in CLUSTERS:
+            _, lp = sim.step(x, DecodeState.new(B, start_phase="answer"), Budget().tensors(B, "cpu"), stt, FORCING,
+                             cluster=cluster)
+            out[f"{str(dtype).split('.')[1]}/C={cluster}"] = lp.view(torch.int32).tolist()
+    return out
+
+
+def test_logprob_bits_are_the_kernels_fixed_order(sim):
+    """The kernel's logprob is a fixed-order fp32 sum (per thread in increasing id, a butterfly over
+    lanes and warps, then the ranks of the cluster in rank order): these bits, recorded from the
+    emulated kernel, change when that order does, e.g. when ranks are merged in another order
+    (only visible for C >= 4: a + b is b + a in fp32). After an intended change of the order,
+    rewrite the file: `python bench/simt_mutations.py --write-logprob-bits`. (A GPU's __expf gives
+    other bits; this is the emulation's record, with expf.)"""
+    with open(LOGPROB_BITS) as f:
+        want = json.load(f)
+    assert logprob_bits(sim) == want
+
+
 def test_natural_cluster_sizes(sim):
     """Without a forced size the launch picks it as on an H100 (132 SMs): 8 CTAs for one row of a
     large vocabulary, fewer for short rows; the result is the twin's either way."""
@@ -402,3 +438,50 @@ def test_full_vocabulary(sim, dtype):
                  cluster=cluster)
         if cluster == 0:
             assert sim.last_cluster == 8
+
+
+# ----------------------------------------------------------------------------- the emulator itself and planted bugs
+
+def test_emulator_selftest(tmp_path):
+    """Each warp collective against CUDA's definition (masks, groups of different masks, 64-bit
+    shuffles), distributed shared memory across a cluster, a missing __syncthreads exposed by
+    the schedule, and a skipped barrier, collectives that never meet and a read of an exited
+    CTA's shared memory reported (tests/native/simt/simt_selftest.cpp)."""
+    import subprocess
+    from simt_harness import ROOT, SIMT
+    exe = tmp_path / "simt_selftest"
+    subprocess.run([compiler(), "-std=c++17", "-O2", "-Wall", "-Werror", "-Wno-unknown-pragmas", "-D__CUDACC__",
+                    "-D__CUDA_ARCH__=900", "-I", os.path.join(SIMT, "include"), "-I",
+                    os.path.join(ROOT, "csrc", "include"), os.path.join(SIMT, "simt_selftest.cpp"), "-o", str(exe)],
+                   check=True)
+    out = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.startswith("ok "), out.stdout + out.stderr
+    assert int(out.stdout.split()[1]) > 2000
+
+
+def _mutants():
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
+    import simt_mutations
+    return simt_mutations
+
+
+@pytest.mark.parametrize("name", ["merge-rank-order", "radix-digit-off-by-one", "radix-bin-off-by-one",
+                                  "parity-not-flipped", "no-syncthreads-before-exchange",
+                                  "no-syncthreads-in-block-reduce", "no-cluster-sync-in-histogram",
+                                  "no-final-cluster-sync", "histogram-halves-swapped"])
+def test_planted_bug_fails_the_tests(tmp_path, name):
+    """The quick form of bench/simt_mutations.py: a copy of the kernel with this bug fails."""
+    M = _mutants()
+    _, what, old, new = next(m for m in M.MUTANTS if m[0] == name)
+    with open(M.KERNEL) as f:
+        source = f.read()
+    assert source.count(old) == 1, "the mutant no longer applies to csrc/decode.cu"
+    path = tmp_path / "decode.cu"
+    path.write_text(source.replace(old, new))
+    n, failure = M.run_battery(build(str(tmp_path), kernel=str(path)), M.battery(quick=True), stop_at_first=True)
+    assert failure is not None, f"planted bug survived {n} checks: {what}"
+
+
+def test_every_mutant_is_in_ci():
+    assert {m[0] for m in _mutants().MUTANTS} == set(test_planted_bug_fails_the_tests.pytestmark[0].args[1])

@@ -23,7 +23,7 @@ T* ptr(uintptr_t p) {
 // The pointer lists are in the order of s1kernels/ops/decode/native.py (POINTER_GROUPS), as
 // the pybind11 entry points take them. Returns the entry point's status; on an emulation
 // error, the message is simt_last_error().
-extern "C" int simt_decode_step(uintptr_t logits, int dtype, int64_t batch, int64_t row_stride, int64_t vocab_size,
+extern "C" __attribute__((visibility("default"))) int simt_decode_step(uintptr_t logits, int dtype, int64_t batch, int64_t row_stride, int64_t vocab_size,
                                 const uintptr_t* state, const uintptr_t* budget, const uintptr_t* sampling,
                                 uintptr_t table, const int32_t* lengths, int32_t pad_id, uintptr_t tokens,
                                 uintptr_t logprobs, unsigned force_cluster, uint64_t schedule_seed,
@@ -67,4 +67,4 @@ extern "C" int simt_decode_step(uintptr_t logits, int dtype, int64_t batch, int6
   return code;
 }
 
-extern "C" const char* simt_last_error() { return simt::last_error_message.c_str(); }
+extern "C" __attribute__((visibility("default"))) const char* simt_last_error() { return simt::last_error_message.c_str(); }

@@ -7,7 +7,10 @@
 // __reduce_add_sync, __syncwarp). There it blocks until every thread the point names has
 // arrived, and the scheduler resumes a runnable fiber drawn at random (seeded): between two
 // barriers the threads of every CTA of the cluster run in a random order, and the warps
-// interleave at every collective. A kernel whose result depends on that order (a missing
+// interleave at every collective. Odd schedule seeds skew the draw: the CTAs and warps get a
+// random priority order (CTAs: anew after each cluster barrier; warps: after each barrier) and
+// the highest runnable one runs, so one CTA runs ahead through all its __syncthreads up to the
+// next cluster barrier while another has not resumed (uniform draws almost never do that). A kernel whose result depends on that order (a missing
 // barrier, a read of shared memory another thread writes in the same phase) gives different
 // bits under different schedule seeds; tests run several.
 //
@@ -159,7 +162,12 @@ struct Cluster {
   std::vector<unsigned char*> smem;          // per CTA
   std::vector<unsigned> block_arrived, exited;  // per CTA
   unsigned cluster_arrived = 0, cluster_exited = 0, done = 0;
-  std::vector<int> runnable;
+  // Runnable threads, one list per warp (group = cta * warps + warp), and the warps' priorities.
+  std::vector<std::vector<int>> ready;
+  std::vector<uint32_t> prio, cta_prio;
+  size_t n_ready = 0;
+  unsigned warps = 1;  // per CTA
+  bool skew = false;   // pick by priority (a skewed schedule) rather than uniformly
   std::mt19937_64 rng;
   Context launcher;
   int cur = -1;
@@ -175,11 +183,52 @@ inline Thread& cur_thread() { return g_cluster->th[g_cluster->cur]; }
 
 [[noreturn]] inline void fail(const std::string& what);
 
-// Runs a random runnable thread. The current thread must already be marked (runnable and in
-// `runnable`, or blocked, or done). Returns when the current thread is resumed.
+// Priorities of a skewed schedule, which runs the first CTA's first warp while it can, then the
+// next one: a new random order of the warps of a CTA after each of its __syncthreads, and of
+// the CTAs (and all warps) only after a cluster barrier, so that one CTA gets through all its
+// __syncthreads up to the next cluster barrier before another resumes.
+inline void reprioritize_warps(unsigned cta) {
+  Cluster& c = *g_cluster;
+  std::vector<uint32_t> warps(c.warps);
+  for (unsigned w = 0; w < c.warps; ++w) warps[w] = w;
+  std::shuffle(warps.begin(), warps.end(), c.rng);
+  for (unsigned w = 0; w < c.warps; ++w) c.prio[cta * c.warps + w] = c.cta_prio[cta] * c.warps + warps[w];
+}
+
+inline void reprioritize() {
+  Cluster& c = *g_cluster;
+  for (unsigned k = 0; k < c.C; ++k) c.cta_prio[k] = k;
+  std::shuffle(c.cta_prio.begin(), c.cta_prio.end(), c.rng);
+  for (unsigned k = 0; k < c.C; ++k) reprioritize_warps(k);
+}
+
+// Picks and removes a runnable thread: uniformly at random, or (skewed schedules) at random in
+// the runnable warp of the highest priority.
+inline int pick_ready() {
+  Cluster& c = *g_cluster;
+  size_t g = 0;
+  if (c.skew) {
+    uint32_t best = UINT32_MAX;
+    for (size_t k = 0; k < c.ready.size(); ++k)
+      if (!c.ready[k].empty() && c.prio[k] < best) best = c.prio[k], g = k;
+  } else {
+    size_t r = std::uniform_int_distribution<size_t>(0, c.n_ready - 1)(c.rng);
+    while (r >= c.ready[g].size()) r -= c.ready[g++].size();
+  }
+  std::vector<int>& list = c.ready[g];
+  const size_t k = std::uniform_int_distribution<size_t>(0, list.size() - 1)(c.rng);
+  const int next = list[k];
+  list[k] = list.back();
+  list.pop_back();
+  --c.n_ready;
+  return next;
+}
+
+// Runs a runnable thread chosen by pick_ready(). The current thread must already be marked
+// (runnable and in a ready list, or blocked, or done). Returns when it is resumed.
 inline void schedule() {
   Cluster& c = *g_cluster;
-  if (c.runnable.empty()) {
+  if (c.n_ready == 0) {
     if (c.done == c.th.size()) {  // the last thread exited: back to launch()
       switch_context(c.th[c.cur].ctx, c.launcher);
       std::abort();
@@ -194,11 +243,7 @@ inline void schedule() {
     }
     fail("deadlock: no thread can run; waiting:" + who);
   }
-  std::uniform_int_distribution<size_t> pick(0, c.runnable.size() - 1);
-  const size_t k = pick(c.rng);
-  const int next = c.runnable[k];
-  c.runnable[k] = c.runnable.back();
-  c.runnable.pop_back();
+  const int next = pick_ready();
   const int me = c.cur;
   if (next == me) return;
   c.cur = next;
@@ -215,14 +260,10 @@ inline void schedule() {
 }
 
 inline void make_runnable(int i) {
-  g_cluster->th[i].wait = Wait::kRunning;
-  g_cluster->runnable.push_back(i);
-}
-
-// The current thread yields at a point where it may go on at once (an interleaving point).
-inline void yield_runnable() {
-  g_cluster->runnable.push_back(g_cluster->cur);
-  schedule();
+  Cluster& c = *g_cluster;
+  c.th[i].wait = Wait::kRunning;
+  c.ready[static_cast<size_t>(i) / kWarpSize].push_back(i);  // CTAs are whole warps: i / 32 is the group
+  ++c.n_ready;
 }
 
 // ------------------------------------------------------------------ barriers
@@ -235,6 +276,7 @@ inline void syncthreads() {
   if (++c.block_arrived[t.cta] == c.threads) {
     c.block_arrived[t.cta] = 0;
     for (unsigned i = 0; i < c.threads; ++i) make_runnable(static_cast<int>(t.cta * c.threads + i));
+    reprioritize_warps(static_cast<unsigned>(t.cta));
   }
   schedule();
 }
@@ -247,6 +289,7 @@ inline void cluster_sync() {
   if (++c.cluster_arrived == c.C * c.threads) {
     c.cluster_arrived = 0;
     for (size_t i = 0; i < c.th.size(); ++i) make_runnable(static_cast<int>(i));
+    reprioritize();
   }
   schedule();
 }
@@ -424,6 +467,13 @@ inline bool launch(uint3 grid, uint3 block, unsigned cluster, const std::functio
     c.block = block;
     c.body = &body;
     c.rng.seed(rng());
+    // odd schedule seeds skew: one CTA (and one warp) runs ahead of the others between barriers,
+    // which exposes a CTA overwriting what another has yet to read; even seeds are uniform
+    c.skew = config.schedule_seed & 1;
+    c.warps = block.x / kWarpSize;
+    c.ready.assign(n / kWarpSize, {});
+    c.prio.assign(n / kWarpSize, 0);
+    c.cta_prio.assign(cluster, 0);
     c.th.resize(n);
     c.block_arrived.assign(cluster, 0);
     c.exited.assign(cluster, 0);
@@ -441,17 +491,12 @@ inline bool launch(uint3 grid, uint3 block, unsigned cluster, const std::functio
       t.block_idx = uint3{ci * cluster + static_cast<unsigned>(t.cta), 0, 0};
       t.stack = stacks[i];
       make_context(t.ctx, t.stack, kStackBytes, fiber_entry);
-      c.runnable.push_back(static_cast<int>(i));
-      t.wait = Wait::kRunning;
     }
     Cluster* saved = g_cluster;
     g_cluster = &c;
-    // the first thread is drawn at random as well
-    std::uniform_int_distribution<size_t> pick(0, n - 1);
-    const size_t k = pick(c.rng);
-    c.cur = c.runnable[k];
-    c.runnable[k] = c.runnable.back();
-    c.runnable.pop_back();
+    for (size_t i = 0; i < n; ++i) make_runnable(static_cast<int>(i));
+    reprioritize();
+    c.cur = pick_ready();  // the first thread is drawn as well
     switch_context(c.launcher, c.th[c.cur].ctx);
     g_cluster = saved;
     if (c.failed) return false;
