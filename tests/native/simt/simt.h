@@ -1,23 +1,24 @@
 // A host SIMT emulation: enough of CUDA's execution model to run a kernel's own source on a CPU.
 //
-// Every CUDA thread is a fiber (a small x86-64 stack switch, or glibc ucontext elsewhere). One cluster of CTAs runs
-// at a time on the calling OS thread; clusters run one after another in a seeded random order.
-// A fiber runs until it reaches a synchronisation point: __syncthreads, cluster.sync(), or a
-// warp collective (__shfl*_sync, __ballot_sync, __any_sync, __match_any_sync,
-// __reduce_add_sync, __syncwarp). There it blocks until every thread the point names has
-// arrived, and the scheduler resumes a runnable fiber drawn at random (seeded): between two
-// barriers the threads of every CTA of the cluster run in a random order, and the warps
-// interleave at every collective. Odd schedule seeds skew the draw: the CTAs and warps get a
-// random priority order (CTAs: anew after each cluster barrier; warps: after each barrier) and
-// the highest runnable one runs, so one CTA runs ahead through all its __syncthreads up to the
-// next cluster barrier while another has not resumed (uniform draws almost never do that). A kernel whose result depends on that order (a missing
-// barrier, a read of shared memory another thread writes in the same phase) gives different
-// bits under different schedule seeds; tests run several.
+// Every CUDA thread is a fiber (a small x86-64 stack switch, or glibc ucontext elsewhere). One
+// cluster of CTAs runs at a time on the calling OS thread; clusters run one after another in a
+// seeded random order. A fiber runs until it reaches a synchronisation point: __syncthreads,
+// cluster.sync(), or a warp collective (__shfl*_sync, __ballot_sync, __any_sync,
+// __match_any_sync, __reduce_add_sync, __syncwarp). There it blocks until every thread the
+// point names has arrived, and the scheduler resumes a runnable fiber drawn at random (seeded):
+// between two barriers the threads of every CTA of the cluster run in a random order, and the
+// warps interleave at every collective. Odd schedule seeds skew the draw: the CTAs and warps get
+// a random priority order (CTAs: anew after each cluster barrier; warps: after each barrier)
+// and the highest runnable one runs, so one CTA runs ahead through all its __syncthreads up to
+// the next cluster barrier while another has not resumed (uniform draws almost never do that).
+// A kernel whose result depends on the order (a missing barrier, a read of shared memory that
+// another thread writes in the same phase) gives other bits under other schedule seeds, or
+// other results than its CPU twin; tests run several seeds.
 //
-// Checked, and reported as a launch failure with a message (simt::last_error()):
-//   - a deadlock (no runnable thread while some wait),
-//   - a warp collective whose named lanes wait in a different collective or with another mask,
-//     or name an exited lane or a source lane outside the mask,
+// Reported as a launch failure with a message (simt::last_error_message):
+//   - a deadlock (no runnable thread while some wait), which is also what warp collectives whose
+//     lanes never meet (another collective, another mask) end in,
+//   - a collective whose mask names an exited lane, or reads a source lane outside the mask,
 //   - a barrier reached after a thread of the same CTA (or cluster) exited, or a thread exiting
 //     while others wait at a barrier it belongs to,
 //   - map_shared_rank of a pointer outside the cluster's shared memory, or into a CTA that
