@@ -140,7 +140,9 @@ def main(argv=None) -> int:
             f.write("# Planted bugs in csrc/decode.cu against the SIMT tests\n\n"
                     "Written by `python bench/simt_mutations.py` (the unaltered kernel passes all "
                     f"{len(checks)} checks first). Each mutant is built under the host SIMT emulation and "
-                    "run through the checks until one fails.\n\n"
+                    "run through the checks until one fails. Seconds are wall-clock, build included, on a "
+                    f"shared machine ({os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the "
+                    "end of the run).\n\n"
                     "| mutant | planted bug | checks run | first failure | seconds |\n| --- | --- | --- | --- | --- |\n")
             for name, what, n, failure, secs in rows:
                 f.write(f"| {name} | {what} | {n} | {(failure or 'SURVIVED').replace('|', '/')} | {secs:.1f} |\n")
