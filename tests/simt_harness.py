@@ -1,5 +1,6 @@
 """Builds csrc/decode.cu under the host SIMT emulation (tests/native/simt) and runs its decode
-step on CPU tensors, with the arguments the compiled backends get (s1kernels/ops/decode/native.py).
+step on CPU tensors, with the arguments the compiled backends get (s1kernels/ops/decode/native.py:
+three pointer lists in the order of the field table).
 
 Used by tests/test_decode_simt.py and bench/simt_mutations.py (which builds altered copies of
 the kernel through `build(kernel=...)`).
@@ -15,7 +16,7 @@ import subprocess
 import torch
 
 from s1kernels.ops.decode import DecodeState, ForcingTokens
-from s1kernels.ops.decode.native import _DTYPE_CODE
+from s1kernels.ops.decode.native import _DTYPE_CODE, FIELD_NAMES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIMT = os.path.join(ROOT, "tests", "native", "simt")
@@ -68,7 +69,16 @@ class Simt:
                       ctypes.c_uint64, P(ctypes.c_uint)]
         f.restype = ctypes.c_int
         self.lib.simt_last_error.restype = ctypes.c_char_p
+        self.lib.simt_decode_fields.restype = ctypes.c_char_p
         self.last_cluster = 0
+        if self.fields() != FIELD_NAMES:
+            raise RuntimeError(f"{path} was built with the decode fields {self.fields()}, the package declares "
+                               f"{FIELD_NAMES}")
+
+    def fields(self) -> dict[str, list[str]]:
+        """The field table the library was built with, by group (the order its pointer lists take)."""
+        groups = self.lib.simt_decode_fields().decode().split(";")
+        return {g.split(":")[0]: [n for n in g.split(":")[1].split(",") if n] for g in groups}
 
     def step(self, logits: torch.Tensor, state: DecodeState, budget_t, sampling_t, forcing: ForcingTokens,
              vocab_size: int | None = None, cluster: int = 0, schedule: int = 0):

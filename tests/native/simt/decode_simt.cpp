@@ -20,41 +20,38 @@ T* ptr(uintptr_t p) {
 
 }  // namespace
 
-// The pointer lists are in the order of s1kernels/ops/decode/native.py (POINTER_GROUPS), as
-// the pybind11 entry points take them. Returns the entry point's status; on an emulation
-// error, the message is simt_last_error().
-extern "C" __attribute__((visibility("default"))) int simt_decode_step(uintptr_t logits, int dtype, int64_t batch, int64_t row_stride, int64_t vocab_size,
-                                const uintptr_t* state, const uintptr_t* budget, const uintptr_t* sampling,
-                                uintptr_t table, const int32_t* lengths, int32_t pad_id, uintptr_t tokens,
-                                uintptr_t logprobs, unsigned force_cluster, uint64_t schedule_seed,
-                                unsigned* cluster_used) {
+#define S1K_SIMT_EXPORT extern "C" __attribute__((visibility("default")))
+
+// The three pointer lists are in the order of the field table (s1kernels/ops/decode/fields.py,
+// csrc/include/s1k/decode_fields.h), as the bindings (python/decode.cpp) take them. Returns the
+// entry point's status; on an emulation error, the message is simt_last_error().
+S1K_SIMT_EXPORT int simt_decode_step(uintptr_t logits, int dtype, int64_t batch, int64_t row_stride,
+                                     int64_t vocab_size, const uintptr_t* state, const uintptr_t* budget,
+                                     const uintptr_t* sampling, uintptr_t table, const int32_t* lengths,
+                                     int32_t pad_id, uintptr_t tokens, uintptr_t logprobs, unsigned force_cluster,
+                                     uint64_t schedule_seed, unsigned* cluster_used) {
   s1k::DecodeArgs a{};
   a.logits = ptr<const void>(logits);
   a.dtype = dtype;
   a.batch = batch;
   a.row_stride = row_stride;
   a.vocab_size = vocab_size;
-  a.phase = ptr<int32_t>(state[0]);
-  a.thinking_tokens = ptr<int32_t>(state[1]);
-  a.waits_used = ptr<int32_t>(state[2]);
-  a.inject_kind = ptr<int32_t>(state[3]);
-  a.inject_pos = ptr<int32_t>(state[4]);
-  a.answer_tokens = ptr<int32_t>(state[5]);
-  a.error = ptr<int32_t>(state[6]);
-  a.event = ptr<int32_t>(state[7]);
-  a.step = ptr<int64_t>(state[8]);
-  a.min_thinking_tokens = ptr<const int32_t>(budget[0]);
-  a.max_thinking_tokens = ptr<const int32_t>(budget[1]);
-  a.num_waits = ptr<const int32_t>(budget[2]);
-  a.max_answer_tokens = ptr<const int32_t>(budget[3]);
-  a.mode = ptr<const int32_t>(budget[4]);
-  a.temperature = ptr<const float>(sampling[0]);
-  a.top_k = ptr<const int32_t>(sampling[1]);
-  a.top_p = ptr<const float>(sampling[2]);
-  a.min_p = ptr<const float>(sampling[3]);
-  a.seed = ptr<const int64_t>(sampling[4]);
+  size_t i = 0;
+#define S1K_FILL(list, name, type) a.name = ptr<type>(list[i++]);
+#define S1K_FILL_STATE(name, type) S1K_FILL(state, name, type)
+#define S1K_FILL_BUDGET(name, type) S1K_FILL(budget, name, const type)
+#define S1K_FILL_SAMPLING(name, type) S1K_FILL(sampling, name, const type)
+  S1K_DECODE_STATE_FIELDS(S1K_FILL_STATE)
+  i = 0;
+  S1K_DECODE_BUDGET_FIELDS(S1K_FILL_BUDGET)
+  i = 0;
+  S1K_DECODE_SAMPLING_FIELDS(S1K_FILL_SAMPLING)
+#undef S1K_FILL_SAMPLING
+#undef S1K_FILL_BUDGET
+#undef S1K_FILL_STATE
+#undef S1K_FILL
   a.table = ptr<const int32_t>(table);
-  for (int i = 0; i < 5; ++i) a.lengths[i] = lengths[i];
+  for (int k = 0; k < 5; ++k) a.lengths[k] = lengths[k];
   a.pad_id = pad_id;
   a.tokens = ptr<int64_t>(tokens);
   a.logprobs = ptr<float>(logprobs);
@@ -67,4 +64,13 @@ extern "C" __attribute__((visibility("default"))) int simt_decode_step(uintptr_t
   return code;
 }
 
-extern "C" __attribute__((visibility("default"))) const char* simt_last_error() { return simt::last_error_message.c_str(); }
+S1K_SIMT_EXPORT const char* simt_last_error() { return simt::last_error_message.c_str(); }
+
+// The field table this library was built with, "state:a,b;budget:...;sampling:..." (the harness
+// refuses a build from another table, as native.py refuses a stale extension).
+S1K_SIMT_EXPORT const char* simt_decode_fields() {
+#define S1K_NAME(name, type) #name ","
+  return "state:" S1K_DECODE_STATE_FIELDS(S1K_NAME) ";budget:" S1K_DECODE_BUDGET_FIELDS(S1K_NAME) ";sampling:"
+      S1K_DECODE_SAMPLING_FIELDS(S1K_NAME);
+#undef S1K_NAME
+}
