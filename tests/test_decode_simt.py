@@ -156,9 +156,10 @@ def test_random_cases_match_twin_and_reference(sim, i):
 
 
 def test_random_cases_cover_what_they_claim():
-    """The case mix really holds each kind of input the docstring of docs/testing.md lists."""
+    """The case mix really holds each kind of input docs/testing.md says it does."""
     cs = [random_case(i) for i in range(N_RANDOM)]
-    for key, values in [("dtype", DTYPES), ("cluster", (0, 1, 2, 4, 8)), ("style", ("normal", "peaked", "ties", "nonfinite")),
+    for key, values in [("dtype", DTYPES), ("cluster", (0, 1, 2, 4, 8)),
+                        ("style", ("normal", "peaked", "ties", "nonfinite")),
                         ("layout", ("aligned", "off1", "off2", "padded")), ("start", ("thinking", "answer"))]:
         for v in values:
             assert sum(c[key] == v for c in cs) >= 5, (key, v)
