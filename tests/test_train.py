@@ -278,7 +278,8 @@ from safetensors import safe_open
 import s1kernels.model.checkpoint as mc
 from s1kernels.train import TrainConfig, model_and_tokenizer
 from s1kernels.model.transformer import rope_inv_freq
-from s1kernels.train import checkpoint as ckpt, distributed as dist_utils
+from s1kernels import distributed as dist_utils
+from s1kernels.train import checkpoint as ckpt
 
 good, out, bad = sys.argv[1], sys.argv[2], sys.argv[3:]
 device, rank, world = dist_utils.init()

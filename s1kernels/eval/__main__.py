@@ -40,7 +40,7 @@ def _print_table(report: dict) -> None:
 def _init_ranks(device: str | None) -> tuple[int, str | None]:
     """Under torchrun: join the process group (NCCL on GPUs, one per rank; gloo on CPU) so the
     questions are sharded across ranks; returns (rank, device). Without torchrun: (0, device)."""
-    from s1kernels.train import distributed
+    from s1kernels import distributed
 
     if distributed.world()[2] == 1:
         return 0, device

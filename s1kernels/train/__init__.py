@@ -1,4 +1,5 @@
-"""Packed SFT in the s1 format: `python -m s1kernels.train`.
+"""Packed SFT in the s1 format: `python -m s1kernels.train` (flags in __main__.py), or from
+Python `train(TrainConfig(...))`, itself `setup`, then `step` per optimizer step and `save`.
 
     python -m s1kernels.train                                   # tiny model, built-in task, CPU, ~3 min
     python -m s1kernels.train --model Qwen2.5-0.5B-Instruct/ --data s1k.jsonl --output runs/s1
@@ -37,7 +38,7 @@ from s1kernels.data.tokenizer import real_vocab_size
 from s1kernels.model import ModelConfig, Transformer, load_model
 from s1kernels.runtime import default_threads
 from s1kernels.train import checkpoint as ckpt
-from s1kernels.train import distributed as dist_utils
+from s1kernels import distributed as dist_utils
 from s1kernels.train import run as runs
 from s1kernels.train.validate import check_train_config
 from s1kernels.train.files import replace_atomic, replace_json_atomic
@@ -172,8 +173,47 @@ def _resume_path(cfg: TrainConfig, ckpt_dir: str, rid: str, settings: dict) -> s
     return path
 
 
-def train(cfg: TrainConfig) -> dict:
-    """Runs training as configured; returns a summary dict (on every rank)."""
+@dataclasses.dataclass
+class Run:
+    """What a training run holds between its steps (`setup` builds it on every rank)."""
+
+    cfg: TrainConfig
+    device: torch.device
+    rank: int
+    world_size: int
+    bf16: bool
+    amp: object  # the autocast context of one process (a null context under FSDP)
+    model: torch.nn.Module
+    tok: object
+    vocab_size: int
+    n_params: int
+    threads: int
+    packed: object
+    data_info: dict
+    sched: Schedule
+    total_steps: int
+    settings: dict
+    run_id: str
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    start_step: int
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def ckpt_dir(self) -> str:
+        return os.path.join(self.cfg.output, "checkpoints")
+
+    @property
+    def log_path(self) -> str:
+        return os.path.join(self.cfg.output, "train_log.jsonl")
+
+
+def setup(cfg: TrainConfig) -> Run:
+    """Checks, process group, model, data, optimizer and schedule; claims --output and
+    resumes from a checkpoint when asked. Every rank calls it alike."""
     check_train_config(cfg)
     # before any long work: the output folder is writable and not another run's
     runs.check_output(cfg.output, cfg.resume, cfg.overwrite)
@@ -201,105 +241,132 @@ def train(cfg: TrainConfig) -> dict:
     model.train()
     optimizer = build_optimizer(model, cfg.lr, cfg.betas, cfg.weight_decay)
     scheduler = build_scheduler(optimizer, total_steps, warmup, cfg.min_lr_ratio)
+    run = Run(cfg, device, rank, world_size, bf16, amp, model, tok, vocab_size, n_params, threads, packed, data_info,
+              sched, total_steps, settings, rid, optimizer, scheduler, 0)
 
-    ckpt_dir = os.path.join(cfg.output, "checkpoints")
-    log_path = os.path.join(cfg.output, "train_log.jsonl")
-    resume_path = _resume_path(cfg, ckpt_dir, rid, settings)  # every rank checks alike, before rank 0 writes
+    resume_path = _resume_path(cfg, run.ckpt_dir, rid, settings)  # every rank checks alike, before rank 0 writes
     dist_utils.barrier()
     if main:
         runs.claim(cfg.output, rid, settings, cfg.overwrite)
     dist_utils.barrier()
-    start_step, log = 0, []
+    log = []
     if resume_path is not None:
-        start_step = ckpt.load_checkpoint(resume_path, model, optimizer, scheduler)["step"]
-        log = read_log(log_path, start_step)
+        run.start_step = ckpt.load_checkpoint(resume_path, model, optimizer, scheduler)["step"]
+        log = read_log(run.log_path, run.start_step)
         if main:
-            print(f"resumed from {resume_path} at step {start_step}", file=sys.stderr)
+            print(f"resumed from {resume_path} at step {run.start_step}", file=sys.stderr)
     if main:
-        replace_atomic(log_path, "".join(json.dumps(r) + "\n" for r in log).encode())
+        replace_atomic(run.log_path, "".join(json.dumps(r) + "\n" for r in log).encode())
         replace_json_atomic(os.path.join(cfg.output, "train_config.json"),
                             json.loads(json.dumps(dict(dataclasses.asdict(cfg), world_size=world_size,
                                                        total_steps=total_steps, data=data_info, bf16=bf16,
                                                        real_vocab_size=vocab_size, threads_used=threads,
                                                        run_id=rid), default=str)))
+    return run
 
+
+def step(run: Run, index: int, on_batch=None) -> dict:
+    """One optimizer step (0-based `index`): the rank's micro-batches, each a forward with the
+    fused loss and a backward, then clipping, the optimizer and the schedule. The loss is
+    normalised over the trained tokens (or samples) of the whole step on every rank.
+    `on_batch(tokens)` is called after each micro-batch. Returns the step's loss sum (a device
+    tensor: reading it is a host sync), gradient norm, item count, learning rate and tokens."""
     from s1kernels.ops.loss import linear_cross_entropy
 
-    log_file = open(log_path, "a") if main else None
+    cfg, model = run.cfg, run.model
+    batches = [micro_batch(run.packed, rows, run.tok.pad_id, run.device) for rows in run.sched.step_rows(index, run.rank)]
+    num_items = dist_utils.all_reduce_sum(sum(count_items(b, cfg.normalize) for b in batches).float())
+    loss_sum = torch.zeros((), device=run.device)
+    tokens = 0
+    for b in batches:
+        def loss_fn(hidden, weight, b=b):
+            if run.bf16:
+                hidden, weight = hidden.to(torch.bfloat16), weight.to(torch.bfloat16)
+            return linear_cross_entropy(hidden, weight, b["labels"], cu_seqlens=b["cu_seqlens"],
+                                        normalize=cfg.normalize, num_items=num_items, vocab_size=run.vocab_size,
+                                        backend=cfg.loss_backend)
+
+        with run.amp:
+            loss = model(b["input_ids"], b["position_ids"], b["cu_seqlens"], b["max_seqlen"], loss_fn=loss_fn)
+        # FSDP averages gradients over ranks; the loss is already a global mean, so undo it
+        (loss * run.world_size).backward()
+        loss_sum += loss.detach()
+        tokens += b["input_ids"].numel()
+        if on_batch is not None:
+            on_batch(b["input_ids"].numel())
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(),
+                                               cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
+    if hasattr(grad_norm, "full_tensor"):
+        grad_norm = grad_norm.full_tensor()
+    run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    lr = run.scheduler.get_last_lr()[0]
+    run.scheduler.step()
+    return {"loss_sum": loss_sum, "grad_norm": grad_norm, "num_items": num_items, "lr": lr, "tokens": tokens}
+
+
+def save(run: Run, step_done: int) -> None:
+    """A resumable checkpoint after `step_done` steps (every rank writes its shard)."""
+    extra = (lambda folder: (run.tok.save(folder), run.model.config.save(folder))) if run.main else None
+    ckpt.save_checkpoint(run.ckpt_dir, step_done, run.model, run.optimizer, run.scheduler,
+                         {"run_id": run.run_id, "settings": run.settings, "total_steps": run.total_steps,
+                          "rows_per_step": run.sched.rows_per_step, "world_size": run.world_size},
+                         extra, run.cfg.keep_checkpoints)
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Runs training as configured (`setup`, then `step` after step with logging and `save`
+    every --save-every steps, then the final model); returns a summary dict (on every rank)."""
+    run = setup(cfg)
+    main, total_steps = run.main, run.total_steps
+    log_file = open(run.log_path, "a") if main else None
     bar = None
     if main and cfg.progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=total_steps, initial=start_step, desc="train", dynamic_ncols=True)
-    watch = ThroughputWatch(cpu=device.type == "cpu", threads=threads)
-    t_start, tokens_seen, step = time.perf_counter(), 0, start_step
+        bar = tqdm(total=total_steps, initial=run.start_step, desc="train", dynamic_ncols=True)
+    watch = ThroughputWatch(cpu=run.device.type == "cpu", threads=run.threads)
+
+    def on_batch(tokens: int):
+        note = watch.update(tokens * run.world_size) if main else None
+        if note:
+            (bar.write if bar is not None else lambda s: print(s, file=sys.stderr))(note)
+
+    t_start, tokens_seen = time.perf_counter(), 0
     window_t0 = time.perf_counter()
-
-    def save(step_done: int):
-        extra = (lambda folder: (tok.save(folder), model.config.save(folder))) if main else None
-        ckpt.save_checkpoint(ckpt_dir, step_done, model, optimizer, scheduler,
-                             {"run_id": rid, "settings": settings, "total_steps": total_steps,
-                              "rows_per_step": sched.rows_per_step, "world_size": world_size},
-                             extra, cfg.keep_checkpoints)
-
-    for step in range(start_step, total_steps):
-        batches = [micro_batch(packed, rows, tok.pad_id, device) for rows in sched.step_rows(step, rank)]
-        num_items = dist_utils.all_reduce_sum(sum(count_items(b, cfg.normalize) for b in batches).float())
-        loss_sum = torch.zeros((), device=device)
-        for b in batches:
-            def loss_fn(hidden, weight, b=b):
-                if bf16:
-                    hidden, weight = hidden.to(torch.bfloat16), weight.to(torch.bfloat16)
-                return linear_cross_entropy(hidden, weight, b["labels"], cu_seqlens=b["cu_seqlens"],
-                                            normalize=cfg.normalize, num_items=num_items, vocab_size=vocab_size,
-                                            backend=cfg.loss_backend)
-
-            with amp:
-                loss = model(b["input_ids"], b["position_ids"], b["cu_seqlens"], b["max_seqlen"], loss_fn=loss_fn)
-            # FSDP averages gradients over ranks; the loss is already a global mean, so undo it
-            (loss * world_size).backward()
-            loss_sum += loss.detach()
-            tokens_seen += b["input_ids"].numel()
-            note = watch.update(b["input_ids"].numel() * world_size) if main else None
-            if note:
-                (bar.write if bar is not None else lambda s: print(s, file=sys.stderr))(note)
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
-        if hasattr(grad_norm, "full_tensor"):
-            grad_norm = grad_norm.full_tensor()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        lr = scheduler.get_last_lr()[0]
-        scheduler.step()
-        done = step + 1
+    for index in range(run.start_step, total_steps):
+        out = step(run, index, on_batch)
+        tokens_seen += out["tokens"]
+        done = index + 1
         if done % cfg.log_every == 0 or done == total_steps:
-            loss_val = float(dist_utils.all_reduce_sum(loss_sum))
+            loss_val = float(dist_utils.all_reduce_sum(out["loss_sum"]))
             if main:
                 elapsed = time.perf_counter() - window_t0
-                tps = tokens_seen * world_size / max(elapsed, 1e-9)
-                rec = {"step": done, "loss": loss_val, "lr": lr, "grad_norm": float(grad_norm),
-                       "items": float(num_items), "tokens_per_s": tps, "load1": watch.load()}
+                tps = tokens_seen * run.world_size / max(elapsed, 1e-9)
+                rec = {"step": done, "loss": loss_val, "lr": out["lr"], "grad_norm": float(out["grad_norm"]),
+                       "items": float(out["num_items"]), "tokens_per_s": tps, "load1": watch.load()}
                 log_file.write(json.dumps(rec) + "\n")
                 log_file.flush()
                 if bar is not None:
-                    bar.set_postfix(loss=f"{loss_val:.4f}", tok_s=f"{tps:,.0f}", lr=f"{lr:.2e}",
+                    bar.set_postfix(loss=f"{loss_val:.4f}", tok_s=f"{tps:,.0f}", lr=f"{out['lr']:.2e}",
                                     **({"slow": watch.status} if watch.status else {}))
         if bar is not None:
             bar.update(1)
         if cfg.save_every and done % cfg.save_every == 0 and done < total_steps:
-            save(done)
+            save(run, done)
     if bar is not None:
         bar.close()
     if log_file is not None:
         log_file.close()
-    if cfg.save_every and start_step < total_steps:  # a resumed finished run has nothing new to save
-        save(total_steps)
-    ckpt.publish_final(cfg.output, model, tok, torch.bfloat16 if bf16 else None)
-    summary = {"steps": total_steps, "params": n_params, "seconds": time.perf_counter() - t_start,
-               "output": cfg.output, "data": data_info}
+    if cfg.save_every and run.start_step < total_steps:  # a resumed finished run has nothing new to save
+        save(run, total_steps)
+    ckpt.publish_final(cfg.output, run.model, run.tok, torch.bfloat16 if run.bf16 else None)
+    summary = {"steps": total_steps, "params": run.n_params, "seconds": time.perf_counter() - t_start,
+               "output": cfg.output, "data": run.data_info}
     if main:
         if cfg.eval_rows and cfg.data is None:
-            summary.update(_eval_builtin(cfg, tok, device))
-        with open(log_path) as f:
+            summary.update(_eval_builtin(cfg, run.tok, run.device))
+        with open(run.log_path) as f:
             losses = [json.loads(line)["loss"] for line in f if line.strip()]
         if losses:
             summary["first_loss"], summary["last_loss"] = losses[0], losses[-1]

@@ -13,7 +13,7 @@ from s1kernels.extras import MissingExtra
 from s1kernels.runtime import SMALL_MODEL_PARAMS
 import s1kernels.train as train_api
 from s1kernels.train import TINY_DEFAULTS, TrainConfig, train
-from s1kernels.train import distributed as dist_utils
+from s1kernels import distributed as dist_utils
 from s1kernels.train.data import OVERLONG_POLICIES
 from s1kernels.train.validate import check_train_config
 

@@ -1,4 +1,5 @@
-"""Process-group setup and FSDP2 sharding for `torchrun --nproc-per-node N -m s1kernels.train`."""
+"""Process groups for torchrun (`torchrun --nproc-per-node N -m s1kernels.train` or `-m s1kernels.eval`)
+and FSDP2 sharding; shared by the stages, so no stage imports another for it."""
 from __future__ import annotations
 
 import contextlib
