@@ -424,8 +424,9 @@ def stage_bench(p: Proof):
 
     t0 = time.monotonic()
     jsonl = os.path.join(p.out, "bench.jsonl")
-    fams = ["smoke"] if p.args.bench_smoke else (
-        p.args.bench_families.split(",") if p.args.bench_families else list(BENCH_FAMILIES))
+    named = p.args.bench_families.split(",") if p.args.bench_families else []
+    # --bench-smoke: the smoke rows first, then only the families named with it
+    fams = ["smoke"] + [f for f in named if f != "smoke"] if p.args.bench_smoke else (named or list(BENCH_FAMILIES))
     quick = p.args.quick or not p.gpu
     passed = failed = skipped = 0
     notes = []
@@ -528,7 +529,8 @@ def main(argv=None) -> int:
     ap.add_argument("--tests-workers", type=int, metavar="N",
                     help="run every cuda test in one pytest with N xdist workers (default: a process per family)")
     ap.add_argument("--bench-smoke", action="store_true",
-                    help="bench only the smoke rows (bench/smoke.py: one case per family vs eager torch)")
+                    help="bench the smoke rows (bench/smoke.py: one case per family vs eager torch), then only "
+                         "the --bench-families named with it")
     ap.add_argument("--sanitizer", choices=("memcheck-combined", "racecheck"), dest="sanitizer_mode",
                     help="one compute-sanitizer process over every short case (default: memcheck per case "
                          "and racecheck of decode)")
