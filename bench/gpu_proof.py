@@ -212,23 +212,25 @@ except Exception as e:
 import importlib.util
 r["optional"] = {m: importlib.util.find_spec(m) is not None for m in
                  ("liger_kernel", "cut_cross_entropy", "faiss", "flashinfer", "flash_attn", "transformers")}
-print("ENV " + json.dumps(r))
-"""
-
-
-CEILINGS_PROBE = r"""
-import json, sys
 sys.path.insert(0, "bench")
-import torch, common
-gpu = sys.argv[1] == "1"
-dev = torch.device("cuda" if gpu else "cpu")
-print("CEILINGS " + json.dumps(common.measure_ceilings(dev, quick=not gpu)))
+try:  # what Triton's cache keys depend on here: the wheel's hashes, ptxas, the TRITON_* variables
+    import device_compile
+    r["triton_keys"] = device_compile.triton_facts()
+except Exception as e:
+    r["triton_keys"] = {"error": f"{type(e).__name__}: {e}"}
+try:  # the ceilings every bench row is measured against, measured now (quick without a GPU)
+    import common
+    gpu = bool(r.get("gpu"))
+    r["ceilings"] = common.measure_ceilings(torch.device("cuda" if gpu else "cpu"), quick=not gpu)
+except Exception as e:
+    r["ceilings"] = {"error": f"{type(e).__name__}: {e}"}
+print("ENV " + json.dumps(r))
 """
 
 
 def stage_env(p: Proof):
     t0 = time.monotonic()
-    r = p.step("env: python, torch, triton, GPU", p.py("-c", ENV_PROBE), 120)
+    r = p.step("env: python, torch, triton, GPU, ceilings", p.py("-c", ENV_PROBE), 180)
     line = next((x for x in r["out"].splitlines() if x.startswith("ENV ")), None)
     facts = json.loads(line[4:]) if line else {}
     p.gpu = bool(facts.get("gpu")) and not p.args.no_gpu
@@ -242,16 +244,6 @@ def stage_env(p: Proof):
             t = p.step(f"env: {tool}", [path, *args], 30)
             facts[tool] = (t["out"].strip().splitlines() or [""])[-1] if t["rc"] == 0 else f"failed rc={t['rc']}"
     p.facts = facts
-    # what Triton's cache keys depend on here: the wheel's hashes, ptxas, the TRITON_* variables
-    t = p.step("env: triton key inputs", p.py(os.path.join(HERE, "device_compile.py"), "facts"), 60)
-    try:
-        facts["triton_keys"] = json.loads(t["out"].strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        facts["triton_keys"] = {"error": (t["why"] or f"rc={t['rc']}") + ": " + t["out"][-300:]}
-    # the ceilings every bench row is measured against, measured now (quick on CPU)
-    c = p.step("env: ceilings (copy bandwidth, matmul)", p.py("-c", CEILINGS_PROBE, "1" if p.gpu else "0"), 120)
-    line = next((x for x in c["out"].splitlines() if x.startswith("CEILINGS ")), None)
-    facts["ceilings"] = json.loads(line[9:]) if line else {"error": c["why"] or f"rc={c['rc']}"}
     ok = "torch" in facts
     p.add("env", "passed" if ok else "failed", passed=int(ok), failed=int(not ok), wall=time.monotonic() - t0,
           note=f"GPU: {facts.get('device', 'none')}; torch {facts.get('torch')}, triton {facts.get('triton')}, "

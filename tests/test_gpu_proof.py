@@ -95,10 +95,16 @@ def test_wheels_install_offline_for_the_later_steps(tmp_path):
 
 
 def test_without_a_gpu_gpu_stages_say_so(tmp_path):
-    proc, stages, _ = proof(tmp_path, "--stages", "info", "--no-gpu")
+    proc, stages, out = proof(tmp_path, "--stages", "info", "--no-gpu")
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert stages["info"]["status"] == "passed"
     assert stages["env"]["status"] == "passed"
+    # summary.json records what the Triton cache keys and the bench rows depend on
+    summary = json.load(open(out / "summary.json"))
+    assert summary["triton_env"]["TRITON_DEFAULT_FP_FUSION"] == "1"
+    keys = summary["facts"]["triton_keys"]
+    assert len(keys["libtriton_sha256"]) == 64 and keys["key_env"].get("TRITON_DEFAULT_FP_FUSION") == "true"
+    assert summary["facts"]["ceilings"]["copy_gbps"] > 0 and summary["facts"]["ceilings"]["matmul_tflops"] > 0
 
 
 def test_faiss_without_a_gpu_index_is_never_timed_in_a_gpu_row(monkeypatch):
