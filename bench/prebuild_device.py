@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import glob
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -143,6 +144,28 @@ def start_build_312(py: str, work: str) -> tuple[subprocess.Popen, str]:
     return proc, log.name
 
 
+LOAD_PROBE = r"""
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("s1kernels._C", sys.argv[1])
+mod = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(mod)
+print(mod.source_digest, bool(mod.cuda_compiled))
+"""
+
+
+def check_extension(py312: str, path: str) -> None:
+    """The 3.12 module loads in 3.12 (no torch needed: it does not link libtorch), was built
+    from these native sources and has the CUDA kernels."""
+    spec = importlib.util.spec_from_file_location("_s1k_sources", os.path.join(ROOT, "s1kernels", "native_sources.py"))
+    sources = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sources)
+    out, _ = run([py312, "-c", LOAD_PROBE, path], what="loading the 3.12 extension")
+    got_digest, cuda = out.split()
+    if got_digest != sources.source_digest(ROOT) or cuda != "True":
+        raise SystemExit(f"prebuild_device: the 3.12 extension reports digest {got_digest} (sources: "
+                         f"{sources.source_digest(ROOT)}) and CUDA compiled {cuda}; set CUDA_HOME so nvcc is found")
+
+
 def triton_env(cache_dir: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRITON_")}
     env.update(PROOF_TRITON_ENV, TRITON_CACHE_DIR=cache_dir)
@@ -232,6 +255,8 @@ def prebuild(args) -> dict:
             built = glob.glob(os.path.join(work, "lib", "s1kernels", "_C.cpython-312*.so"))
             if rc != 0 or not built:
                 raise SystemExit(f"prebuild_device: the 3.12 build failed (rc={rc}):\n{open(build_log).read()[-4000:]}")
+        if build is not None:
+            check_extension(py312, built[0])
         os.makedirs(out, exist_ok=True)
         for stale in (EXT_312, ARCHIVE, MANIFEST, "variants.json"):
             if os.path.exists(os.path.join(out, stale)):
