@@ -31,19 +31,24 @@ def proof(tmp_path, *args, env=None):
     return proc, stages, out
 
 
-def test_collection_error_in_a_cuda_test_file_fails_the_tests_stage(tmp_path):
+@pytest.mark.parametrize("workers", [None, 2])
+def test_collection_error_in_a_cuda_test_file_fails_the_tests_stage(tmp_path, workers):
     tests = tmp_path / "tests"
     tests.mkdir()
     (tests / "test_fine_cuda.py").write_text("import pytest\n\n@pytest.mark.cuda\ndef test_ok():\n    assert 1 + 1 == 2\n")
     (tests / "test_broken_cuda.py").write_text("import pytest\nimport no_such_module_anywhere\n\n"
                                                "@pytest.mark.cuda\ndef test_never():\n    pass\n")
-    proc, stages, out = proof(tmp_path, "--stages", "tests", "--tests-dir", str(tests))
+    more = ["--tests-workers", str(workers)] if workers else []
+    proc, stages, out = proof(tmp_path, "--stages", "tests", "--tests-dir", str(tests), *more)
     assert proc.returncode == 1, proc.stdout[-3000:]
     t = stages["tests"]
     assert t["status"] == "failed" and t["failed"] >= 1
     assert "COLLECTION ERRORS" in t["note"] and "test_broken_cuda.py" in t["note"]
     outcomes = [json.loads(x) for x in open(out / "tests.jsonl")]
-    assert any(o["nodeid"].endswith("test_fine_cuda.py::test_ok") and o["outcome"] == "passed" for o in outcomes)
+    fine = [o for o in outcomes if o["nodeid"].endswith("test_fine_cuda.py::test_ok")]
+    assert len(fine) == 1 and fine[0]["outcome"] == "passed" and fine[0]["family"] == "fine", outcomes
+    if workers:
+        assert "fine 1/0/0" in t["note"] and f"{workers} workers" in t["note"], t
 
 
 def test_a_failing_or_hanging_bench_family_fails_the_stage_and_keeps_every_row(tmp_path):
