@@ -284,7 +284,7 @@ def stage_cache(p: Proof):
     diff = sorted(set(here["key_env"].items()) ^ set(built["key_env"].items()))
     if diff:
         names = sorted({k for k, _ in diff})
-        now = {k: os.environ.get(k) for k in names}
+        now = {k: p.env.get(k) for k in names}
         return p.add("cache", "failed", failed=1, wall=time.monotonic() - t0,
                      note=f"TRITON variable changes the cache keys: {', '.join(f'{k}={v!r}' for k, v in now.items())} "
                           f"here, the cache was compiled with {built['key_env']}; unset or match it")
