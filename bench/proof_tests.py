@@ -46,7 +46,9 @@ def stage_tests(p: Proof):
                             "message": "collection error: see proof.log"})
     counts = {"passed": 0, "failed": len(errors), "skipped": 0}
     fam_notes = []
-    for fam, files in sorted(families.items()):
+    if p.args.tests_workers and families:
+        counts, fam_notes = _run_with_workers(p, jsonl, families, counts)
+    for fam, files in sorted(families.items()) if not p.args.tests_workers else ():
         env = dict(p.env, S1K_PROOF_TESTS_JSONL=jsonl, S1K_PROOF_FAMILY=fam,
                    PYTHONPATH=os.pathsep.join(filter(None, [HERE, p.env.get("PYTHONPATH")])))
         before = _count_lines(jsonl)
@@ -72,9 +74,53 @@ def stage_tests(p: Proof):
           wall=time.monotonic() - t0, note=note)
 
 
+def _run_with_workers(p: Proof, jsonl: str, families: dict, counts: dict) -> tuple[dict, list[str]]:
+    """Every cuda test file in one pytest with N xdist workers. The plugin writes each outcome
+    once (from the controller) with the family read from its node id."""
+    n = p.args.tests_workers
+    files = [f for fam in sorted(families) for f in families[fam]]
+    env = dict(p.env, S1K_PROOF_TESTS_JSONL=jsonl,
+               PYTHONPATH=os.pathsep.join(filter(None, [HERE, p.env.get("PYTHONPATH")])))
+    env.pop("S1K_PROOF_FAMILY", None)
+    before = _count_lines(jsonl)
+    s = p.step(f"tests: {len(families)} families, pytest -n {n}", p.py(
+        "-m", "pytest", "-m", "cuda", "-q", "-ra", "-n", str(n), "-p", "no:cacheprovider", "-p", "proof_pytest_plugin",
+        *files), p.timeout("tests_workers"), env=env)
+    outcomes = [json.loads(x) for x in open(jsonl).read().splitlines()[before:]]
+    per_fam = {}
+    for o in outcomes:
+        c = per_fam.setdefault(o["family"], {"passed": 0, "failed": 0, "skipped": 0})
+        if o["outcome"] in c:
+            c[o["outcome"]] += 1
+    for c in per_fam.values():
+        for k in counts:
+            counts[k] += c[k]
+    if s["rc"] is None or (s["rc"] not in (0, 5) and not counts["failed"]):
+        counts["failed"] += 1
+        why = s["why"] or f"pytest exited {s['rc']} (crashed?)"
+        _append(jsonl, {"family": "", "nodeid": "<pytest -n process>", "when": "run", "outcome": "failed",
+                        "seconds": round(s["wall"], 1), "message": why})
+    notes = [f"{fam} {c['passed']}/{c['failed']}/{c['skipped']}" for fam, c in sorted(per_fam.items())]
+    return counts, notes + [f"{n} workers"]
+
+
 def _append(path, record):
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
+
+
+def sanitizer_runs(mode: str | None) -> list[tuple[str, tuple[str, ...]]]:
+    """(tool, cases) of each compute-sanitizer process: by default memcheck per case and
+    racecheck of decode; a combined mode runs its tool once over every case (one start-up,
+    one CUDA context, one Triton load instead of three)."""
+    if mode == "memcheck-combined":
+        return [("memcheck", CASES)]
+    if mode == "racecheck":
+        return [("racecheck", CASES)]
+    return [("memcheck", (c,)) for c in CASES] + [("racecheck", ("decode",))]
+
+
+CASES = ("decode", "loss", "similarity")
 
 
 def stage_sanitizer(p: Proof):
@@ -85,19 +131,20 @@ def stage_sanitizer(p: Proof):
         ok = sum(1 for line in r["out"].splitlines() if line.startswith("ok "))
         bad = sum(1 for line in r["out"].splitlines() if line.startswith("FAILED ")) + (r["rc"] not in (0, 1))
         status = "failed" if bad or r["rc"] != 0 else NO_GPU
-        return p.add("sanitizer", status, passed=ok, failed=bad, skipped=4, wall=time.monotonic() - t0,
-                     note="4 sanitizer runs need a GPU; their cases ran on CPU")
+        n = len(sanitizer_runs(p.args.sanitizer_mode))
+        return p.add("sanitizer", status, passed=ok, failed=bad, skipped=n, wall=time.monotonic() - t0,
+                     note=f"{n} sanitizer run(s) need a GPU; their cases ran on CPU")
     tool = find_tool("compute-sanitizer")
     if tool is None:
         return p.add("sanitizer", "failed", failed=1, note="compute-sanitizer not found (CUDA_HOME/bin, PATH)")
     # no caching allocator: each tensor is its own allocation, so an overrun leaves it
     env = dict(p.env, PYTORCH_NO_CUDA_MEMORY_CACHING="1")
-    runs = [("memcheck", c) for c in ("decode", "loss", "similarity")] + [("racecheck", "decode")]
+    runs = sanitizer_runs(p.args.sanitizer_mode)
     passed, failed, notes = 0, 0, []
     for tool_name, case in runs:
-        r = p.step(f"sanitizer: {tool_name} {case}", [tool, "--tool", tool_name, "--error-exitcode", "99",
-                                                      "--print-limit", "30", sys.executable, cases, case],
-                   p.timeout("sanitizer"), env=env)
+        r = p.step(f"sanitizer: {tool_name} {' '.join(case)}", [
+            tool, "--tool", tool_name, "--error-exitcode", "99", "--print-limit", "30", sys.executable, cases, *case],
+            p.timeout("sanitizer_combined" if len(case) > 1 else "sanitizer"), env=env)
         summary = next((x for x in reversed(r["out"].splitlines()) if "ERROR SUMMARY" in x or "RACECHECK SUMMARY" in x),
                        "")
         if r["rc"] == 0:

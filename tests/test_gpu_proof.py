@@ -31,19 +31,24 @@ def proof(tmp_path, *args, env=None):
     return proc, stages, out
 
 
-def test_collection_error_in_a_cuda_test_file_fails_the_tests_stage(tmp_path):
+@pytest.mark.parametrize("workers", [None, 2])
+def test_collection_error_in_a_cuda_test_file_fails_the_tests_stage(tmp_path, workers):
     tests = tmp_path / "tests"
     tests.mkdir()
     (tests / "test_fine_cuda.py").write_text("import pytest\n\n@pytest.mark.cuda\ndef test_ok():\n    assert 1 + 1 == 2\n")
     (tests / "test_broken_cuda.py").write_text("import pytest\nimport no_such_module_anywhere\n\n"
                                                "@pytest.mark.cuda\ndef test_never():\n    pass\n")
-    proc, stages, out = proof(tmp_path, "--stages", "tests", "--tests-dir", str(tests))
+    more = ["--tests-workers", str(workers)] if workers else []
+    proc, stages, out = proof(tmp_path, "--stages", "tests", "--tests-dir", str(tests), *more)
     assert proc.returncode == 1, proc.stdout[-3000:]
     t = stages["tests"]
     assert t["status"] == "failed" and t["failed"] >= 1
     assert "COLLECTION ERRORS" in t["note"] and "test_broken_cuda.py" in t["note"]
     outcomes = [json.loads(x) for x in open(out / "tests.jsonl")]
-    assert any(o["nodeid"].endswith("test_fine_cuda.py::test_ok") and o["outcome"] == "passed" for o in outcomes)
+    fine = [o for o in outcomes if o["nodeid"].endswith("test_fine_cuda.py::test_ok")]
+    assert len(fine) == 1 and fine[0]["outcome"] == "passed" and fine[0]["family"] == "fine", outcomes
+    if workers:
+        assert "fine 1/0/0" in t["note"] and f"{workers} workers" in t["note"], t
 
 
 def test_a_failing_or_hanging_bench_family_fails_the_stage_and_keeps_every_row(tmp_path):
@@ -95,10 +100,16 @@ def test_wheels_install_offline_for_the_later_steps(tmp_path):
 
 
 def test_without_a_gpu_gpu_stages_say_so(tmp_path):
-    proc, stages, _ = proof(tmp_path, "--stages", "info", "--no-gpu")
+    proc, stages, out = proof(tmp_path, "--stages", "info", "--no-gpu")
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert stages["info"]["status"] == "passed"
     assert stages["env"]["status"] == "passed"
+    # summary.json records what the Triton cache keys and the bench rows depend on
+    summary = json.load(open(out / "summary.json"))
+    assert summary["triton_env"]["TRITON_DEFAULT_FP_FUSION"] == "1"
+    keys = summary["facts"]["triton_keys"]
+    assert len(keys["libtriton_sha256"]) == 64 and keys["key_env"].get("TRITON_DEFAULT_FP_FUSION") == "true"
+    assert summary["facts"]["ceilings"]["copy_gbps"] > 0 and summary["facts"]["ceilings"]["matmul_tflops"] > 0
 
 
 def test_faiss_without_a_gpu_index_is_never_timed_in_a_gpu_row(monkeypatch):
@@ -176,3 +187,144 @@ def test_gpu_image_hides_what_the_image_lacks_and_keeps_what_it_has():
         except importlib.metadata.PackageNotFoundError:
             continue  # not installed here: nothing to hide
         assert module in hidden, module
+
+
+# ----------------------------------------------------------------------------- the prebuilt device files
+def _proof_for(tmp_path, archive, env=None):
+    """A Proof as gpu_proof.main makes it, with the env stage's Triton facts, for one stage."""
+    import argparse
+
+    import device_compile
+    import gpu_proof
+
+    args = argparse.Namespace(out=str(tmp_path / "out"), deadline=120, no_gpu=True, triton_cache=archive,
+                              step_timeout=None)
+    saved = dict(os.environ)
+    os.environ.update(gpu_proof.TRITON_ENV, **(env or {}))
+    try:
+        p = gpu_proof.Proof(args)
+        p.facts["triton_keys"] = device_compile.triton_facts()  # what the env stage records
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return p
+
+
+def _prebuild(tmp_path, changed_source=None):
+    """A .device/ folder as bench/prebuild_device.py writes it, made by hand (no compiler): a
+    one-file cache, a manifest of this checkout's sources and this Triton's key inputs."""
+    import device_compile
+    import gpu_proof
+    import prebuild_device as pre
+
+    dev, cache = tmp_path / "dev", tmp_path / "compiled"
+    (cache / "KEY").mkdir(parents=True)
+    (cache / "KEY" / "__grp__k.json").write_text(json.dumps({"child_paths": {}}))
+    dev.mkdir()
+    pre.pack(str(cache), str(dev / pre.ARCHIVE))
+    files = pre.source_files()
+    if changed_source:
+        files[changed_source] = "0" * 64
+    saved = dict(os.environ)
+    os.environ.update(gpu_proof.TRITON_ENV)
+    try:
+        facts = device_compile.triton_facts()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    manifest = {"created": "now", "sources": {"digest": pre.digest(files), "files": files}, "extension": None,
+                "triton": facts, "cache": {"dir": str(tmp_path / "unpacked"), "archive": pre.ARCHIVE, "variants": 1}}
+    (dev / pre.MANIFEST).write_text(json.dumps(manifest))
+    return str(dev / pre.ARCHIVE)
+
+
+def _cache_stage(p):
+    import gpu_proof
+
+    gpu_proof.stage_cache(p)
+    return p.results[-1]
+
+
+def test_a_current_prebuild_is_unpacked_at_its_fixed_path(tmp_path):
+    p = _proof_for(tmp_path, _prebuild(tmp_path))
+    r = _cache_stage(p)
+    assert r["status"] == "passed", r
+    assert (tmp_path / "unpacked" / "KEY" / "__grp__k.json").exists()
+    assert p.env["TRITON_CACHE_DIR"] == str(tmp_path / "unpacked") and p.env["TRITON_DEFAULT_FP_FUSION"] == "1"
+    assert "WARNING" not in r["note"]  # the same Triton made the manifest's facts
+
+
+def test_a_missing_archive_fails_the_proof_naming_it(tmp_path):
+    proc, stages, _ = proof(tmp_path, "--stages", "cache", "--no-gpu", "--triton-cache", str(tmp_path / "nope.tar.gz"))
+    assert proc.returncode == 1, proc.stdout[-3000:]
+    assert stages["cache"]["status"] == "failed" and "missing archive" in stages["cache"]["note"]
+    assert "nope.tar.gz" in stages["cache"]["note"]
+
+
+def test_a_stale_prebuild_is_refused_naming_the_changed_source(tmp_path):
+    # the extension and the cache were built from a decode.cu that is not this checkout's
+    p = _proof_for(tmp_path, _prebuild(tmp_path, changed_source="csrc/decode.cu"))
+    r = _cache_stage(p)
+    assert r["status"] == "failed" and "StalePrebuild" in r["note"] and "csrc/decode.cu" in r["note"], r
+    assert not (tmp_path / "unpacked").exists()
+    assert p.manifest is None  # so the build stage does not copy the stale .so
+
+
+def test_a_variable_that_changes_the_cache_keys_is_refused_naming_it(tmp_path):
+    p = _proof_for(tmp_path, _prebuild(tmp_path), env={"TRITON_DISABLE_LINE_INFO": "1"})
+    r = _cache_stage(p)
+    assert r["status"] == "failed" and "TRITON_DISABLE_LINE_INFO" in r["note"], r
+    assert "changes the cache keys" in r["note"]
+
+
+def test_prebuild_verify_names_the_stale_files(tmp_path):
+    archive = _prebuild(tmp_path, changed_source="s1kernels/ops/loss/triton_impl.py")
+    proc = subprocess.run([sys.executable, os.path.join(BENCH, "prebuild_device.py"), "--verify", "--out",
+                           os.path.dirname(archive)], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 1 and "StalePrebuild" in proc.stderr and "triton_impl.py" in proc.stderr, proc.stderr
+
+
+def test_trim_keeps_what_a_hit_reads_and_unpack_refuses_paths_outside(tmp_path):
+    import tarfile
+
+    import prebuild_device as pre
+
+    d = tmp_path / "cache" / "KEY"
+    d.mkdir(parents=True)
+    children = {}
+    for ext in ("json", "cubin", "ptx", "ttir", "llir", "source"):
+        (d / f"k.{ext}").write_text(ext * 100)
+        children[f"k.{ext}"] = str(d / f"k.{ext}")
+    (d / "__grp__k.json").write_text(json.dumps({"child_paths": children}))
+    (tmp_path / "cache" / "L").mkdir()
+    (tmp_path / "cache" / "L" / "__triton_launcher.cpython-312-x86_64-linux-gnu.so").write_bytes(b"\x7fELF")
+    removed = pre.trim(str(tmp_path / "cache"))
+    assert removed > 0
+    assert sorted(json.load(open(d / "__grp__k.json"))["child_paths"]) == ["k.cubin", "k.json"]
+    assert sorted(os.listdir(d)) == ["__grp__k.json", "k.cubin", "k.json"]
+    assert os.listdir(tmp_path / "cache" / "L")  # launchers stay
+    bad = tmp_path / "bad.tar.gz"
+    with tarfile.open(bad, "w:gz") as tar:
+        tar.add(str(d / "k.json"), arcname="../escape.json")
+    with pytest.raises(pre.StalePrebuild, match="unexpected member"):
+        pre.unpack(str(bad), str(tmp_path / "out"))
+
+
+def test_the_plugin_writes_each_outcome_once_under_xdist(tmp_path):
+    pytest.importorskip("xdist")
+    (tmp_path / "test_fine_cuda.py").write_text(
+        "import pytest\n\n@pytest.mark.parametrize('i', range(4))\ndef test_ok(i):\n    assert i >= 0\n\n"
+        "def test_skip():\n    pytest.skip('planted')\n")
+    (tmp_path / "test_other.py").write_text("def test_fail():\n    assert 1 == 2\n")
+    jsonl = tmp_path / "t.jsonl"
+    env = dict(os.environ, S1K_PROOF_TESTS_JSONL=str(jsonl), PYTHONPATH=os.pathsep.join([BENCH, ROOT]))
+    env.pop("S1K_PROOF_FAMILY", None)
+    subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "2", "-p", "no:cacheprovider", "-p",
+                    "proof_pytest_plugin", "-c", os.devnull, "--rootdir", str(tmp_path), str(tmp_path)],
+                   capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    outcomes = [json.loads(x) for x in open(jsonl)]
+    ids = [o["nodeid"] for o in outcomes]
+    assert len(ids) == len(set(ids)) == 6, ids
+    by = {o["nodeid"].split("::")[-1]: o for o in outcomes}
+    assert by["test_fail"]["outcome"] == "failed" and by["test_fail"]["family"] == "other"
+    assert by["test_skip"]["outcome"] == "skipped" and by["test_ok[3]"]["family"] == "fine"
