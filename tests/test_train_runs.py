@@ -138,7 +138,7 @@ def test_read_only_output_fails_before_training(tmp_path):
 
 def test_output_that_is_a_file_is_refused_by_the_cli(tmp_path, capsys):
     # the CLI's main() in this process: a subprocess spent 8 s importing torch to say the same
-    from s1kernels.train import main
+    from s1kernels.train.__main__ import main
 
     f = tmp_path / "file"
     f.write_text("x")
