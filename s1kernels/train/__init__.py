@@ -316,7 +316,10 @@ def train(cfg: TrainConfig) -> dict:
     if cfg.save_every and start_step < total_steps:  # a resumed finished run has nothing new to save
         save(total_steps)
     ckpt.publish_final(cfg.output, model, tok, torch.bfloat16 if bf16 else None)
-    summary = {"steps": total_steps, "params": n_params, "seconds": time.perf_counter() - t_start,
+    # steps: the run's length; start_step: where this process began (a resumed run), so it
+    # trained steps - start_step of them
+    summary = {"steps": total_steps, "start_step": start_step, "params": n_params,
+               "seconds": time.perf_counter() - t_start,
                "output": cfg.output, "data": data_info}
     if main:
         if cfg.eval_rows and cfg.data is None:
