@@ -119,7 +119,8 @@ def test_a_small_file_at_the_default_block_size_is_named_with_a_size_to_use(tmp_
     assert main(flags) == 0
     err = capsys.readouterr().err
     assert "fill 1 packed row of block size 16384" in err and "set --block-size" in err
-    assert "training steps 1-2" in err and "step 1/2, loss" in err and "step 2/2, loss" in err
+    assert "training steps 1-2, 1 packed row(s) of block size 16384 a step" in err
+    assert "step 1/2, loss" in err and "step 2/2, loss" in err
 
 
 def test_heartbeat_speaks_at_the_first_step_then_every_30_seconds(capsys):

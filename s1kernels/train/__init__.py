@@ -244,7 +244,7 @@ def train(cfg: TrainConfig) -> dict:
     heartbeat = None if bar is not None or not main else _Heartbeat(total_steps)
     if heartbeat is not None and start_step < total_steps:
         heartbeat.say(f"training steps {start_step + 1}-{total_steps}, {sched.rows_per_step} packed row(s) of "
-                      f"{packed.block_size} tokens each")
+                      f"block size {packed.block_size} a step")
 
     def save(step_done: int):
         extra = (lambda folder: (tok.save(folder), model.config.save(folder))) if main else None
