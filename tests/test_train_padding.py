@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import s1kernels.model.attention as attention
+import s1kernels.model.transformer as transformer
 import s1kernels.ops.loss as loss_ops
 from s1kernels.data import build_default_tokenizer, make_rows
 from s1kernels.model import ModelConfig, Transformer
@@ -68,8 +69,16 @@ def test_cut_row_gives_the_loss_and_gradients_of_the_padded_row():
 
 def test_a_mostly_padded_block_costs_no_attention_or_loss_work(tmp_path, monkeypatch):
     """12 samples (~1,700 tokens) in a block of 8,192: before, the ~6,500-token padding tail
-    was attended as one causal segment and scored by the loss; now neither sees it."""
-    attended, scored = [], []
+    was attended as one causal segment and scored by the loss; now neither sees it. Counted
+    at the attention entry (any backend: the tokens and segments it gets), in CPU SDPA's
+    per-sample calls, and at the loss."""
+    segments, attended, scored = [], [], []
+    varlen = transformer.varlen_causal_attention
+
+    def counting_varlen(q, k, v, cu_seqlens, *a, **kw):
+        segments.append((q.shape[0], cu_seqlens.diff().tolist()))
+        return varlen(q, k, v, cu_seqlens, *a, **kw)
+
     sdpa = attention.F.scaled_dot_product_attention
 
     def counting_sdpa(q, k, v, *a, **kw):
@@ -82,6 +91,7 @@ def test_a_mostly_padded_block_costs_no_attention_or_loss_work(tmp_path, monkeyp
         scored.append(hidden.shape[0])
         return lce(hidden, weight, labels, **kw)
 
+    monkeypatch.setattr(transformer, "varlen_causal_attention", counting_varlen)
     monkeypatch.setattr(attention.F, "scaled_dot_product_attention", counting_sdpa)
     monkeypatch.setattr(loss_ops, "linear_cross_entropy", counting_lce)
     cfg = TrainConfig(**{**TINY, "output": str(tmp_path / "run"), "block_size": 8192, "synthetic_rows": 12,
@@ -89,10 +99,11 @@ def test_a_mostly_padded_block_costs_no_attention_or_loss_work(tmp_path, monkeyp
     summary = train(cfg)
     tok, packed = _packed(12, 8192, seed=cfg.seed)  # what the run packed (the same rows and seed)
     assert packed.num_rows == 1 and summary["data"]["tokens"] == packed.stats["tokens"]
-    real, longest = packed.stats["tokens"], int(packed.cu_seqlens[0].diff()[:-1].max())
+    real, samples = packed.stats["tokens"], packed.cu_seqlens[0].diff()[:-1].tolist()
     assert real < 8192 // 4
-    assert max(attended) == longest  # per-sample calls only: no padding segment
-    assert sum(attended) == 2 * 2 * real  # 2 layers x 2 steps, every real token once
+    assert segments == [(real, samples)] * 4  # 2 layers x 2 steps: the samples, no padding segment
+    if not torch.cuda.is_available():  # CPU: one causal SDPA call per sample
+        assert max(attended) == max(samples) and sum(attended) == 4 * real
     assert scored == [real, real]
     log = read_log(os.path.join(cfg.output, "train_log.jsonl"), 10**9)
     assert [r["tokens"] for r in log] == [real, real]  # throughput counts real tokens only
