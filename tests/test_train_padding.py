@@ -16,7 +16,8 @@ from s1kernels.data import build_default_tokenizer, make_rows
 from s1kernels.model import ModelConfig, Transformer
 from s1kernels.train import TINY_DEFAULTS, TrainConfig, _Heartbeat, read_log, train
 from s1kernels.train.__main__ import main
-from s1kernels.train.data import block_size_note, micro_batch, pack_samples, real_length, rows_to_samples
+from s1kernels.data import render_rows
+from s1kernels.train.data import block_size_note, micro_batch, pack_samples, real_length
 
 TINY = dict(TINY_DEFAULTS, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
             intermediate_size=64, eval_rows=0, progress=False, bf16=False, warmup_ratio=0.0)
@@ -24,7 +25,7 @@ TINY = dict(TINY_DEFAULTS, hidden_size=32, num_hidden_layers=2, num_attention_he
 
 def _packed(n_rows, block, seed=1):
     tok = build_default_tokenizer()
-    return tok, pack_samples(rows_to_samples(tok, make_rows(n_rows, seed=seed)), block, tok.pad_id)
+    return tok, pack_samples(render_rows(tok, make_rows(n_rows, seed=seed)), block, tok.pad_id)
 
 
 def test_micro_batch_drops_the_padding_tail():
