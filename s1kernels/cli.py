@@ -19,7 +19,8 @@ def add_budget_sampling_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--min-thinking-tokens", type=checks.arg_int(0, 2**31 - 1), default=0,
                    help="thinking may not end before this many tokens (default 0)")
     g.add_argument("--num-waits", type=checks.arg_int(0, 2**31 - 1), default=0,
-                   help="ignore the end of thinking this many times (s1's NUM_IGNORE; default 0)")
+                   help="ignore the end of thinking this many times (s1's NUM_IGNORE; default 0); an end "
+                        "before --min-thinking-tokens gets a Wait as well, so more waits can be used")
     g.add_argument("--wait-string", default="Wait", help='text injected instead of the end of thinking ("Wait")')
     g.add_argument("--mode", choices=("wait", "suppress"), default="wait",
                    help="before the minimum/waits are met: replace the end of thinking with the wait "
@@ -53,7 +54,8 @@ def add_budget_sampling_args(p: argparse.ArgumentParser) -> None:
                         "(default: the tokenizer's size)")
     r.add_argument("--threads", type=checks.arg_int(1, 4096), default=None,
                    help="CPU threads for torch (default: 1 for models under 20M parameters on CPU, whose ops "
-                        "are too small to split, else torch's default)")
+                        "are too small to split, else torch's default capped at the CPUs other processes "
+                        "leave idle, by the load average)")
 
 
 def _unescape(text: str) -> str:

@@ -143,7 +143,7 @@ def test_aime_and_math_detection(tmp_path):
 
 def test_math500_file_reads_as_math_and_scores_its_solutions():
     if not MATH500.exists():
-        pytest.skip(f"{MATH500} not present")
+        pytest.skip(f"shared data file {MATH500.name} is not present (../shared/data)")
     rows, kind = read_benchmark(MATH500, limit=60)
     assert kind == "math" and len(rows) == 60
     ok = [score("math", r["solution"], r["answer"], use_math_verify=False)[1] for r in rows]

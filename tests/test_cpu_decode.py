@@ -1,5 +1,10 @@
 """The CPU decode path: prepacked projections (DecodePack), attention over the filled prefix
-(kv_len) and row-by-row prefill agree with the plain forward; generate's options are checked."""
+(kv_len) and row-by-row prefill agree with the plain forward; generate's options are checked.
+
+bf16 packing needs avx_ne_convert or avx512bw+vl+dq: the tests ask the CPU as the code does,
+and the path of the other kind of CPU is run by forcing `cpu_supports` to answer False (on
+an AVX-512 machine) or is the one taken anyway (on an AVX2-only one, or under
+ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2)."""
 import dataclasses
 
 import pytest
@@ -8,7 +13,8 @@ import torch
 from s1kernels.data.tokenizer import build_default_tokenizer
 from s1kernels.generate import engine, generate
 from s1kernels.model import ModelConfig, Transformer
-from s1kernels.model.cpu_pack import DecodePack, can_pack
+from s1kernels.model import cpu_pack
+from s1kernels.model.cpu_pack import DecodePack, can_pack, cpu_supports
 
 QWEN = ModelConfig(model_type="qwen2", vocab_size=97, hidden_size=48, intermediate_size=80, num_hidden_layers=2,
                    num_attention_heads=6, num_key_value_heads=2, attention_bias=True, tie_word_embeddings=True,
@@ -37,6 +43,11 @@ def _tol(dtype):
 def test_packed_forward_matches_plain(cfg, dtype):
     seed = int(torch.randint(0, 2**16, ()).item())
     model = _model(cfg, seed, dtype)
+    if not cpu_supports(dtype):  # bf16 on an AVX2-only CPU: a named error, not oneDNN's
+        assert not can_pack(model)
+        with pytest.raises(ValueError, match="model: cannot prepack: .*avx512bw"):
+            DecodePack(model, batch_hint=3)
+        return
     assert can_pack(model)
     pack = DecodePack(model, batch_hint=3)
     B, T = 3, 5  # prefill-like (T > 1) then a step, awkward sizes
@@ -126,3 +137,36 @@ def test_generate_option_errors():
         generate(model, tok, ["x"], max_new_tokens=2, check_every=0)
     with pytest.raises(ValueError, match="model"):
         DecodePack(torch.nn.Linear(2, 2))
+
+
+def test_cpu_supports_agrees_with_the_op():
+    """The query can_pack asks gives the answer the reorder op itself gives on this CPU."""
+    for dtype in (torch.float32, torch.bfloat16):
+        try:
+            torch.ops.mkldnn._reorder_linear_weight(torch.randn(16, 8).to(dtype), 2)
+            runs = True
+        except RuntimeError:
+            runs = False
+        assert cpu_supports(dtype) == runs, dtype
+    assert cpu_supports(torch.float32)  # fp32 packs on every x86-64 CPU with oneDNN
+    assert not cpu_supports(torch.float16)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_generate_on_a_cpu_that_cannot_pack(monkeypatch, dtype):
+    """What an AVX2-only CPU does with a bf16 model, forced on any CPU: "auto" decodes with
+    F.linear (the same tokens as cpu_prepack=False), True is a named ValueError."""
+    tok = build_default_tokenizer()
+    cfg = ModelConfig(vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    model = _model(cfg, 4, dtype)
+    prompts = ["Start 12\nA + 3 = ?", "Start 7"]
+    plain = generate(model, tok, prompts, max_new_tokens=12, cpu_prepack=False)
+    monkeypatch.setattr(cpu_pack, "cpu_supports", lambda dt: False)
+    assert not can_pack(model) and "avx512bw" in cpu_pack.why_not_pack(model)
+    auto = generate(model, tok, prompts, max_new_tokens=12)
+    assert [r.token_ids for r in auto] == [r.token_ids for r in plain]
+    with pytest.raises(ValueError, match=r"cpu_prepack=True: expected a CPU .*avx512bw.*cpu_prepack='auto'"):
+        generate(model, tok, prompts, max_new_tokens=2, cpu_prepack=True)
+    with pytest.raises(ValueError, match="model: cannot prepack"):
+        DecodePack(model)

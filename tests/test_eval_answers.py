@@ -18,7 +18,7 @@ MATH500 = Path(__file__).resolve().parents[2] / "shared" / "data" / "math500.jso
 
 def _math500_rows():
     if not MATH500.exists():
-        pytest.skip(f"{MATH500} not present")
+        pytest.skip(f"shared data file {MATH500.name} is not present (../shared/data)")
     with MATH500.open() as f:
         return [json.loads(line) for line in f if line.strip()]
 

@@ -77,7 +77,8 @@ def test_micro_batch_counts_tokens_and_sequences():
     packed = pack_samples(render_rows(tok, make_rows(12, seed=1)), 512, tok.pad_id)
     b = micro_batch(packed, [0, -1, 1], tok.pad_id, "cpu")
     T = b["input_ids"].shape[0]
-    assert T == 2 * 512 + 2 and int(b["cu_seqlens"][-1]) == T
+    real = sum(int(packed.cu_seqlens[r][-2 if int(packed.sample_index[r][-1]) < 0 else -1]) for r in (0, 1))
+    assert T == real + 2 and int(b["cu_seqlens"][-1]) == T and b["tokens"] == real  # padding tails cut
     assert int(count_items(b, "token")) == int((packed.labels[:2] != -100).sum())
     n_samples = sum(int((si >= 0).sum()) for si in packed.sample_index[:2])
     assert int(count_items(b, "sequence")) == n_samples

@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from s1kernels.runtime import SMALL_MODEL_PARAMS, default_threads, set_cpu_threads
+from s1kernels.runtime import SMALL_MODEL_PARAMS, default_threads, idle_cpus, set_cpu_threads
 from s1kernels.train import TINY_DEFAULTS, TrainConfig, train
 from s1kernels.train.throughput import ThroughputWatch
 
@@ -22,7 +22,8 @@ def test_default_threads(monkeypatch, restore_threads):
     torch.set_num_threads(2)
     assert default_threads(None, cpu, SMALL_MODEL_PARAMS - 1) == 1  # small model on a CPU: one thread
     torch.set_num_threads(2)
-    assert default_threads(None, cpu, SMALL_MODEL_PARAMS) == 2  # large: torch's own choice stays
+    idle = lambda: (0.1, 0.1, 0.1)  # noqa: E731
+    assert default_threads(None, cpu, SMALL_MODEL_PARAMS, idle) == 2  # large, idle CPUs: torch's own choice
     assert default_threads(None, torch.device("meta"), 10) == 2  # not a CPU run
     assert default_threads(2, cpu, 10) == 2  # --threads wins
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
@@ -34,6 +35,25 @@ def test_default_threads(monkeypatch, restore_threads):
     monkeypatch.delenv("OMP_NUM_THREADS")
     torch.set_num_threads(2)
     assert set_cpu_threads(torch.nn.Linear(4, 4), None) == 1
+
+
+def test_a_larger_model_uses_no_more_threads_than_idle_cpus(monkeypatch, restore_threads):
+    """A 135M model on a 2-core machine that another process keeps busy: one thread (torch's
+    default of 2 made generation 4x slower there); on an idle machine torch's default."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    cpu, n = torch.device("cpu"), 135_000_000
+    for load, want in [(0.2, 2), (1.0, 1), (1.4, 1), (3.5, 1)]:
+        torch.set_num_threads(2)
+        assert default_threads(None, cpu, n, lambda: (load, load, load)) == want, load
+    assert idle_cpus(lambda: (0.2, 0, 0)) == 2 and idle_cpus(lambda: (5.0, 0, 0)) == 0
+
+    def no_load():
+        raise OSError("no load average here")
+    torch.set_num_threads(2)
+    assert idle_cpus(no_load) is None and default_threads(None, cpu, n, no_load) == 2
+    torch.set_num_threads(2)
+    assert default_threads(2, cpu, n, lambda: (3.5, 0, 0)) == 2  # --threads still wins
 
 
 class _Clock:

@@ -137,10 +137,13 @@ def _lines(f) -> Iterator[bytes | int]:
 
 
 def _parse(text: str | bytes, where: str):
+    # the line's own end is not part of the row: left in, an unterminated string is reported
+    # as "Invalid control character" at the newline instead of where the string starts
+    text = text.rstrip("\r\n") if isinstance(text, str) else text.rstrip(b"\r\n")
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        return RowError(f"{where}: invalid JSON ({e.msg} at column {e.colno})")
+        return RowError(f"{where}: invalid JSON ({_json_error(e)})")
     except RecursionError:
         return RowError(f"{where}: invalid JSON (nested too deeply)")
 
@@ -163,6 +166,13 @@ def _jsonl_records(path: str) -> Iterator[tuple[str, object]]:
             yield where, _parse(text, where)
 
 
+def _json_error(e: json.JSONDecodeError) -> str:
+    """json's message with its column (characters from 1 on the error's line), worded once:
+    "Unterminated string starting at column 14", "Extra data at column 10"."""
+    msg = e.msg[: -len(" at")] if e.msg.endswith(" at") else e.msg
+    return f"{msg} at column {e.colno}"
+
+
 def _json_array_records(path: str) -> Iterator[tuple[str, object]]:
     with open(path, "rb") as f:
         raw = f.read()
@@ -175,7 +185,7 @@ def _json_array_records(path: str) -> Iterator[tuple[str, object]]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
-        yield f"{path}:line {e.lineno}", RowError(f"{path}:line {e.lineno}: invalid JSON ({e.msg} at column {e.colno})")
+        yield f"{path}:line {e.lineno}", RowError(f"{path}:line {e.lineno}: invalid JSON ({_json_error(e)})")
         return
     except RecursionError:
         yield path, RowError(f"{path}: invalid JSON (nested too deeply)")

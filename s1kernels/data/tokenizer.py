@@ -251,11 +251,16 @@ def real_vocab_size(tokenizer, rows: int, override: int | None = None, flag: str
 
 
 def _id_limit(tokenizer) -> int:
+    """One past the largest id the tokenizer can give: its `id_limit`, else `len()`, else
+    `vocab_size` (the size protocol a duck-typed tokenizer implements one of)."""
     if hasattr(tokenizer, "id_limit"):
         return int(tokenizer.id_limit)
     if hasattr(tokenizer, "__len__"):  # transformers: len() counts the added tokens, .vocab_size does not
         return len(tokenizer)
-    return int(tokenizer.vocab_size)
+    if hasattr(tokenizer, "vocab_size"):
+        return int(tokenizer.vocab_size)
+    raise TypeError(f"tokenizer: expected a size (an `id_limit` or `vocab_size` attribute, or `__len__`) "
+                    f"to bound the ids it gives, got a {type(tokenizer).__name__} with none of them")
 
 
 def _token_text(tok) -> str | None:

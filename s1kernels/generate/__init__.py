@@ -47,7 +47,7 @@ from s1kernels.data.tokenizer import real_vocab_size
 from s1kernels.generate import engine
 from s1kernels.generate.engine import Decoder as _Decoder  # noqa: F401  (tests patch it here)
 from s1kernels.ops.decode import Budget, ForcingTokens, Sampling
-from s1kernels.model.cpu_pack import AUTO_MAX_BYTES, DecodePack, can_pack
+from s1kernels.model.cpu_pack import AUTO_MAX_BYTES, DecodePack, why_not_pack
 
 __all__ = ["GenerationResult", "generate", "format_prompt"]
 
@@ -177,9 +177,13 @@ def _build_result(tokenizer, forcing: ForcingTokens, prompt: str, n_prompt: int,
 
 def _decode_pack(model, cpu_prepack):
     """The DecodePack `cpu_prepack` asks for, or None."""
-    if cpu_prepack is False or not can_pack(model):
+    if cpu_prepack is False:
+        return None
+    reason = why_not_pack(model)
+    if reason is not None:
         if cpu_prepack is True:
-            raise ValueError("cpu_prepack=True: expected an s1kernels Transformer on the CPU in float32 or bfloat16")
+            raise ValueError(f"cpu_prepack=True: {reason}; pass cpu_prepack='auto' to decode with F.linear "
+                             "where packing is not possible")
         return None
     if cpu_prepack == "auto" and DecodePack.weight_bytes(model) > AUTO_MAX_BYTES:
         return None

@@ -48,6 +48,17 @@ def _read_prompts_file(path: str) -> list[str]:
     return prompts
 
 
+def waits_text(waits: int, budget) -> str:
+    """"waits: N", saying where waits past --num-waits came from: in wait mode an end of
+    thinking before --min-thinking-tokens is answered with a "Wait" too, so `--num-waits 1
+    --min-thinking-tokens 90` can use two."""
+    extra = waits - budget.num_waits
+    if extra <= 0 or budget.mode != "wait":
+        return f"waits: {waits}"
+    return (f"waits: {waits} ({budget.num_waits} for --num-waits, {extra} more to reach "
+            f"--min-thinking-tokens {budget.min_thinking_tokens})")
+
+
 @extras.cli_errors
 def main(argv: Sequence[str] | None = None) -> int:
     p = checks.Parser(prog="python -m s1kernels.generate",
@@ -98,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(delims["think_start"] + r.text if not args.raw else r.text)
         # measured on the emitted ids (as eval's Control is), not read off the decoder's counter
         thinking = thinking_span(r.token_ids, forcing.end_think_ids, forcing.eos_ids).tokens
-        print(f"[thinking tokens: {thinking}, waits: {r.waits_used}, forced exit: "
+        print(f"[thinking tokens: {thinking}, {waits_text(r.waits_used, budget)}, forced exit: "
               f"{'yes' if r.forced_exit else 'no'}, finished: {r.finished_reason}, answer: {r.answer}]")
     return 0
 

@@ -19,20 +19,52 @@ import platform
 
 import torch
 
-__all__ = ["DecodePack", "can_pack", "AUTO_MAX_BYTES"]
+__all__ = ["DecodePack", "can_pack", "why_not_pack", "cpu_supports", "AUTO_MAX_BYTES"]
 
 # "auto" packs models whose projection weights are at most this large: the packed copy
 # doubles their memory while generating.
 AUTO_MAX_BYTES = 2 << 30
 
 
-def can_pack(model) -> bool:
-    """True when `model` is an s1kernels Transformer on an x86-64 CPU in fp32/bf16 and oneDNN
-    is available, so `DecodePack(model)` can be built (measured on x86-64 only)."""
+def cpu_supports(dtype: torch.dtype) -> bool:
+    """True when this CPU and torch's oneDNN can reorder and multiply `dtype` weights.
+
+    fp32 needs oneDNN only. bf16 needs avx_ne_convert or avx512bw+vl+dq (an AVX2-only x86-64
+    CPU has neither): torch's own query of that, the same check the reorder op makes before it
+    refuses, and it follows ONEDNN_MAX_CPU_ISA, so an AVX-512 machine run with
+    ONEDNN_MAX_CPU_ISA=AVX2 answers as an AVX2-only one does."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    if dtype == torch.float32:
+        return True
+    if dtype == torch.bfloat16:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
+
+
+def why_not_pack(model) -> str | None:
+    """None when `DecodePack(model)` can be built here, else the reason (for error messages)."""
     w = getattr(getattr(model, "embed_tokens", None), "weight", None)
-    return (w is not None and hasattr(model, "layers") and w.device.type == "cpu"
-            and w.dtype in (torch.float32, torch.bfloat16) and torch.backends.mkldnn.is_available()
-            and platform.machine().lower() in ("x86_64", "amd64"))
+    if w is None or not hasattr(model, "layers"):
+        return f"expected an s1kernels Transformer, got {type(model).__name__}"
+    if w.device.type != "cpu":
+        return f"expected a model on the CPU, got one on {w.device}"
+    if w.dtype not in (torch.float32, torch.bfloat16):
+        return f"expected a float32 or bfloat16 model, got {w.dtype}"
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return f"expected an x86-64 CPU (where the packed path was measured), got {platform.machine()}"
+    if not torch.backends.mkldnn.is_available():
+        return "expected torch built with oneDNN, got one without it"
+    if not cpu_supports(w.dtype):
+        return (f"expected a CPU whose oneDNN multiplies {w.dtype} weights (bfloat16 needs avx_ne_convert "
+                "or avx512bw+vl+dq), got one without (an AVX2-only CPU; float32 packs there)")
+    return None
+
+
+def can_pack(model) -> bool:
+    """True when `model` is an s1kernels Transformer on an x86-64 CPU in fp32/bf16 and this CPU's
+    oneDNN supports that dtype, so `DecodePack(model)` can be built (`why_not_pack` says why not)."""
+    return why_not_pack(model) is None
 
 
 class _Packed:
@@ -71,9 +103,9 @@ class DecodePack:
     The copies are taken when built: build a new pack after the weights change."""
 
     def __init__(self, model, batch_hint: int = 8):
-        if not can_pack(model):
-            raise ValueError("model: expected an s1kernels Transformer on the CPU in float32 or bfloat16 "
-                             "(with oneDNN available) to prepack")
+        reason = why_not_pack(model)
+        if reason is not None:
+            raise ValueError(f"model: cannot prepack: {reason}")
         with torch.no_grad():
             self.layers = [_LayerPack(layer, batch_hint) for layer in model.layers]
             self.lm_head = _Packed(model.lm_head_weight, None, batch_hint)

@@ -58,10 +58,11 @@ class Selection:
 
 
 def read_pool(path: str) -> list:
-    """Rows of a .jsonl / .json / .parquet file; a JSONL line that does not parse becomes None
-    (row ids stay aligned with line numbers of non-blank lines, as embeddings files are)."""
+    """Rows of the --input file, a .jsonl / .json / .parquet (its errors name --input, as the
+    other command lines name their flags); a JSONL line that does not parse becomes None (row
+    ids stay aligned with line numbers of non-blank lines, as embeddings files are)."""
     if not os.path.exists(path):
-        raise ValueError(f"input: no such file {path!r}")
+        raise ValueError(f"--input: no such file {path!r}")
     if path.endswith(".parquet"):
         pq = extras.require("pyarrow.parquet", f"reading the Parquet file {path}")
         return pq.read_table(path).to_pylist()
@@ -70,13 +71,13 @@ def read_pool(path: str) -> list:
             with open(path, encoding="utf-8") as f:
                 data = json.load(f)
         except UnicodeDecodeError as e:
-            raise ValueError(f"input: {path} is not UTF-8 text (byte offset {e.start})") from None
+            raise ValueError(f"--input: {path} is not UTF-8 text (byte offset {e.start})") from None
         except json.JSONDecodeError as e:
-            raise ValueError(f"input: {path}:line {e.lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
+            raise ValueError(f"--input: {path}:line {e.lineno}: invalid JSON ({e.msg.removesuffix(' at')} at column {e.colno})") from None
         except RecursionError:
-            raise ValueError(f"input: {path}: invalid JSON (nested too deeply)") from None
+            raise ValueError(f"--input: {path}: invalid JSON (nested too deeply)") from None
         if not isinstance(data, list):
-            raise ValueError(f"input: {path} must hold a JSON list of objects")
+            raise ValueError(f"--input: {path} must hold a JSON list of objects")
         return [r if isinstance(r, dict) else None for r in data]
     rows = []
     with open(path, encoding="utf-8", errors="replace") as f:
@@ -117,7 +118,7 @@ def run_selection(rows: list, cfg: SelectConfig, embeddings: torch.Tensor | None
     when dedup, k-means domains, kcenter or mmr run."""
     n = len(rows)
     if n == 0:
-        raise ValueError("input: the pool is empty (no rows)")
+        raise ValueError("rows: the pool is empty (no rows)")
     if not isinstance(cfg.k, int) or cfg.k < 1:
         raise ValueError(f"k: expected a positive int, got {cfg.k!r}")
     if cfg.k > n:

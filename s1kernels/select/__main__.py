@@ -52,6 +52,8 @@ def main(argv=None) -> int:
         extras.require("matplotlib", "--plot")
     try:
         rows = read_pool(args.input)
+        if not rows:
+            raise ValueError(f"--input: {args.input} holds no rows")
         cfg = SelectConfig(k=args.k, method=args.method, quality=not args.no_quality,
                            difficulty=not args.no_difficulty, dedup=not args.no_dedup,
                            diversity=not args.no_diversity, dedup_threshold=args.dedup_threshold,

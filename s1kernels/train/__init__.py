@@ -42,7 +42,8 @@ from s1kernels import distributed as dist_utils
 from s1kernels.train import run as runs
 from s1kernels.train.validate import check_train_config
 from s1kernels.train.files import replace_atomic, replace_json_atomic
-from s1kernels.train.data import Schedule, build_dataset, check_chat_tokenizer, count_items, micro_batch
+from s1kernels.train.data import (Schedule, block_size_note, build_dataset, check_chat_tokenizer, count_items,
+                                  is_packed_path, micro_batch)
 from s1kernels.train.optim import build_optimizer, build_scheduler
 from s1kernels.train.throughput import ThroughputWatch
 
@@ -232,6 +233,9 @@ def setup(cfg: TrainConfig) -> Run:
         print(f"note: {data_info.get('truncated', 0)} samples longer than block_size={cfg.block_size} truncated, "
               f"{data_info.get('dropped', 0)} dropped (--overlong {cfg.overlong})", file=sys.stderr)
     sched = Schedule(packed.num_rows, cfg.micro_batch, cfg.grad_accum, world_size, cfg.seed)
+    note = block_size_note(packed, sched.rows_per_step, cfg.data is not None and is_packed_path(cfg.data))
+    if main and note:
+        print(note, file=sys.stderr)
     total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * sched.steps_per_epoch))
     warmup = int(round(cfg.warmup_ratio * total_steps))
     settings = runs.settings(cfg, total_steps, warmup, sched.rows_per_step, bf16, vocab_size)
@@ -291,9 +295,9 @@ def step(run: Run, index: int, on_batch=None) -> dict:
         # FSDP averages gradients over ranks; the loss is already a global mean, so undo it
         (loss * run.world_size).backward()
         loss_sum += loss.detach()
-        tokens += b["input_ids"].numel()
+        tokens += b["tokens"]  # real tokens: the padding tail is cut off before the model
         if on_batch is not None:
-            on_batch(b["input_ids"].numel())
+            on_batch(b["tokens"])
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(),
                                                cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
     if hasattr(grad_norm, "full_tensor"):
@@ -332,19 +336,36 @@ def train(cfg: TrainConfig) -> dict:
         if note:
             (bar.write if bar is not None else lambda s: print(s, file=sys.stderr))(note)
 
-    t_start, tokens_seen = time.perf_counter(), 0
+    # tokens_seen: this rank's real tokens (padding is never computed, so never counted);
+    # window_tokens: those since the last log record, summed over ranks when it is written
+    t_start, tokens_seen, window_tokens, tokens_logged = time.perf_counter(), 0, 0, 0
     window_t0 = time.perf_counter()
+    # without a bar, a line on the first step, then at least every HEARTBEAT_S seconds
+    heartbeat = None if bar is not None or not main else _Heartbeat(total_steps)
+    if heartbeat is not None and run.start_step < total_steps:
+        heartbeat.say(f"training steps {run.start_step + 1}-{total_steps}, {run.sched.rows_per_step} packed row(s) of "
+                      f"block size {run.packed.block_size} a step")
     for index in range(run.start_step, total_steps):
         out = step(run, index, on_batch)
         tokens_seen += out["tokens"]
+        window_tokens += out["tokens"]
         done = index + 1
         if done % cfg.log_every == 0 or done == total_steps:
-            loss_val = float(dist_utils.all_reduce_sum(out["loss_sum"]))
+            # one reduction for the step's loss and the tokens since the last record (float64: exact)
+            totals = torch.stack([out["loss_sum"].double(),
+                                  torch.tensor(float(window_tokens), dtype=torch.float64, device=run.device)])
+            loss_val, new_tokens = dist_utils.all_reduce_sum(totals).tolist()
+            tokens_logged, window_tokens = tokens_logged + int(new_tokens), 0
             if main:
                 elapsed = time.perf_counter() - window_t0
-                tps = tokens_seen * run.world_size / max(elapsed, 1e-9)
+                tps = tokens_logged / max(elapsed, 1e-9)
+                # tokens: real tokens trained since the previous record, all ranks; seconds: since
+                # this process started training, so tokens_per_s = sum(tokens) / seconds
                 rec = {"step": done, "loss": loss_val, "lr": out["lr"], "grad_norm": float(out["grad_norm"]),
-                       "items": float(out["num_items"]), "tokens_per_s": tps, "load1": watch.load()}
+                       "items": float(out["num_items"]), "tokens": int(new_tokens), "seconds": elapsed,
+                       "tokens_per_s": tps, "load1": watch.load()}
+                if heartbeat is not None:
+                    heartbeat.loss = loss_val
                 log_file.write(json.dumps(rec) + "\n")
                 log_file.flush()
                 if bar is not None:
@@ -352,6 +373,8 @@ def train(cfg: TrainConfig) -> dict:
                                     **({"slow": watch.status} if watch.status else {}))
         if bar is not None:
             bar.update(1)
+        if heartbeat is not None:
+            heartbeat.step(done, tokens_seen * run.world_size / max(time.perf_counter() - window_t0, 1e-9))
         if cfg.save_every and done % cfg.save_every == 0 and done < total_steps:
             save(run, done)
     if bar is not None:
@@ -361,7 +384,10 @@ def train(cfg: TrainConfig) -> dict:
     if cfg.save_every and run.start_step < total_steps:  # a resumed finished run has nothing new to save
         save(run, total_steps)
     ckpt.publish_final(cfg.output, run.model, run.tok, torch.bfloat16 if run.bf16 else None)
-    summary = {"steps": total_steps, "params": run.n_params, "seconds": time.perf_counter() - t_start,
+    # steps: the run's length; start_step: where this process began (a resumed run), so it
+    # trained steps - start_step of them
+    summary = {"steps": total_steps, "start_step": run.start_step, "params": run.n_params,
+               "seconds": time.perf_counter() - t_start,
                "output": cfg.output, "data": run.data_info}
     if main:
         if cfg.eval_rows and cfg.data is None:
@@ -372,6 +398,30 @@ def train(cfg: TrainConfig) -> dict:
             summary["first_loss"], summary["last_loss"] = losses[0], losses[-1]
     dist_utils.cleanup()
     return summary
+
+
+class _Heartbeat:
+    """Progress lines on stderr for runs without a bar (--no-progress): one when training
+    starts, one after the first step, then one at least every HEARTBEAT_S seconds and at the
+    end, so a slow step is never minutes of silence."""
+
+    HEARTBEAT_S = 30.0
+
+    def __init__(self, total_steps: int, clock=time.perf_counter):
+        self.total, self.clock, self.loss = total_steps, clock, None
+        self.t0 = self.last = clock()
+        self.first = True
+
+    def say(self, text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+        self.last = self.clock()
+
+    def step(self, done: int, tokens_per_s: float) -> None:
+        now = self.clock()
+        if self.first or done == self.total or now - self.last >= self.HEARTBEAT_S:
+            loss = f", loss {self.loss:.4f}" if self.loss is not None else ""
+            self.say(f"step {done}/{self.total}{loss}, {tokens_per_s:,.0f} tokens/s, {now - self.t0:.0f}s")
+            self.first = False
 
 
 def _eval_builtin(cfg, tok, device) -> dict:

@@ -63,7 +63,7 @@ def parse_args(argv=None) -> TrainConfig:
     p.add_argument("--loss-backend", help="linear_cross_entropy backend (auto, triton, torch)")
     p.add_argument("--threads", type=int,
                    help=f"CPU threads for torch (default: 1 for a model under {SMALL_MODEL_PARAMS // 10**6}M "
-                        "parameters on a CPU, else torch's default)")
+                        "parameters on a CPU, else torch's default capped at the CPUs other processes leave idle)")
     for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "intermediate_size"):
         p.add_argument("--" + name.replace("_", "-"), type=int, help="tiny model (without --model)")
     args = vars(p.parse_args(argv))
@@ -112,17 +112,30 @@ def main(argv=None) -> int:
         dist_utils.cleanup()
         return 2
     if dist_utils.world()[0] == 0:
-        parts = [f"trained {summary['steps']} steps of a {summary['params'] / 1e6:.2f}M-parameter model in "
-                 f"{summary['seconds']:.0f}s"]
-        if "first_loss" in summary:
-            parts.append(f"loss {summary['first_loss']:.3f} -> {summary['last_loss']:.3f}")
-        if "eval_accuracy" in summary:
-            parts.append(f"greedy accuracy on {summary['eval_rows']} held-out rows: {summary['eval_accuracy']:.1%}")
-        parts.append(f"saved to {summary['output']}")
-        print("; ".join(parts))
+        print("; ".join(summary_parts(summary)))
         if summary.get("eval_example"):
             print("example completion:\n" + summary["eval_example"])
     return 0
+
+
+def summary_parts(summary: dict) -> list[str]:
+    """The closing line's parts. A resumed run says which steps this process trained, and a
+    finished run resumed again that it trained none."""
+    total, start = summary["steps"], summary.get("start_step", 0)
+    size = f"a {summary['params'] / 1e6:.2f}M-parameter model"
+    if start >= total:
+        parts = [f"nothing to train: the run had already trained all {total} steps of {size}"]
+    elif start:
+        parts = [f"trained steps {start + 1}-{total} of {total} (resumed at step {start}) of {size} in "
+                 f"{summary['seconds']:.0f}s"]
+    else:
+        parts = [f"trained {total} steps of {size} in {summary['seconds']:.0f}s"]
+    if "first_loss" in summary:
+        parts.append(f"loss {summary['first_loss']:.3f} -> {summary['last_loss']:.3f}")
+    if "eval_accuracy" in summary:
+        parts.append(f"greedy accuracy on {summary['eval_rows']} held-out rows: {summary['eval_accuracy']:.1%}")
+    parts.append(f"saved to {summary['output']}")
+    return parts
 
 
 if __name__ == "__main__":

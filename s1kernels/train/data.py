@@ -135,18 +135,33 @@ class Schedule:
         return [mine[m * self.micro_batch:(m + 1) * self.micro_batch] for m in range(self.grad_accum)]
 
 
+def real_length(packed: Packed, r: int) -> int:
+    """Tokens of packed row `r` before its padding tail (the last segment when its
+    sample_index is -1), i.e. the tokens a training step has to compute."""
+    cu, si = packed.cu_seqlens[r], packed.sample_index[r]
+    return int(cu[-2]) if len(si) and int(si[-1]) < 0 else int(cu[-1])
+
+
 def micro_batch(packed: Packed, rows: list[int], pad_id: int, device) -> dict:
     """Concatenates packed rows into one flat varlen batch on `device`.
 
-    An empty filler row (-1) becomes a 2-token segment with no labels.
+    Each row is cut before its padding tail: padding carries no labels and attends only to
+    itself, so dropping it changes no loss or gradient, and it is never embedded, attended,
+    multiplied or scored (a small file at block size 32,768 is mostly padding, which as one
+    causal segment cost more than all its samples). "tokens" counts the samples' tokens (a
+    host int, for throughput). An empty filler row (-1) becomes a 2-token segment with no labels.
     """
-    ids, labels, pos, cus, offset = [], [], [], [torch.zeros(1, dtype=torch.int32)], 0
+    ids, labels, pos, cus, offset, real = [], [], [], [torch.zeros(1, dtype=torch.int32)], 0, 0
     for r in rows:
         if r < 0:
             i = torch.full((2,), pad_id, dtype=torch.int64)
             lab, p, cu = torch.full((2,), IGNORE_INDEX, dtype=torch.int64), torch.arange(2), torch.tensor([0, 2], dtype=torch.int32)
         else:
-            i, lab, p, cu = packed.input_ids[r], packed.labels[r], packed.position_ids[r], packed.cu_seqlens[r]
+            n = real_length(packed, r)
+            i, lab, p = packed.input_ids[r, :n], packed.labels[r, :n], packed.position_ids[r, :n]
+            cu = packed.cu_seqlens[r]
+            cu = cu[: len(cu) - 1] if int(cu[-1]) > n else cu
+            real += n
         ids.append(i)
         labels.append(lab)
         pos.append(p)
@@ -160,6 +175,7 @@ def micro_batch(packed: Packed, rows: list[int], pad_id: int, device) -> dict:
         "position_ids": torch.cat(pos).to(device, non_blocking=True),
         "cu_seqlens": cu.to(device, non_blocking=True),
         "max_seqlen": max_seqlen,
+        "tokens": real,
     }
 
 
@@ -172,3 +188,31 @@ def count_items(batch: dict, normalize: str) -> torch.Tensor:
     seg = torch.searchsorted(cu[1:], torch.arange(valid.shape[0], device=valid.device), right=True)
     per_seg = torch.zeros(cu.shape[0] - 1, dtype=torch.int64, device=valid.device).scatter_add_(0, seg, valid.long())
     return (per_seg > 0).sum()
+
+
+def block_size_note(packed: Packed, rows_per_step: int, from_shards: bool = False) -> str | None:
+    """A line for data that fills its packed rows less than half (a small file at the default
+    block size of 32,768): what the block size means for the steps, and a size to try."""
+    if packed.num_rows == 0:
+        return None
+    block = packed.block_size
+    tokens = sum(real_length(packed, r) for r in range(packed.num_rows))
+    fill = tokens / (packed.num_rows * block)
+    if fill >= 0.5:
+        return None
+    longest = max(int((c[1:] - c[:-1])[si >= 0].max()) for c, si in zip(packed.cu_seqlens, packed.sample_index))
+    samples = sum(int((si >= 0).sum()) for si in packed.sample_index)
+    fits = max(2, 1 << (longest - 1).bit_length())  # the smallest power of two the longest sample fits
+    if fits >= block:
+        return None
+    how = (f"repack the shards with python -m s1kernels.data --block-size {fits}" if from_shards
+           else f"set --block-size {fits} (the longest sample fits) or larger")
+    steps = math.ceil(packed.num_rows / rows_per_step)
+    return (f"note: {samples} samples ({tokens:,} tokens, the longest {longest}) fill "
+            f"{_count(packed.num_rows, 'packed row')} of block size {block} to {fill:.0%}; padding costs no compute, "
+            f"but each optimizer step takes {_count(rows_per_step, 'row')}, so an epoch is {_count(steps, 'step')}: "
+            f"for more, smaller steps {how}")
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
