@@ -233,6 +233,9 @@ def _fix_short_args(s: str) -> str:
     return _edited(codes, delete, wrap)
 
 
+_TRAILING_PUNCTUATION = re.compile(r"[\s.,]*+")
+
+
 def normalize_answer(answer: str | None) -> str:
     """A canonical string form of an answer for comparison (light LaTeX clean-up)."""
     if answer is None:
@@ -259,8 +262,9 @@ def normalize_answer(answer: str | None) -> str:
         s,
     )
     s = s.strip()
-    while s.endswith(".") or s.endswith(","):
-        s = s[:-1].rstrip()
+    # Trailing periods and commas (with spaces between them) go: matched on the reversed
+    # string, anchored, so a run of 100k commas is one linear scan.
+    s = s[: len(s) - _TRAILING_PUNCTUATION.match(s[::-1]).end()]
     # "x = 5" -> "5" when the left side is one short symbol (MATH convention).
     m = re.match(r"^\s*[a-zA-Z](?:_\{?\w+\}?)?\s*=\s*(?!=)(.+)$", s)
     if m and "=" not in m.group(1):
