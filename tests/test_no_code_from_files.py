@@ -175,11 +175,22 @@ def _folder_with_template(tmp_path, template):
     ("{{ 10 ** 10000000 }}", "too large"),
     ("{% for m in messages %}{{ m.content.__class__.__mro__ }}{% endfor %}", "failed to render|unsafe"),
     ("{% for %}", "does not compile"),
+    # Work inside single C calls, which no check between template lines sees: the renderer
+    # process is killed at the time limit or fails at its memory limit.
+    ("{{ ('ab' * 400000)|wordwrap(1) }}", "longer than"),
+    ("{{ ('ba' * 500000)|list|sort|join|list|sort|join|wordwrap(3) }}", "longer than"),
+    ("{% set ns = namespace(v='x') %}{% for i in range(40) %}{% set ns.v = ns.v ~ ns.v %}{% endfor %}{{ ns.v|length }}",
+     "memory"),
+    ("{% set ns = namespace(v=['x']) %}{% for i in range(40) %}{% set ns.v = ns.v + ns.v %}{% endfor %}", "memory"),
+    ("{{ '%02000000000d' % 1 }}", "memory"),
+    ("{{ 'x'.center(2000000000) }}", "memory"),
+    ("{{ '{:>2000000000}'.format(1) }}", "memory|unsafe|failed to render"),
 ])
 def test_chat_template_is_bounded_and_named(tmp_path, monkeypatch, template, why):
     from s1kernels.data import template as tmpl
 
     monkeypatch.setattr(tmpl, "RENDER_SECONDS", 0.5)
+    monkeypatch.setattr(tmpl, "RENDER_MEMORY_BYTES", 256 << 20)
     monkeypatch.setattr(tmpl, "MAX_OUTPUT_CHARS", 1 << 20)
     tok, path = _folder_with_template(tmp_path, template)
     t0 = time.perf_counter()
@@ -187,6 +198,10 @@ def test_chat_template_is_bounded_and_named(tmp_path, monkeypatch, template, why
         tok.apply_chat_template([{"role": "user", "content": "hi"}])
     assert re.search(why, str(e.value)), str(e.value)
     assert time.perf_counter() - t0 < 10
+    # The renderer is usable again after a kill or a memory failure.
+    (tmp_path / "tok" / "chat_template.jinja").write_text("{{ messages[0]['content'] }}!")
+    ok = S1Tokenizer.from_folder(str(tmp_path / "tok"))
+    assert ok.apply_chat_template([{"role": "user", "content": "hi"}]) == "hi!"
 
 
 def test_no_unrestricted_unpickling_in_the_package():

@@ -1,24 +1,30 @@
-"""Chat templates rendered as transformers renders them (jinja2, sandboxed), with bounds.
+"""Chat templates rendered as transformers renders them (jinja2, sandboxed), in a bounded process.
 
-A template comes from a model folder and is code: the sandbox keeps it from reaching
-Python objects, and these bounds keep it from hanging or filling memory:
+A template comes from a model folder and is code. The jinja2 sandbox keeps it from reaching
+Python objects; what it can still do is spend time and memory, and much of that happens in
+single C calls no in-process check can interrupt (`sort` or `wordwrap` on a huge string,
+`s ~ s` doubled in a loop, `'%02000000000d' % 1`, string methods such as `center`). So
+rendering happens in a separate small Python process (one, reused, started on first use)
+whose address space is capped at `RENDER_MEMORY_BYTES` above its start-up size and which
+is killed when a render passes `RENDER_SECONDS`. The output is capped at `MAX_OUTPUT_CHARS`,
+and `*` / `**` are still refused before they build something huge (a clearer message).
 
-- time: a trace hook on the template's own frames checks the clock every few hundred lines,
-  so nested loops that would run for hours stop after `RENDER_SECONDS`;
-- size: output is collected piece by piece and stops past `MAX_OUTPUT_CHARS`; `*` and `**`
-  are checked before they build a huge string, list or number.
-
-Every failure is a ValueError naming where the template came from.
+Every failure is a ValueError naming where the template came from; after a kill or a
+memory failure the next render starts a fresh process.
 """
 from __future__ import annotations
 
 import json
+import os
+import selectors
+import subprocess
 import sys
+import threading
 import time
 
 RENDER_SECONDS = 10.0
+RENDER_MEMORY_BYTES = 1 << 30
 MAX_OUTPUT_CHARS = 64 << 20
-_CHECK_EVERY = 256  # template lines between clock reads
 _TEMPLATE_FILE = "<chat template>"
 
 
@@ -26,7 +32,9 @@ class _Stop(Exception):
     pass
 
 
-def _environment():
+# ---- the renderer process ---------------------------------------------------------------
+
+def _environment(max_chars: int):
     from jinja2.exceptions import TemplateError
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -39,8 +47,8 @@ def _environment():
                     raise _Stop(f"{left!r} ** {right!r} is too large")
             if operator == "*":
                 seq, n = (left, right) if isinstance(right, int) else (right, left)
-                if isinstance(n, int) and hasattr(seq, "__len__") and len(seq) * n > MAX_OUTPUT_CHARS:
-                    raise _Stop(f"a repetition of {len(seq) * n} items is beyond {MAX_OUTPUT_CHARS}")
+                if isinstance(n, int) and hasattr(seq, "__len__") and len(seq) * n > max_chars:
+                    raise _Stop(f"a repetition of {len(seq) * n} items is beyond {max_chars}")
             return super().call_binop(context, operator, left, right)
 
     def raise_exception(message):
@@ -56,59 +64,145 @@ def _environment():
     return env
 
 
-_ENV = None
-_CACHE: dict[str, object] = {}
+def _render_here(env, cache: dict, template: str, variables: dict, max_chars: int) -> str:
+    """One render inside the renderer process; raises _Stop or the template's own error."""
+    from jinja2.exceptions import TemplateError
 
-
-def compile_template(template: str, source: str):
-    global _ENV
-    compiled = _CACHE.get(template)
+    compiled = cache.get(template)
     if compiled is None:
-        from jinja2.exceptions import TemplateError
-
-        if _ENV is None:
-            _ENV = _environment()
         try:
-            code = _ENV.compile(template, filename=_TEMPLATE_FILE)
-            compiled = _ENV.template_class.from_code(_ENV, code, _ENV.make_globals(None))
+            code = env.compile(template, filename=_TEMPLATE_FILE)
+            compiled = env.template_class.from_code(env, code, env.make_globals(None))
         except (TemplateError, RecursionError, MemoryError) as e:
-            raise ValueError(f"chat template: {source} does not compile ({type(e).__name__}: {e})") from None
-        _CACHE[template] = compiled
-    return compiled
+            raise _Stop(f"does not compile ({type(e).__name__}: {e})") from None
+        cache[template] = compiled
+    parts, size = [], 0
+    for piece in compiled.generate(**variables):
+        size += len(piece)
+        if size > max_chars:
+            raise _Stop(f"the output passed {max_chars} characters; the template is not usable as a chat template")
+        parts.append(piece)
+    return "".join(parts)
+
+
+def _serve(memory_bytes: int) -> None:
+    """The renderer process: one JSON request per stdin line, one JSON reply per line."""
+    import resource
+
+    with open("/proc/self/statm") as f:  # address space now, in pages
+        start = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    limit = start + memory_bytes
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    envs: dict[int, object] = {}
+    cache: dict[str, object] = {}
+    out = sys.stdout
+    for line in sys.stdin:
+        try:
+            req = json.loads(line)
+            max_chars = req["max_chars"]
+            env = envs.get(max_chars) or envs.setdefault(max_chars, _environment(max_chars))
+            reply = {"text": _render_here(env, cache.setdefault(max_chars, {}), req["template"], req["variables"],
+                                          max_chars)}
+        except _Stop as e:
+            reply = {"error": str(e)}
+        except MemoryError:
+            reply = {"error": f"rendering needed more than {memory_bytes} bytes of memory; "
+                              f"the template is not usable as a chat template"}
+        except Exception as e:  # the template's own failure (TemplateError, TypeError, ...)
+            reply = {"error": f"failed to render ({type(e).__name__}: {e})"}
+        try:
+            out.write(json.dumps(reply) + "\n")
+            out.flush()
+        except MemoryError:
+            os._exit(3)  # the parent names the failure from the lost process
+
+
+# ---- the caller's side --------------------------------------------------------------------
+
+class _Renderer:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.proc: subprocess.Popen | None = None
+        self.memory = None
+
+    def _start(self):
+        if self.proc is not None and self.proc.poll() is None and self.memory == RENDER_MEMORY_BYTES:
+            return self.proc
+        self.stop()
+        # -I: no PYTHON* variables, no user site, no script-folder imports: only jinja2 is used.
+        self.proc = subprocess.Popen(
+            [sys.executable, "-I", os.path.abspath(__file__), str(int(RENDER_MEMORY_BYTES))],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self.memory = RENDER_MEMORY_BYTES
+        return self.proc
+
+    def stop(self):
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.wait()
+            for f in (self.proc.stdin, self.proc.stdout):
+                f.close()
+        self.proc = None
+
+    def render(self, request: bytes, seconds: float, max_chars: int) -> dict:
+        """The renderer's reply; {'error': ...} when it is killed or stops."""
+        with self.lock:
+            proc = self._start()
+            deadline = time.monotonic() + seconds
+            try:
+                proc.stdin.write(request)
+                proc.stdin.flush()
+            except (BrokenPipeError, OSError):
+                self.stop()
+                return {"error": "the renderer process stopped"}
+            reply, why = self._read_line(proc, deadline, max_chars)
+            if reply is None:
+                self.stop()
+                return {"error": why}
+            return json.loads(reply)
+
+    @staticmethod
+    def _read_line(proc, deadline: float, max_chars: int) -> tuple[bytes | None, str]:
+        """One reply line, or None and why there is none."""
+        fd = proc.stdout.fileno()
+        chunks, size = [], 0
+        with selectors.DefaultSelector() as sel:
+            sel.register(fd, selectors.EVENT_READ)
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0 or not sel.select(left):
+                    return None, (f"rendering took longer than {RENDER_SECONDS:g} s; "
+                                  f"the template is not usable as a chat template")
+                chunk = os.read(fd, 1 << 20)
+                if not chunk:
+                    return None, (f"the renderer process stopped (exit status {proc.wait()}), most likely "
+                                  f"past its memory limit of {RENDER_MEMORY_BYTES} bytes")
+                chunks.append(chunk)
+                size += len(chunk)
+                if chunk.endswith(b"\n"):
+                    return b"".join(chunks), ""
+                if size > 8 * max_chars + 4096:  # JSON escapes take at most ~6 bytes a character
+                    return None, f"the output passed {max_chars} characters"
+
+
+_RENDERER = _Renderer()
 
 
 def render(template: str, source: str, **variables) -> str:
-    """`template` rendered with `variables`; ValueError naming `source` when it fails or
-    exceeds the time or size bound."""
-    from jinja2.exceptions import TemplateError
-
-    compiled = compile_template(template, source)
-    deadline = time.monotonic() + RENDER_SECONDS
-    lines = 0
-
-    def local(frame, event, arg):
-        nonlocal lines
-        lines += 1
-        if lines % _CHECK_EVERY == 0 and time.monotonic() > deadline:
-            raise _Stop(f"rendering took longer than {RENDER_SECONDS:g} s")
-        return local
-
-    def hook(frame, event, arg):
-        return local if frame.f_code.co_filename == _TEMPLATE_FILE else None
-
-    previous = sys.gettrace()
-    sys.settrace(hook)
+    """`template` rendered with `variables` (JSON values: messages, flags, token strings);
+    ValueError naming `source` when it fails to compile or render, or passes the time,
+    memory or size bound."""
     try:
-        parts, size = [], 0
-        for piece in compiled.generate(**variables):
-            size += len(piece)
-            if size > MAX_OUTPUT_CHARS:
-                raise _Stop(f"the output passed {MAX_OUTPUT_CHARS} characters")
-            parts.append(piece)
-        return "".join(parts)
-    except _Stop as e:
-        raise ValueError(f"chat template: {source}: {e}; the template is not usable as a chat template") from None
-    except (TemplateError, RecursionError, MemoryError, TypeError, AttributeError, KeyError) as e:
-        raise ValueError(f"chat template: {source} failed to render ({type(e).__name__}: {e})") from None
-    finally:
-        sys.settrace(previous)
+        request = (json.dumps({"template": template, "variables": variables, "max_chars": int(MAX_OUTPUT_CHARS)})
+                   + "\n").encode()
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"chat template variables: expected JSON values (messages of strings), got {e}") from None
+    reply = _RENDERER.render(request, float(RENDER_SECONDS), int(MAX_OUTPUT_CHARS))
+    if "error" in reply:
+        raise ValueError(f"chat template: {source}: {reply['error']}")
+    return reply["text"]
+
+
+if __name__ == "__main__":
+    _serve(int(sys.argv[1]))
