@@ -212,13 +212,73 @@ def check_device(spec: str | None, flag: str = "--device") -> str | None:
     return spec
 
 
+MAX_JSON_INT_DIGITS = 4000  # below Python's own int() limit (4,300), which raises a bare ValueError
+
+
+def _json_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 parses to inf: no file means that
+        raise ValueError(f"the number {text[:40]} is beyond a float's range")
+    return value
+
+
+def _json_int(text: str) -> int:
+    if len(text) > MAX_JSON_INT_DIGITS:
+        raise ValueError(f"an integer of {len(text)} digits (at most {MAX_JSON_INT_DIGITS})")
+    return int(text)
+
+
+def _json_constant(name: str):
+    raise ValueError(f"{name} is not JSON (NaN and Infinity are JavaScript, not JSON)")
+
+
+def loads_json(text: str | bytes):
+    """``json.loads`` for files: strict JSON numbers only. NaN, Infinity and numbers that
+    overflow a float (1e999) raise ValueError instead of becoming nan / inf values, and
+    integers of more than MAX_JSON_INT_DIGITS digits raise ValueError before ``int()``."""
+    return json.loads(text, parse_float=_json_float, parse_int=_json_int, parse_constant=_json_constant)
+
+
+def path_inside(folder: str, name, what: str, allow_symlinks: bool = False) -> str:
+    """The path of `name`, a file name read from a file in `folder`, when it stays inside
+    `folder`; ValueError naming `what` otherwise.
+
+    Refused: a non-string or empty name, an absolute path, a ``..`` component, and (unless
+    `allow_symlinks`) a symbolic link anywhere from `folder` down to the file, so nothing a
+    folder's files say can make a loader read outside it. With `allow_symlinks` links may
+    point anywhere (a Hugging Face cache snapshot is links into its blob store)."""
+    if not isinstance(name, str) or not name or "\x00" in name:
+        raise ValueError(f"{what}: expected a file name inside {folder!r}, got {name!r}")
+    parts = name.replace("\\", "/").split("/")
+    if os.path.isabs(name) or name.startswith(("/", "\\")) or ".." in parts or (len(name) > 1 and name[1] == ":"):
+        raise ValueError(f"{what}: expected a file name inside {folder!r}, got {name!r} (absolute or with '..')")
+    path = os.path.join(folder, *[p for p in parts if p not in ("", ".")])
+    if not allow_symlinks:
+        cur = folder
+        for part in parts:
+            cur = os.path.join(cur, part)
+            if os.path.islink(cur):
+                raise ValueError(f"{what}: {cur!r} is a symbolic link (to {os.readlink(cur)!r}); links are "
+                                 f"followed only when allowed (allow_symlinks=True, or S1K_ALLOW_SYMLINKS=1)")
+        root = os.path.realpath(folder)
+        if os.path.commonpath([root, os.path.realpath(path)]) != root:
+            raise ValueError(f"{what}: {name!r} resolves outside {folder!r}")
+    return path
+
+
+def symlinks_allowed() -> bool:
+    """The command-line switch for `path_inside`'s `allow_symlinks`: S1K_ALLOW_SYMLINKS=1."""
+    return os.environ.get("S1K_ALLOW_SYMLINKS", "") == "1"
+
+
 def read_json(path: str, what: str, *, expect_object: bool = False):
-    """JSON of `path`; ValueError naming `what` and the file when it is not valid JSON (or,
-    with `expect_object`, when it does not hold a JSON object)."""
+    """JSON of `path` (strict numbers, see `loads_json`); ValueError naming `what` and the
+    file when it is not valid JSON (or, with `expect_object`, when it does not hold a JSON
+    object)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            value = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        with open(path, "rb") as f:
+            value = loads_json(f.read())
+    except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError included
         raise ValueError(f"{what}: {path!r} is not valid JSON ({type(e).__name__}: {e})") from None
     if expect_object and not isinstance(value, dict):
         raise ValueError(f"{what}: {path!r} must hold a JSON object, got {type(value).__name__}")

@@ -139,7 +139,8 @@ def test_config_bounds_fail_fast(tmp_path, field, value):
     with open(os.path.join(folder, "config.json"), "w") as f:
         f.write(json.dumps(cfg).replace("Infinity", "1e999"))
     t0 = time.perf_counter()
-    with pytest.raises(ValueError, match=field):
+    # 1e999 is refused where the file is read: a number beyond a float is no config value
+    with pytest.raises(ValueError, match=field if value != float("inf") else "1e999 is beyond a float"):
         load_model(folder)
     assert time.perf_counter() - t0 < 5
 
@@ -217,3 +218,86 @@ def test_no_unrestricted_unpickling_in_the_package():
                 if pattern in text and not (pattern == "torch.load(" and "weights_only=True" in text):
                     offenders.append((name, pattern))
     assert offenders == []
+
+
+# ---- paths read from a folder's files stay inside it (symlinks only when allowed) --------
+
+def _sharded(tmp_path):
+    _, model, _, _ = _tiny()
+    folder = tmp_path / "m"
+    save_model(model, str(folder), max_shard_bytes=4096)
+    index = json.load(open(folder / "model.safetensors.index.json"))
+    return model, folder, index
+
+
+def _write_index(folder, index):
+    with open(folder / "model.safetensors.index.json", "w") as f:
+        json.dump(index, f)
+
+
+@pytest.mark.parametrize("how", ["absolute", "dotdot", "dotdot-inner"])
+def test_index_entries_outside_the_folder_are_refused(tmp_path, how):
+    model, folder, index = _sharded(tmp_path)
+    name, fname = next(iter(index["weight_map"].items()))
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    shutil.copy(folder / fname, outside / fname)
+    entry = {"absolute": str(outside / fname), "dotdot": f"../elsewhere/{fname}",
+             "dotdot-inner": f"sub/../../elsewhere/{fname}"}[how]
+    index["weight_map"] = {k: (entry if v == fname else v) for k, v in index["weight_map"].items()}
+    _write_index(folder, index)
+    with pytest.raises(ValueError, match="absolute or with '..'"):
+        load_model(str(folder))
+
+
+def test_symlinked_weights_need_the_flag(tmp_path, monkeypatch):
+    _, model, _, _ = _tiny()
+    real = tmp_path / "blobs"
+    save_model(model, str(real))
+    folder = tmp_path / "snapshot"
+    folder.mkdir()
+    shutil.copy(real / "config.json", folder / "config.json")
+    os.symlink(real / "model.safetensors", folder / "model.safetensors")
+    with pytest.raises(ValueError, match="is a symbolic link .*S1K_ALLOW_SYMLINKS=1"):
+        load_model(str(folder))
+    monkeypatch.setenv("S1K_ALLOW_SYMLINKS", "1")
+    loaded = load_model(str(folder))
+    assert torch.equal(loaded.embed_tokens.weight, model.embed_tokens.weight)
+
+
+@pytest.mark.parametrize("weight_map,why", [
+    ([["model.norm.weight", "model-00001.safetensors"]], "got a list"),
+    ({"model.norm.weight": {"deep": {"deeper": "x.safetensors"}}}, "is a dict"),
+    ("model.safetensors", "got a str"),
+    ({"model.norm.weight": "pytorch_model.bin"}, "not a .safetensors file"),
+    ({"model.norm.weight": ""}, "not a .safetensors file"),
+    ({"model.norm.weight": "/etc/x.safetensors"}, "absolute"),
+])
+def test_malformed_weight_maps_are_named(tmp_path, weight_map, why):
+    _, folder, index = _sharded(tmp_path)
+    index["weight_map"] = weight_map
+    _write_index(folder, index)
+    with pytest.raises(ValueError, match=why):
+        load_model(str(folder))
+
+
+def test_deeply_nested_index_is_named(tmp_path):
+    _, folder, _ = _sharded(tmp_path)
+    (folder / "model.safetensors.index.json").write_text('{"weight_map": ' + "[" * 100000 + "]" * 100000 + "}")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load_model(str(folder))
+
+
+# ---- JSON numbers that no file means: refused where they are read -------------------------
+
+@pytest.mark.parametrize("answer", ["1e999", "NaN", "-Infinity", "9" * 5000])
+def test_json_rows_with_out_of_range_numbers_are_bad_rows(tmp_path, answer):
+    from s1kernels.data.readers import read_rows
+
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"question": "q", "answer": "1", "thinking": "t"}\n'
+                    f'{{"question": "q2", "answer": {answer}, "thinking": "t"}}\n')
+    with pytest.raises(ValueError, match=re.escape(f"{path}:line 2") + ": invalid JSON"):
+        read_rows(path)
+    rows, stats = read_rows(path, skip_bad=True)  # skipped and counted, naming file and line
+    assert [r["question"] for r in rows] == ["q"]

@@ -18,6 +18,7 @@ import os
 from typing import Iterator
 
 from s1kernels import extras
+from s1kernels.checks import loads_json
 
 # The only lists of field aliases in s1kernels, in one order (first present wins): train,
 # eval, generate's prompt files and select all read rows through them.
@@ -141,9 +142,11 @@ def _parse(text: str | bytes, where: str):
     # as "Invalid control character" at the newline instead of where the string starts
     text = text.rstrip("\r\n") if isinstance(text, str) else text.rstrip(b"\r\n")
     try:
-        return json.loads(text)
+        return loads_json(text)
     except json.JSONDecodeError as e:
         return RowError(f"{where}: invalid JSON ({_json_error(e)})")
+    except ValueError as e:  # NaN, 1e999, a 5,000-digit integer: never a value to train on
+        return RowError(f"{where}: invalid JSON ({e})")
     except RecursionError:
         return RowError(f"{where}: invalid JSON (nested too deeply)")
 
@@ -183,9 +186,12 @@ def _json_array_records(path: str) -> Iterator[tuple[str, object]]:
         yield f"{path}:line {line}", RowError(f"{path}:line {line}: not UTF-8 text (byte {raw[e.start]:#04x})")
         return
     try:
-        data = json.loads(text)
+        data = loads_json(text)
     except json.JSONDecodeError as e:
         yield f"{path}:line {e.lineno}", RowError(f"{path}:line {e.lineno}: invalid JSON ({_json_error(e)})")
+        return
+    except ValueError as e:
+        yield path, RowError(f"{path}: invalid JSON ({e})")
         return
     except RecursionError:
         yield path, RowError(f"{path}: invalid JSON (nested too deeply)")

@@ -16,6 +16,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from s1kernels.checks import path_inside, read_json, symlinks_allowed
+
 from .config import ModelConfig
 from .transformer import Transformer
 
@@ -35,24 +37,38 @@ def our_name(name: str) -> str:
     return name[len("model."):] if name.startswith("model.") else name
 
 
-def _weight_files(folder: str) -> dict[str, str]:
-    """HF tensor name -> file path, from the index or the single file."""
+def _weight_files(folder: str, allow_symlinks: bool | None = None) -> dict[str, str]:
+    """HF tensor name -> file path, from the index or the single file.
+
+    Every file the index names must be a ``.safetensors`` file inside `folder` (no absolute
+    paths, no ``..``, no symbolic links unless `allow_symlinks`, default: S1K_ALLOW_SYMLINKS=1);
+    the same holds for the single file."""
+    if allow_symlinks is None:
+        allow_symlinks = symlinks_allowed()
     index = os.path.join(folder, INDEX_FILE)
     single = os.path.join(folder, SINGLE_FILE)
     if os.path.isfile(index):
-        try:
-            with open(index) as f:
-                weight_map = json.load(f)["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise ValueError(f"folder: {index!r} is not a valid safetensors index ({type(e).__name__}: {e})") from None
-        files = {}
+        path_inside(folder, INDEX_FILE, "folder", allow_symlinks)
+        weight_map = read_json(index, "folder", expect_object=True).get("weight_map")
+        if not isinstance(weight_map, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()):
+            raise ValueError(f"folder: {index!r} is not a valid safetensors index: expected \"weight_map\" to be an "
+                             f"object of tensor name -> file name strings, got {_shape_of(weight_map)}")
+        files, checked = {}, {}
         for name, fname in weight_map.items():
-            path = os.path.join(folder, fname)
-            if not os.path.isfile(path):
-                raise FileNotFoundError(f"folder: shard {fname!r} named in {INDEX_FILE} is missing from {folder!r}")
+            path = checked.get(fname)
+            if path is None:
+                if not fname.endswith(".safetensors"):
+                    raise ValueError(f"folder: {INDEX_FILE} places {name!r} in {fname!r}, which is not a "
+                                     f".safetensors file")
+                path = path_inside(folder, fname, f"folder: {INDEX_FILE} entry for {name!r}", allow_symlinks)
+                if not os.path.isfile(path):
+                    raise FileNotFoundError(f"folder: shard {fname!r} named in {INDEX_FILE} is missing from {folder!r}")
+                checked[fname] = path
             files[name] = path
         return files
     if os.path.isfile(single):
+        path_inside(folder, SINGLE_FILE, "folder", allow_symlinks)
         try:
             with safe_open(single, framework="pt") as f:
                 return {name: single for name in f.keys()}
@@ -60,6 +76,14 @@ def _weight_files(folder: str) -> dict[str, str]:
             raise ValueError(f"folder: {single!r} is not a readable safetensors file ({e})") from None
     present = sorted(os.listdir(folder))
     raise FileNotFoundError(f"folder: {folder!r} has neither {SINGLE_FILE} nor {INDEX_FILE} (found {present[:10]})")
+
+
+def _shape_of(value) -> str:
+    """A short description of a JSON value (never its whole text: it may be huge or deep)."""
+    if isinstance(value, dict):
+        bad = next(((k, v) for k, v in value.items() if not isinstance(v, str)), None)
+        return f"an object whose {bad[0]!r} is a {type(bad[1]).__name__}" if bad else "an object"
+    return "null" if value is None else f"a {type(value).__name__}"
 
 
 def load_model(folder: str, dtype: torch.dtype = torch.float32, device="cpu", strict: bool = True,
