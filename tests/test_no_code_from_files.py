@@ -181,11 +181,11 @@ def _folder_with_template(tmp_path, template):
     ("{{ ('ab' * 400000)|wordwrap(1) }}", "longer than"),
     ("{{ ('ba' * 500000)|list|sort|join|list|sort|join|wordwrap(3) }}", "longer than"),
     ("{% set ns = namespace(v='x') %}{% for i in range(40) %}{% set ns.v = ns.v ~ ns.v %}{% endfor %}{{ ns.v|length }}",
-     "memory"),
-    ("{% set ns = namespace(v=['x']) %}{% for i in range(40) %}{% set ns.v = ns.v + ns.v %}{% endfor %}", "memory"),
-    ("{{ '%02000000000d' % 1 }}", "memory"),
-    ("{{ 'x'.center(2000000000) }}", "memory"),
-    ("{{ '{:>2000000000}'.format(1) }}", "memory|unsafe|failed to render"),
+     "memory|longer than"),
+    ("{% set ns = namespace(v=['x']) %}{% for i in range(40) %}{% set ns.v = ns.v + ns.v %}{% endfor %}", "memory|longer than"),
+    ("{{ '%02000000000d' % 1 }}", "memory|longer than"),
+    ("{{ 'x'.center(2000000000) }}", "memory|longer than"),
+    ("{{ '{:>2000000000}'.format(1) }}", "memory|longer than|unsafe|failed to render"),
 ])
 def test_chat_template_is_bounded_and_named(tmp_path, monkeypatch, template, why):
     from s1kernels.data import template as tmpl
