@@ -301,3 +301,32 @@ def test_json_rows_with_out_of_range_numbers_are_bad_rows(tmp_path, answer):
         read_rows(path)
     rows, stats = read_rows(path, skip_bad=True)  # skipped and counted, naming file and line
     assert [r["question"] for r in rows] == ["q"]
+
+
+# ---- the restricted unpickler changes nothing outside the objects it builds --------------
+
+def _mutating_pickles():
+    # GLOBAL pathlib.Path; state (None, {"home": 1}); BUILD: would set Path.home = 1 for the
+    # whole process. Then the same through SETITEMS / APPENDS aimed at an allowed global.
+    yield "BUILD on a class", b"\x80\x02cpathlib\nPath\nN}X\x04\x00\x00\x00homeK\x01s\x86b."
+    yield "BUILD on a dtype", b"\x80\x02ctorch\nfloat32\nN}X\x04\x00\x00\x00homeK\x01s\x86b."
+    yield "SETITEMS on a class", b"\x80\x02cpathlib\nPath\n(X\x04\x00\x00\x00homeK\x01u."
+    yield "APPENDS on a class", b"\x80\x02ccollections\nOrderedDict\n(K\x01e."
+
+
+@pytest.mark.parametrize("case,data", list(_mutating_pickles()))
+def test_metadata_pickle_cannot_modify_allowed_globals(tmp_path, case, data):
+    import pathlib
+
+    from s1kernels.train.safe_state import read_dcp_metadata
+
+    home = pathlib.Path.__dict__["home"]
+    path = tmp_path / ".metadata"
+    path.write_bytes(data)
+    try:
+        with pytest.raises(ValueError, match="would change an object shared by the process"):
+            read_dcp_metadata(str(path))
+        assert pathlib.Path.__dict__["home"] is home
+        assert not hasattr(torch.float32, "home")
+    finally:
+        pathlib.Path.home = home

@@ -12,6 +12,7 @@
 """
 from __future__ import annotations
 
+import collections
 import io
 import json
 import os
@@ -47,10 +48,75 @@ _ALLOWED_GLOBALS = {
 }
 
 
-class _MetadataUnpickler(pickle.Unpickler):
+# BUILD (set an object's state) is applied only to fresh instances of these classes, which
+# is all DCP metadata needs; on anything else (a class such as pathlib.Path, a function, an
+# enum member, a dtype: objects shared by the whole process) it would rewrite them for the
+# rest of the process. Item opcodes (APPEND(S), SETITEM(S), ADDITEMS) are applied only to
+# plain containers, which the unpickler itself makes fresh.
+_BUILDABLE_NAMES = ("Metadata", "MetadataIndex", "StorageMeta", "TensorProperties", "TensorStorageMetadata",
+                    "BytesStorageMetadata", "ChunkStorageMetadata", "_StorageInfo", "_StoragePrefix")
+_CONTAINERS = (list, dict, set, collections.OrderedDict)
+
+
+def _buildable() -> tuple[type, ...]:
+    import torch.distributed.checkpoint.filesystem as fs
+    import torch.distributed.checkpoint.metadata as meta
+
+    return tuple(getattr(meta, n, None) or getattr(fs, n) for n in _BUILDABLE_NAMES)
+
+
+class _MetadataUnpickler(pickle._Unpickler):
+    """The pure-Python unpickler (its opcode table can be changed) with `find_class`
+    restricted to `_ALLOWED_GLOBALS` and the mutating opcodes restricted as above."""
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+
     def __init__(self, f, path: str):
         super().__init__(f)
         self.path = path
+        self.buildable = _buildable()
+
+    def _refuse(self, opcode: str, target) -> None:
+        raise ValueError(f"checkpoint: {self.path!r} applies {opcode} to {type(target).__name__} "
+                         f"{_describe(target)}, which would change an object shared by the process; "
+                         f"refusing to load it (only plain checkpoint metadata is read)")
+
+    def load_build(self):
+        target = self.stack[-2]  # the state is on top
+        if type(target) not in self.buildable:
+            self._refuse("BUILD", target)
+        pickle._Unpickler.load_build(self)
+
+    def _items_target(self, opcode: str, target) -> None:
+        if type(target) not in _CONTAINERS:
+            self._refuse(opcode, target)
+
+    def load_append(self):
+        self._items_target("APPEND", self.stack[-2])
+        pickle._Unpickler.load_append(self)
+
+    def load_appends(self):
+        self._items_target("APPENDS", self.metastack[-1][-1])
+        pickle._Unpickler.load_appends(self)
+
+    def load_setitem(self):
+        self._items_target("SETITEM", self.stack[-3])
+        pickle._Unpickler.load_setitem(self)
+
+    def load_setitems(self):
+        self._items_target("SETITEMS", self.metastack[-1][-1])
+        pickle._Unpickler.load_setitems(self)
+
+    def load_additems(self):
+        self._items_target("ADDITEMS", self.metastack[-1][-1])
+        pickle._Unpickler.load_additems(self)
+
+    dispatch[pickle.BUILD[0]] = load_build
+    dispatch[pickle.APPEND[0]] = load_append
+    dispatch[pickle.APPENDS[0]] = load_appends
+    dispatch[pickle.SETITEM[0]] = load_setitem
+    dispatch[pickle.SETITEMS[0]] = load_setitems
+    dispatch[pickle.ADDITEMS[0]] = load_additems
 
     def find_class(self, module: str, name: str):
         if (module, name) in _ALLOWED_GLOBALS:
@@ -62,6 +128,11 @@ class _MetadataUnpickler(pickle.Unpickler):
                 return obj
         raise ValueError(f"checkpoint: {self.path!r} refers to {module}.{name}, which a DCP metadata file "
                          f"never holds; refusing to load it (only plain checkpoint metadata is read)")
+
+
+def _describe(obj) -> str:
+    name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None)
+    return repr(name) if isinstance(name, str) else ""
 
 
 def read_dcp_metadata(path: str):
