@@ -26,10 +26,12 @@ _FP32_MAX = 3.4028234663852886e38
 
 def _pow2_scaled(t: torch.Tensor) -> torch.Tensor:
     """t with each row multiplied by the power of two that brings its max-abs into [0.5, 1)."""
-    amax = t.abs().amax(dim=1).float()
+    amax = t.abs().amax(dim=1).double()
     _, exp = torch.frexp(amax)  # amax = m * 2**exp with m in [0.5, 1); exp = 0 for a zero row
+    # float64: a subnormal fp32 row (max-abs near 1e-40, exp down to -148) needs a scale up
+    # to 2^148, past fp32's range (inf, and inf * 0 = NaN); in float64 it is exact.
     scale = torch.ldexp(torch.ones_like(amax), -exp)
-    return (t.float() * scale[:, None]).to(t.dtype)
+    return (t.double() * scale[:, None]).to(t.dtype)
 
 
 def _zero_rows(n: torch.Tensor, name: str) -> None:
