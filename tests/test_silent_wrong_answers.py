@@ -28,3 +28,35 @@ def test_tiny_embeddings_give_the_answers_of_their_rescaled_rows(scale):
     assert threshold_dedup(x, 0.999).kept.tolist() == threshold_dedup(base, 0.999).kept.tolist()
     picks = k_center(x, 5).tolist()
     assert len(set(picks)) == 5 and picks == k_center(base, 5).tolist()
+
+
+# ---- the loss: a denominator that is not a count, a chunk size that is not a size ---------
+
+def _loss_inputs():
+    torch.manual_seed(0)
+    hidden, weight = torch.randn(11, 8), torch.randn(37, 8)
+    labels = torch.randint(0, 37, (11,))
+    labels[3] = -100
+    return hidden, weight, labels
+
+
+@pytest.mark.parametrize("num_items", [0.0, -10.0, float("nan"), float("inf")])
+def test_loss_refuses_num_items_that_is_not_a_positive_count(num_items):
+    from s1kernels.ops.loss import linear_cross_entropy
+
+    hidden, weight, labels = _loss_inputs()
+    with pytest.raises(ValueError, match="num_items: expected a finite count > 0"):
+        linear_cross_entropy(hidden, weight, labels, num_items=torch.tensor(num_items))
+    with pytest.raises(TypeError, match="num_items: expected a real number tensor"):
+        linear_cross_entropy(hidden, weight, labels, num_items=torch.tensor(True))
+    ok = linear_cross_entropy(hidden, weight, labels, num_items=torch.tensor(10.0))
+    torch.testing.assert_close(ok, linear_cross_entropy(hidden, weight, labels))
+
+
+@pytest.mark.parametrize("chunk_tokens", [-1, 0, 2.5, True])
+def test_loss_refuses_a_chunk_size_that_is_not_a_size(chunk_tokens):
+    from s1kernels.ops.loss import linear_cross_entropy
+
+    hidden, weight, labels = _loss_inputs()
+    with pytest.raises((ValueError, TypeError), match="chunk_tokens: expected an integer"):
+        linear_cross_entropy(hidden, weight, labels, backend="torch", chunk_tokens=chunk_tokens)

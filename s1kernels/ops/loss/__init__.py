@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from s1kernels import backend as _backend
+from s1kernels import checks
 from s1kernels.ops.loss import grad_op as _grad_op
 from s1kernels.ops.loss.grad_op import _no_autocast
 from s1kernels.ops.loss import torch_impl
@@ -177,8 +178,8 @@ def linear_cross_entropy(hidden: Tensor, weight: Tensor, labels: Tensor, *, cu_s
             s1kernels.backend.resolve; the plain oracle is `linear_cross_entropy_reference`.
         return_stats: also return a dict with per-token `token_loss`, `logsumexp`, `correct`
             and the token `accuracy` (all detached).
-        validate: check label range and cu_seqlens contents (reads device memory, a sync on
-            GPU). Default: True on CPU, False on CUDA.
+        validate: check label range, cu_seqlens contents and num_items > 0 (reads device
+            memory, a sync on GPU). Default: True on CPU, False on CUDA.
         chunk_tokens: trained tokens per chunk of the torch path (default: about 64M logits).
 
     Under `torch.autocast`, fp32 hidden/weight/bias are cast to the autocast dtype first (as
@@ -189,6 +190,8 @@ def linear_cross_entropy(hidden: Tensor, weight: Tensor, labels: Tensor, *, cu_s
     """
     if validate is None:
         validate = hidden.device.type == "cpu" if isinstance(hidden, Tensor) else True
+    if chunk_tokens is not None:
+        checks.check_int("chunk_tokens", chunk_tokens, lo=1)  # -1 or 0 would mean "default" silently
     hidden, weight, bias = _autocast(hidden, weight, bias)
     vocab_size = _check_inputs(hidden, weight, labels, bias, cu_seqlens, num_items, ignore_index, reduction,
                                normalize, z_loss, softcap, vocab_size, backend, validate)

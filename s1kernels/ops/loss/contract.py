@@ -79,6 +79,8 @@ def _check_inputs(hidden, weight, labels, bias, cu_seqlens, num_items, ignore_in
         if num_items.numel() != 1:
             raise ValueError(f"num_items: expected one element, got shape {tuple(num_items.shape)}")
         checks.check_on_device("num_items", num_items, hidden.device)
+        if num_items.dtype == torch.bool or num_items.is_complex():
+            raise TypeError(f"num_items: expected a real number tensor (a count), got dtype {num_items.dtype}")
     if cu_seqlens is not None:
         if not isinstance(cu_seqlens, Tensor):
             raise TypeError(f"cu_seqlens: expected an int tensor [S+1] or None, got {type(cu_seqlens).__name__}")
@@ -87,12 +89,17 @@ def _check_inputs(hidden, weight, labels, bias, cu_seqlens, num_items, ignore_in
         checks.check_dtype("cu_seqlens", cu_seqlens, (torch.int32, torch.int64), "dtype int32 or int64")
         checks.check_on_device("cu_seqlens", cu_seqlens, hidden.device)
     if validate:
-        _validate_values(labels, cu_seqlens, n, ignore_index, vocab_size)
+        _validate_values(labels, cu_seqlens, n, ignore_index, vocab_size, num_items)
     return vocab_size
 
 
-def _validate_values(labels, cu_seqlens, n, ignore_index, vocab_size):
-    """Checks label range and cu_seqlens contents; reads device memory (a host sync on GPU)."""
+def _validate_values(labels, cu_seqlens, n, ignore_index, vocab_size, num_items=None):
+    """Checks label range, cu_seqlens contents and that num_items is a positive count; reads
+    device memory (a host sync on GPU)."""
+    if num_items is not None and num_items.numel() != 0:
+        value = float(num_items.reshape(()))
+        if not (math.isfinite(value) and value > 0):  # <= 0 would flip or blow up the loss silently
+            raise ValueError(f"num_items: expected a finite count > 0 (the mean's denominator), got {value!r}")
     bad = (labels != ignore_index) & ((labels < 0) | (labels >= vocab_size))
     if bool(bad.any()):
         i = int(bad.nonzero()[0, 0])
