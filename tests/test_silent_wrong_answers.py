@@ -60,3 +60,27 @@ def test_loss_refuses_a_chunk_size_that_is_not_a_size(chunk_tokens):
     hidden, weight, labels = _loss_inputs()
     with pytest.raises((ValueError, TypeError), match="chunk_tokens: expected an integer"):
         linear_cross_entropy(hidden, weight, labels, backend="torch", chunk_tokens=chunk_tokens)
+
+
+# ---- model configs: values that were quietly misread ----------------------------------------
+
+@pytest.mark.parametrize("field,value,why", [
+    ("tie_word_embeddings", "no", "tie_word_embeddings: expected true or false"),
+    ("attention_bias", "false", "attention_bias: expected true or false"),
+    ("mlp_bias", 1, "mlp_bias: expected true or false"),
+    ("rope_scaling", {"rope_type": "linear", "factor": -2.0}, "factor must be a finite number > 0"),
+    ("rope_scaling", {"rope_type": "linear", "factor": 0}, "factor must be a finite number > 0"),
+    ("rope_scaling", {"rope_type": "linear"}, "needs factor; missing factor"),
+    ("rope_scaling", {"rope_type": "llama3", "factor": 8.0}, "missing original_max_position_embeddings"),
+    ("rope_scaling", {"rope_type": "llama3", "factor": 8.0, "original_max_position_embeddings": 8192,
+                      "low_freq_factor": -1.0}, "low_freq_factor must be"),
+    ("rope_scaling", {"rope_type": "llama3", "factor": 8.0, "original_max_position_embeddings": 8192,
+                      "low_freq_factor": 4.0, "high_freq_factor": 1.0}, "high_freq_factor must exceed"),
+])
+def test_config_values_that_were_misread_are_refused(field, value, why):
+    from s1kernels.model import ModelConfig
+
+    d = {"model_type": "llama", "vocab_size": 64, "hidden_size": 16, "intermediate_size": 32,
+         "num_hidden_layers": 1, "num_attention_heads": 2, field: value}
+    with pytest.raises(ValueError, match=why):
+        ModelConfig.from_dict(d)

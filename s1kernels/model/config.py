@@ -22,6 +22,30 @@ _BOUNDS = {"vocab_size": 1 << 24, "hidden_size": 1 << 17, "intermediate_size": 1
            "head_dim": 8192, "max_position_embeddings": 1 << 26}
 
 
+# rope_scaling keys each kind needs (and optional ones, with transformers' defaults), all
+# finite numbers > 0; original_max_position_embeddings a positive int.
+_ROPE_KEYS = {"linear": (("factor",), ()),
+              "llama3": (("factor", "original_max_position_embeddings"), ("low_freq_factor", "high_freq_factor"))}
+
+
+def _check_rope_scaling(kind: str, s: dict) -> None:
+    required, optional = _ROPE_KEYS[kind]
+    missing = [k for k in required if k not in s]
+    if missing:
+        raise ValueError(f"rope_scaling: rope_type {kind!r} needs {', '.join(required)}; missing {', '.join(missing)}")
+    for k in (*required, *(k for k in optional if k in s)):
+        v = s[k]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1e30:
+            raise ValueError(f"rope_scaling: {k} must be a finite number > 0, got {v!r}")
+    if kind == "llama3":
+        if not isinstance(s["original_max_position_embeddings"], int):
+            raise ValueError(f"rope_scaling: original_max_position_embeddings must be an int, "
+                             f"got {s['original_max_position_embeddings']!r}")
+        low, high = s.get("low_freq_factor", 1.0), s.get("high_freq_factor", 4.0)
+        if not high > low:  # the smoothing divides by high - low
+            raise ValueError(f"rope_scaling: high_freq_factor must exceed low_freq_factor, got {high!r} <= {low!r}")
+
+
 @dataclasses.dataclass
 class ModelConfig:
     """Decoder hyper-parameters with Hugging Face names.
@@ -85,6 +109,12 @@ class ModelConfig:
                 raise ValueError(f"rope_scaling: rope_type must be one of {_ROPE_TYPES}, got {kind!r}")
             if kind == "default":
                 self.rope_scaling = None
+            else:
+                _check_rope_scaling(kind, self.rope_scaling)
+        for name in ("tie_word_embeddings", "attention_bias", "mlp_bias"):
+            v = getattr(self, name)
+            if not isinstance(v, bool):  # "no" and "false" are truthy strings: never guess
+                raise ValueError(f"{name}: expected true or false, got {v!r}")
 
     @property
     def rope_type(self) -> str:
