@@ -84,3 +84,24 @@ def test_config_values_that_were_misread_are_refused(field, value, why):
          "num_hidden_layers": 1, "num_attention_heads": 2, field: value}
     with pytest.raises(ValueError, match=why):
         ModelConfig.from_dict(d)
+
+
+@pytest.mark.parametrize("how", ["f32 bytes labelled I32", "bool norm"])
+def test_weights_stored_with_a_non_float_dtype_are_refused(tmp_path, how):
+    from safetensors.torch import load_file, save_file
+
+    from s1kernels.model import ModelConfig, Transformer, load_model, save_model
+
+    cfg = ModelConfig(model_type="llama", vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                      num_attention_heads=2, max_position_embeddings=32)
+    save_model(Transformer(cfg).init_weights(seed=0), str(tmp_path))
+    path = str(tmp_path / "model.safetensors")
+    tensors = load_file(path)
+    if how == "bool norm":
+        tensors["model.norm.weight"] = tensors["model.norm.weight"] != 0
+    else:
+        name = "model.layers.0.mlp.down_proj.weight"
+        tensors[name] = tensors[name].float().view(torch.int32)
+    save_file(tensors, path, metadata={"format": "pt"})
+    with pytest.raises(ValueError, match="is stored as (I32|BOOL).*floating point"):
+        load_model(str(tmp_path))

@@ -26,6 +26,8 @@ INDEX_FILE = "model.safetensors.index.json"
 # a committed publish not yet rolled forward (s1kernels.train.publish): the folder may mix
 # two models until it is, so no loader reads it
 PENDING_PUBLISH = ".final-pending"
+# safetensors dtype names a weight may be stored as (cast to the model's dtype on load)
+FLOAT_DTYPES = ("F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2")
 
 
 def hf_name(name: str) -> str:
@@ -158,7 +160,12 @@ def _match_weights(folder: str, model: Transformer, strict: bool) -> dict[str, l
                     if not hf.endswith("rotary_emb.inv_freq"):
                         unexpected.append(hf)
                     continue
-                shape = tuple(f.get_slice(hf).get_shape())
+                sl = f.get_slice(hf)
+                dtype = sl.get_dtype()
+                if dtype not in FLOAT_DTYPES:  # an int or bool tensor cast to float is not a weight
+                    raise ValueError(f"weights: {hf} is stored as {dtype} in {path!r}; model weights are "
+                                     f"floating point ({', '.join(FLOAT_DTYPES)})")
+                shape = tuple(sl.get_shape())
                 if shape != tuple(params[ours].shape):
                     raise ValueError(f"weights: {hf} has shape {shape} in {path!r}, "
                                      f"config.json implies {tuple(params[ours].shape)}")
