@@ -330,3 +330,28 @@ def test_metadata_pickle_cannot_modify_allowed_globals(tmp_path, case, data):
         assert not hasattr(torch.float32, "home")
     finally:
         pathlib.Path.home = home
+
+
+@pytest.mark.parametrize("how", ["absolute", "dotdot", "deleted"])
+def test_checkpoint_data_files_stay_inside_the_checkpoint(checkpoint, tmp_path, how):
+    from s1kernels.train.safe_state import read_dcp_metadata
+
+    path, _ = checkpoint
+    other = tmp_path / "other"
+    shutil.copytree(path, other)
+    md = read_dcp_metadata(os.path.join(path, ".metadata"))
+    names = {info.relative_path for info in md.storage_data.values()}
+    for name in names:
+        os.remove(os.path.join(path, name))  # the checkpoint's own data is gone
+    if how != "deleted":
+        for info in md.storage_data.values():
+            info.relative_path = (str(other / info.relative_path) if how == "absolute"
+                                  else f"../other/{info.relative_path}")
+        with open(os.path.join(path, ".metadata"), "wb") as f:
+            pickle.dump(md, f)
+    why = "is missing" if how == "deleted" else "absolute or with '..'"
+    with pytest.raises(ValueError, match=why):
+        _load(path)
+    with pytest.raises(ValueError, match=why):
+        ckpt.export_checkpoint(path, str(tmp_path / "export"))
+    assert not (tmp_path / "export").exists()

@@ -77,7 +77,8 @@ def dcp_load(state: dict, path: str, no_dist: bool | None = None) -> None:
 
     from torch.distributed.checkpoint.api import CheckpointException
 
-    safe_state.read_dcp_metadata(os.path.join(path, ".metadata"))  # refuses a planted pickle by name
+    md = safe_state.read_dcp_metadata(os.path.join(path, ".metadata"))  # refuses a planted pickle by name
+    safe_state.check_storage_paths(md, path)  # and data files outside the checkpoint
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="torch.distributed is disabled")
@@ -260,6 +261,8 @@ def export_checkpoint(path: str, output: str, dtype: torch.dtype | None = None,
     from s1kernels.data import S1Tokenizer
 
     read_trainer_state(path)
+    # every check that reads only metadata comes before the output folder is made
+    safe_state.check_storage_paths(safe_state.read_dcp_metadata(os.path.join(path, ".metadata")), path)
     config = ModelConfig.from_json(path)
     tok = S1Tokenizer.from_folder(path)
     with torch.device("meta"):

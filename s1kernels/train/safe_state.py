@@ -27,7 +27,7 @@ from torch.distributed.checkpoint import FileSystemReader
 from torch.distributed.checkpoint._traverse import set_element
 from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
 
-from s1kernels.checks import read_json
+from s1kernels.checks import path_inside, read_json, symlinks_allowed
 from s1kernels.train.files import write_json_synced, write_synced
 
 # ---- DCP metadata --------------------------------------------------------------------------
@@ -152,6 +152,22 @@ def read_dcp_metadata(path: str):
     return md
 
 
+def check_storage_paths(md, folder: str) -> None:
+    """Every data file `.metadata` points to is a file inside `folder` (no absolute path, no
+    '..', no symbolic link unless S1K_ALLOW_SYMLINKS=1): a checkpoint whose own data file is
+    gone must not load another folder's."""
+    seen = set()
+    for info in (getattr(md, "storage_data", None) or {}).values():
+        rel = getattr(info, "relative_path", None)
+        if rel in seen:
+            continue
+        seen.add(rel)
+        path = path_inside(folder, rel, f"checkpoint: {folder!r}/.metadata data file", symlinks_allowed())
+        if not os.path.isfile(path):
+            raise ValueError(f"checkpoint: {folder!r} is incomplete: its .metadata names the data file {rel!r}, "
+                             f"which is missing")
+
+
 class SafeReader(FileSystemReader):
     """FileSystemReader whose `.metadata` goes through the restricted unpickler."""
 
@@ -159,7 +175,9 @@ class SafeReader(FileSystemReader):
         from torch.distributed.checkpoint.metadata import StorageMeta
 
         rank = kwargs.get("rank")
-        md = read_dcp_metadata(os.fspath(self._get_metadata_path(rank)))
+        meta_path = os.fspath(self._get_metadata_path(rank))
+        md = read_dcp_metadata(meta_path)
+        check_storage_paths(md, os.path.dirname(meta_path))
         if getattr(md, "storage_meta", None) is None:
             md.storage_meta = StorageMeta()
         md.storage_meta.load_id = self.load_id
