@@ -335,3 +335,53 @@ def test_resave_of_the_pointed_step_never_deletes_it_first(tmp_path):
     assert first != second and os.path.basename(second) == "step-5.1"
     assert ckpt.list_checkpoints(ckdir) == [second] and ckpt.latest_checkpoint(ckdir) == second
     assert _same(_restored(second)[1], _snapshot(model, sched))
+
+
+# ---- a run killed before its first checkpoint: the same command starts it over ----------
+
+def test_kill_before_the_first_checkpoint_then_the_same_command(tmp_path, monkeypatch, capsys):
+    from s1kernels.train import TINY_DEFAULTS, TrainConfig, read_log, train
+
+    cfg = TrainConfig(**{**TINY_DEFAULTS, "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+                         "num_key_value_heads": 1, "intermediate_size": 32, "block_size": 128,
+                         "synthetic_rows": 12, "max_steps": 3, "save_every": 2, "eval_rows": 0, "progress": False,
+                         "bf16": False, "output": str(tmp_path / "run")})
+
+    def killed_at_first_save(*a, **k):
+        raise Killed("killed inside the first checkpoint save")
+
+    with monkeypatch.context() as m:
+        m.setattr(ckpt, "save_checkpoint", killed_at_first_save)
+        with pytest.raises(Killed):
+            train(cfg)
+    assert runs.owner(cfg.output) is not None  # the folder holds the run, and no checkpoint of it
+    assert ckpt.latest_checkpoint(os.path.join(cfg.output, "checkpoints")) is None
+    capsys.readouterr()
+
+    summary = train(cfg)  # the same command, neither --resume nor --overwrite
+    assert "stopped before its first checkpoint" in capsys.readouterr().err
+    steps = [r["step"] for r in read_log(os.path.join(cfg.output, "train_log.jsonl"), 10**9) if "loss" in r]
+    assert steps == [1, 2, 3], steps
+    assert ckpt.latest_checkpoint(os.path.join(cfg.output, "checkpoints")) is not None
+    assert summary is not None
+
+    # A folder holding another run stays refused without --overwrite.
+    other = TrainConfig(**{**cfg.__dict__, "lr": cfg.lr * 2})
+    with pytest.raises(ValueError, match="already holds a training run"):
+        train(other)
+
+
+def test_resume_before_the_first_checkpoint_starts_over(tmp_path, monkeypatch, capsys):
+    from s1kernels.train import TINY_DEFAULTS, TrainConfig, train
+
+    cfg = TrainConfig(**{**TINY_DEFAULTS, "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+                         "num_key_value_heads": 1, "intermediate_size": 32, "block_size": 128,
+                         "synthetic_rows": 12, "max_steps": 2, "save_every": 1, "eval_rows": 0, "progress": False,
+                         "bf16": False, "output": str(tmp_path / "run")})
+    with monkeypatch.context() as m:
+        m.setattr(ckpt, "save_checkpoint", lambda *a, **k: (_ for _ in ()).throw(Killed("first save")))
+        with pytest.raises(Killed):
+            train(cfg)
+    capsys.readouterr()
+    train(TrainConfig(**{**cfg.__dict__, "resume": "latest"}))
+    assert "stopped before its first checkpoint" in capsys.readouterr().err

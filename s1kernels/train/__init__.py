@@ -148,10 +148,14 @@ def read_log(path: str, upto_step: int) -> list[dict]:
     return [r for r in records if isinstance(r, dict) and isinstance(r.get("step"), int) and r["step"] <= upto_step]
 
 
-def _resume_path(cfg: TrainConfig, ckpt_dir: str, rid: str, settings: dict) -> str | None:
+def _resume_path(cfg: TrainConfig, ckpt_dir: str, rid: str, settings: dict, main: bool = True) -> str | None:
     """The checkpoint to resume from (None for a new run); ValueError when it is not this run's."""
     held = runs.owner(cfg.output)
+    if runs.restart(cfg.output, rid, cfg.overwrite, main) and cfg.resume in (None, False, "latest"):
+        return None  # this run, stopped before its first checkpoint: start over (said by restart)
     if not cfg.resume:
+        if held is not None and not cfg.overwrite:
+            runs.refuse_taken(cfg.output)  # another run's folder (check_output left it to here)
         return None
     if cfg.resume == "latest":
         if held is not None and held["run_id"] != rid:
@@ -248,7 +252,7 @@ def setup(cfg: TrainConfig) -> Run:
     run = Run(cfg, device, rank, world_size, bf16, amp, model, tok, vocab_size, n_params, threads, packed, data_info,
               sched, total_steps, settings, rid, optimizer, scheduler, 0)
 
-    resume_path = _resume_path(cfg, run.ckpt_dir, rid, settings)  # every rank checks alike, before rank 0 writes
+    resume_path = _resume_path(cfg, run.ckpt_dir, rid, settings, main)  # every rank checks alike, before rank 0 writes
     dist_utils.barrier()
     if main:
         runs.claim(cfg.output, rid, settings, cfg.overwrite)

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import uuid
 
 from s1kernels.model.checkpoint import PENDING_PUBLISH
@@ -130,8 +131,39 @@ def check_output(output: str, resume, overwrite: bool) -> None:
         return
     found = sorted(n for n in os.listdir(output) if _ours(n))
     if found:
-        raise ValueError(f"--output: {output!r} already holds a training run ({', '.join(found[:5])}); "
-                         f"pass --resume to continue it, --overwrite to replace it, or choose another folder")
+        held = owner(output)
+        if held is not None and not _saved_any(output, held["run_id"]):
+            # A run stopped before its first checkpoint: the same command starts it over,
+            # which needs this run's id (known once data and model are read; see `restart`).
+            return
+        refuse_taken(output, found)
+
+
+def refuse_taken(output: str, found: list[str] | None = None) -> None:
+    found = found if found is not None else sorted(n for n in os.listdir(output) if _ours(n))
+    raise ValueError(f"--output: {output!r} already holds a training run ({', '.join(found[:5])}); "
+                     f"pass --resume to continue it, --overwrite to replace it, or choose another folder")
+
+
+def _saved_any(output: str, rid: str) -> bool:
+    from s1kernels.train.checkpoint import latest_checkpoint
+
+    return latest_checkpoint(os.path.join(output, "checkpoints"), rid) is not None
+
+
+def restart(output: str, rid: str, overwrite: bool, main: bool) -> bool:
+    """True when `output` holds run `rid` stopped before its first checkpoint, so the same
+    command (or --resume) starts it over, saying so; ValueError when the folder holds another
+    run and `overwrite` is not set; False when there is nothing to restart."""
+    held = owner(output) if os.path.isdir(output) else None
+    if held is None or overwrite:
+        return False
+    if held["run_id"] == rid and not _saved_any(output, rid):
+        if main:
+            print(f"note: {output!r} holds this run, stopped before its first checkpoint; nothing was saved, "
+                  f"so it starts over from step 0", file=sys.stderr)
+        return True
+    return False
 
 
 def claim(output: str, rid: str, s: dict, overwrite: bool) -> None:
