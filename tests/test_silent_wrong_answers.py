@@ -105,3 +105,20 @@ def test_weights_stored_with_a_non_float_dtype_are_refused(tmp_path, how):
     save_file(tensors, path, metadata={"format": "pt"})
     with pytest.raises(ValueError, match="is stored as (I32|BOOL).*floating point"):
         load_model(str(tmp_path))
+
+
+# ---- packing: an input with no usable row is an error, not zero shards ---------------------
+
+@pytest.mark.parametrize("content,flags,why", [
+    ("", [], "holds no rows"),
+    ("\n\n", [], "holds no rows"),
+    ('{"question": 1}\n{"nope": 2}\n', ["--skip-bad"], "all 2 rows were skipped"),
+])
+def test_packing_nothing_exits_non_zero(tmp_path, content, flags, why):
+    src = tmp_path / "in.jsonl"
+    src.write_text(content)
+    out = tmp_path / "packed"
+    proc = subprocess.run([sys.executable, "-m", "s1kernels.data", "--input", str(src), "--output", str(out), *flags],
+                          capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), timeout=120)
+    assert proc.returncode != 0 and why in proc.stderr, proc.stderr
+    assert not list(out.glob("shard-*"))

@@ -62,6 +62,10 @@ def pack_file(args) -> dict:
     """Read, render, pack and write shards; returns the summary dict (also written as summary.json)."""
     tok = load_tokenizer(args.tokenizer)
     rows, read_stats = read_rows(args.input, skip_bad=args.skip_bad)
+    if not rows:  # zero shards would "succeed" and leave training nothing to read
+        why = (f"all {read_stats['skipped']} rows were skipped as bad (--skip-bad)" if read_stats["skipped"]
+               else "it holds no rows")
+        raise ValueError(f"--input: nothing to pack from {os.fspath(args.input)!r}: {why}")
     samples = render_rows(tok, rows, system=args.system, progress=not args.quiet)
     packed = pack(samples, args.block_size, tok.pad_id, overlong=args.overlong)
     os.makedirs(args.output, exist_ok=True)
