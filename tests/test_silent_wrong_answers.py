@@ -122,3 +122,25 @@ def test_packing_nothing_exits_non_zero(tmp_path, content, flags, why):
                           capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), timeout=120)
     assert proc.returncode != 0 and why in proc.stderr, proc.stderr
     assert not list(out.glob("shard-*"))
+
+
+# ---- decoding: hand-built sampling tensors are checked like Sampling's own ----------------
+
+@pytest.mark.parametrize("field,value", [("min_p", float("nan")), ("top_p", float("nan")), ("top_p", 0.0),
+                                         ("top_p", 1.5), ("min_p", -0.1), ("temperature", float("nan")),
+                                         ("temperature", -1.0), ("temperature", float("inf")), ("top_k", -3)])
+def test_hand_built_sampling_tensors_are_validated(field, value):
+    from s1kernels.ops.decode import (Budget, DecodeState, ForcingTokens, Sampling, SamplingTensors,
+                                      decode_step)
+
+    B, V = 3, 50
+    logits = torch.randn(B, V)
+    good = Sampling(temperature=0.7, top_p=0.9, seed=[1, 2, 3]).tensors(B, "cpu")
+    col = getattr(good, field).clone()
+    col[1] = value
+    bad = SamplingTensors(**{**good._asdict(), field: col})
+    forcing = ForcingTokens(end_think_ids=(40,), delimiter_completion_ids=(44,), wait_ids=(42,), forced_exit_ids=(43,),
+                            eos_ids=(41,), pad_id=0)
+    with pytest.raises(ValueError, match=f"sampling_t.{field}: expected .*row 1"):
+        decode_step(logits, DecodeState.new(B, "cpu"), Budget().tensors(B, "cpu"), bad, forcing, backend="torch")
+    decode_step(logits, DecodeState.new(B, "cpu"), Budget().tensors(B, "cpu"), good, forcing, backend="torch")

@@ -353,7 +353,28 @@ def validate(logits, state, budget_t, sampling_t, forcing, vocab_size):
         raise ValueError(f"forcing: every token id must be < vocab_size = {vocab_size}, got id {forcing.max_id()}")
     if dev.type == "cpu" and not torch.compiler.is_compiling():  # reading values costs no device sync here
         _check_state_values(state)
+        _check_sampling_values(sampling_t)
     return vocab_size
+
+
+def _check_sampling_values(sampling_t: SamplingTensors) -> None:
+    """Hand-built sampling tensors obey the rules `Sampling.tensors` enforces (NaN, negative
+    or out-of-range values make the backends disagree: min_p=nan picks different tokens on
+    the torch and C++ paths). CPU only, as for the state."""
+    tiny = torch.finfo(torch.float32).tiny
+    t, k, p, mp = sampling_t.temperature, sampling_t.top_k, sampling_t.top_p, sampling_t.min_p
+    rules = (
+        ("temperature", ~(torch.isfinite(t) & ((t == 0) | (t >= tiny))), "0 (greedy) or a finite value >= 1.2e-38"),
+        ("top_k", k < 0, "0 (off) or a positive int"),
+        ("top_p", ~((p >= tiny) & (p <= 1)), "a value in (0, 1]"),
+        ("min_p", ~(((mp == 0) | (mp >= tiny)) & (mp <= 1)), "0 or a value in [1.2e-38, 1]"),
+    )
+    for name, mask, expected in rules:
+        rows = mask.nonzero()[:, 0]
+        if rows.numel():
+            r = int(rows[0])
+            raise ValueError(f"sampling_t.{name}: expected {expected}, got {getattr(sampling_t, name)[r].item()} "
+                             f"(row {r}); build it with Sampling(...).tensors(batch, device)")
 
 
 def _check_state_values(state: DecodeState) -> None:
