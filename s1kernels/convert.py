@@ -44,6 +44,9 @@ def convert_gguf(gguf: str, output: str, dtype: str = "float32") -> str:
         raise FileNotFoundError(f"--gguf: no file at {gguf!r}")
     if dtype not in _DTYPES:
         raise ValueError(f"--dtype: expected one of {', '.join(_DTYPES)}, got {dtype!r}")
+    from s1kernels.model.gguf_header import read_header
+
+    read_header(os.fspath(gguf))  # a malformed or crafted file stops here, named, before transformers reads it
     extras.require("gguf", "convert", extra="convert")  # transformers needs it to read the file
     transformers = extras.require("transformers", "convert", extra="convert")
     AutoConfig, AutoModelForCausalLM = transformers.AutoConfig, transformers.AutoModelForCausalLM
