@@ -144,3 +144,30 @@ def test_hand_built_sampling_tensors_are_validated(field, value):
     with pytest.raises(ValueError, match=f"sampling_t.{field}: expected .*row 1"):
         decode_step(logits, DecodeState.new(B, "cpu"), Budget().tensors(B, "cpu"), bad, forcing, backend="torch")
     decode_step(logits, DecodeState.new(B, "cpu"), Budget().tensors(B, "cpu"), good, forcing, backend="torch")
+
+
+# ---- Parquet: garbage and decompression bombs are named errors -----------------------------
+
+def test_garbage_parquet_is_a_named_error(tmp_path):
+    from s1kernels.data.readers import read_rows
+
+    path = tmp_path / "rows.parquet"
+    path.write_bytes(b"PAR1" + os.urandom(3000) + b"PAR1")
+    with pytest.raises(ValueError, match="is not a readable Parquet file"):
+        read_rows(path, skip_bad=True)
+
+
+def test_parquet_decompression_bomb_is_refused(tmp_path, monkeypatch):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    from s1kernels.data import readers
+
+    rows = 200_000
+    table = pa.table({"question": pa.array(["q" * 500] * rows).dictionary_encode(),
+                      "answer": ["1"] * rows, "thinking": ["t"] * rows})
+    path = tmp_path / "bomb.parquet"
+    pq.write_table(table, path, compression="zstd", compression_level=19)
+    assert os.path.getsize(path) < 200_000  # ~100 MB of text
+    monkeypatch.setattr(readers, "PARQUET_FLOOR_BYTES", 4 << 20)
+    with pytest.raises(ValueError, match=f"{path}.*(decodes to|claims) more than"):
+        readers.read_rows(path)

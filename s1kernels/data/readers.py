@@ -209,13 +209,53 @@ def _is_json_array(path: str) -> bool:
     return head.startswith(b"[")
 
 
+# A Parquet file decodes to at most this many bytes per byte of file (and at least the floor):
+# real data compresses a few times; a crafted file (a 3 KB file that decodes to 3.4 GB)
+# stops here, named, instead of filling memory.
+PARQUET_EXPANSION = 200
+PARQUET_FLOOR_BYTES = 256 << 20
+
+
 def _parquet_records(path: str) -> Iterator[tuple[str, object]]:
     pq = extras.require("pyarrow.parquet", f"reading the Parquet file {path}")
-    n = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
+    budget = max(PARQUET_FLOOR_BYTES, PARQUET_EXPANSION * os.path.getsize(path))
+    try:
+        f = pq.ParquetFile(path)
+        md = f.metadata
+        claimed = sum(md.row_group(i).total_byte_size for i in range(md.num_row_groups))
+    except Exception as e:  # pyarrow's errors (ArrowInvalid, OSError, ...): not a Parquet file
+        raise ValueError(f"path: {path!r} is not a readable Parquet file ({type(e).__name__}: {e})") from None
+    if claimed > budget:
+        raise ValueError(f"path: {path!r} claims {claimed} bytes of data, more than {budget} "
+                         f"({PARQUET_EXPANSION}x its size); refusing to decode it")
+    n, decoded = 0, 0
+    batches = f.iter_batches(batch_size=256)
+    while True:
+        try:
+            batch = next(batches, None)
+        except Exception as e:  # a page cut short or garbage inside an otherwise valid file
+            raise ValueError(f"path: {path!r}: row {n + 1} onwards cannot be decoded "
+                             f"({type(e).__name__}: {e})") from None
+        if batch is None:
+            return
+        decoded += _plain_bytes(batch)
+        if decoded > budget:
+            raise ValueError(f"path: {path!r} decodes to more than {budget} bytes ({PARQUET_EXPANSION}x its "
+                             f"size) by row {n + batch.num_rows}; refusing to read further")
         for rec in batch.to_pylist():
             n += 1
             yield f"{path}:row {n}", rec
+
+
+def _plain_bytes(batch) -> int:
+    """Bytes of `batch` once dictionary columns are expanded (as to_pylist expands them):
+    a dictionary-encoded column is how a tiny file holds a huge decoded table."""
+    import pyarrow as pa
+
+    total = 0
+    for col in batch.columns:
+        total += col.dictionary_decode().nbytes if pa.types.is_dictionary(col.type) else col.nbytes
+    return total
 
 
 _BLANK = object()
