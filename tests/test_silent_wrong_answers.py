@@ -171,3 +171,19 @@ def test_parquet_decompression_bomb_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(readers, "PARQUET_FLOOR_BYTES", 4 << 20)
     with pytest.raises(ValueError, match=f"{path}.*(decodes to|claims) more than"):
         readers.read_rows(path)
+
+
+# ---- meta tensors: a named error where an op needs values, shapes where it does not ------
+
+def test_ops_on_meta_tensors():
+    from s1kernels.ops.loss import linear_cross_entropy
+    from s1kernels.ops.similarity import k_center, mmr, threshold_dedup, topk_similarity
+
+    meta = torch.device("meta")
+    x = torch.empty(5, 8, device=meta)
+    for call in (lambda: topk_similarity(x, x, k=2), lambda: threshold_dedup(x, 0.9), lambda: k_center(x, 2),
+                 lambda: mmr(x, torch.empty(5, device=meta), 2)):
+        with pytest.raises(ValueError, match="x: expected a tensor with values .* got a meta tensor"):
+            call()
+    loss = linear_cross_entropy(x, torch.empty(11, 8, device=meta), torch.zeros(5, dtype=torch.long, device=meta))
+    assert loss.device.type == "meta" and loss.shape == ()  # shape inference works, as for torch.compile

@@ -130,6 +130,9 @@ def check_matrix(name: str, t, allow_empty: bool = False) -> torch.Tensor:
         raise ValueError(f"{name}: the pool is empty (0 rows); nothing to compare")
     if t.shape[1] == 0:
         raise ValueError(f"{name}: embedding dimension is 0")
+    if t.device.type == "meta":  # selection reads values (norms, thresholds, picks): shapes are not enough
+        raise ValueError(f"{name}: expected a tensor with values (cpu or cuda), got a meta tensor; the "
+                         f"similarity ops' results depend on the values, so they cannot run on meta")
     # One reduction clears the common case: a NaN or inf entry makes the sum non-finite.
     # Only a non-finite sum (bad entries, or an overflow) pays for the per-row count.
     if not bool(torch.isfinite(t.sum(dtype=torch.float32))):
