@@ -119,6 +119,10 @@ def _serve(memory_bytes: int) -> None:
 
 # ---- the caller's side --------------------------------------------------------------------
 
+_SERVE = ("import importlib.util, sys; spec = importlib.util.spec_from_file_location('s1k_template', sys.argv[1]); "
+          "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); m._serve(int(sys.argv[2]))")
+
+
 class _Renderer:
     def __init__(self):
         self.lock = threading.Lock()
@@ -129,9 +133,10 @@ class _Renderer:
         if self.proc is not None and self.proc.poll() is None and self.memory == RENDER_MEMORY_BYTES:
             return self.proc
         self.stop()
-        # -I: no PYTHON* variables, no user site, no script-folder imports: only jinja2 is used.
+        # -I: no PYTHON* variables, no user site, no current-folder imports. This file is
+        # loaded by its path (it needs only the standard library and jinja2) and serves.
         self.proc = subprocess.Popen(
-            [sys.executable, "-I", os.path.abspath(__file__), str(int(RENDER_MEMORY_BYTES))],
+            [sys.executable, "-I", "-c", _SERVE, os.path.abspath(__file__), str(int(RENDER_MEMORY_BYTES))],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         self.memory = RENDER_MEMORY_BYTES
         return self.proc
@@ -203,6 +208,3 @@ def render(template: str, source: str, **variables) -> str:
         raise ValueError(f"chat template: {source}: {reply['error']}")
     return reply["text"]
 
-
-if __name__ == "__main__":
-    _serve(int(sys.argv[1]))
