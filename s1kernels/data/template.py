@@ -89,10 +89,13 @@ def _serve(memory_bytes: int) -> None:
     """The renderer process: one JSON request per stdin line, one JSON reply per line."""
     import resource
 
-    with open("/proc/self/statm") as f:  # address space now, in pages
-        start = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-    limit = start + memory_bytes
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    try:
+        with open("/proc/self/statm") as f:  # address space now, in pages (Linux)
+            start = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        limit = start + memory_bytes
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    except (OSError, ValueError):
+        pass  # no /proc or no settable limit (not Linux): the time limit still holds
     envs: dict[int, object] = {}
     cache: dict[str, object] = {}
     out = sys.stdout
