@@ -26,6 +26,7 @@ RENDER_SECONDS = 10.0
 RENDER_MEMORY_BYTES = 1 << 30
 MAX_OUTPUT_CHARS = 64 << 20
 _TEMPLATE_FILE = "<chat template>"
+_STARTUP_SECONDS = 60.0
 
 
 class _Stop(Exception):
@@ -89,6 +90,8 @@ def _serve(memory_bytes: int) -> None:
     """The renderer process: one JSON request per stdin line, one JSON reply per line."""
     import resource
 
+    import jinja2.sandbox  # noqa: F401  (loaded before the clock of the first render starts)
+
     try:
         with open("/proc/self/statm") as f:  # address space now, in pages (Linux)
             start = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
@@ -99,6 +102,8 @@ def _serve(memory_bytes: int) -> None:
     envs: dict[int, object] = {}
     cache: dict[str, object] = {}
     out = sys.stdout
+    out.write("ready\n")
+    out.flush()
     for line in sys.stdin:
         try:
             req = json.loads(line)
@@ -142,6 +147,11 @@ class _Renderer:
             [sys.executable, "-I", "-c", _SERVE, os.path.abspath(__file__), str(int(RENDER_MEMORY_BYTES))],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         self.memory = RENDER_MEMORY_BYTES
+        # Start-up (Python, jinja2) is not the template's time: wait for "ready" apart.
+        line, why = self._read_line(self.proc, time.monotonic() + _STARTUP_SECONDS, 64)
+        if line != b"ready\n":
+            self.stop()
+            return None
         return self.proc
 
     def stop(self):
@@ -157,6 +167,9 @@ class _Renderer:
         """The renderer's reply; {'error': ...} when it is killed or stops."""
         with self.lock:
             proc = self._start()
+            if proc is None:
+                return {"error": f"the renderer process did not start within {_STARTUP_SECONDS:g} s "
+                                 f"(is jinja2 installed for {sys.executable}?)"}
             deadline = time.monotonic() + seconds
             try:
                 proc.stdin.write(request)
