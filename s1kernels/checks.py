@@ -31,6 +31,21 @@ import sys
 import uuid
 
 
+def is_int(value) -> bool:
+    """A Python int that is not a bool (bool is an int subclass, but True is no count)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value) -> bool:
+    """A Python int or float that is not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def is_real(value) -> bool:
+    """Any real number (numbers.Real: NumPy scalars included) that is not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def check_int(name: str, value, lo: int | None = None, hi: int | None = None) -> int:
     """`value` as an int in [lo, hi]; TypeError for a non-integer (bool and 2.5 included)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):

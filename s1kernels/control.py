@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Iterable, Sequence
 
+from s1kernels import checks
 from s1kernels.data.format import ANSWER_START, THINK_START
 
 __all__ = ["ThinkingSpan", "thinking_span", "thinking_tokens_of_text", "control"]
@@ -41,7 +42,7 @@ class ThinkingSpan:
 
 def _id_set(name: str, ids) -> frozenset:
     ids = (ids,) if isinstance(ids, int) else tuple(ids)
-    if any(isinstance(t, bool) or not isinstance(t, int) for t in ids):
+    if any(not checks.is_int(t) for t in ids):
         raise TypeError(f"{name}: expected token ids (ints), got {ids!r}")
     return frozenset(ids)
 
@@ -90,9 +91,9 @@ def thinking_tokens_of_text(text: str, tokenizer, think_start: str = THINK_START
 def control(lengths: Iterable[int], max_tokens: int, min_tokens: int = 0) -> float:
     """s1's Control: the share of runs whose thinking length is within [min_tokens, max_tokens]
     (1.0 for no runs). ``lengths`` are measured thinking lengths, e.g. ``thinking_span(...).tokens``."""
-    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 0:
+    if not checks.is_int(max_tokens) or max_tokens < 0:
         raise ValueError(f"max_tokens: expected an int >= 0, got {max_tokens!r}")
-    if isinstance(min_tokens, bool) or not isinstance(min_tokens, int) or not 0 <= min_tokens <= max_tokens:
+    if not checks.is_int(min_tokens) or not 0 <= min_tokens <= max_tokens:
         raise ValueError(f"min_tokens: expected an int in [0, max_tokens={max_tokens}], got {min_tokens!r}")
     lengths = list(lengths)
     if not lengths:

@@ -8,6 +8,8 @@ import os
 
 import torch
 
+from s1kernels import checks
+
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
            "float16": torch.float16, "fp16": torch.float16}
 
@@ -76,7 +78,7 @@ def default_threads(requested: int | None, device: torch.device, n_params: int, 
     stalls the others at every OpenMP barrier: SmolLM2-135M generated in 37 s with torch's
     2 threads on a busy 2-core machine, 8.6 s with one. Returns the thread count torch uses."""
     if requested is not None:
-        if isinstance(requested, bool) or not isinstance(requested, int) or requested < 1:
+        if not checks.is_int(requested) or requested < 1:
             raise ValueError(f"--threads: expected an int >= 1, got {requested!r}")
         torch.set_num_threads(requested)
     elif device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:

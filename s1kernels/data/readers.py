@@ -17,7 +17,7 @@ import json
 import os
 from typing import Iterator
 
-from s1kernels import extras
+from s1kernels import checks, extras
 from s1kernels.checks import loads_json
 
 # The only lists of field aliases in s1kernels, in one order (first present wins): train,
@@ -84,7 +84,7 @@ def normalize_row(raw, where: str, require: tuple[str, ...] = FIELDS) -> dict:
 
     key, a = _first(raw, ANSWER_KEYS, "answer", require, where)
     if key is not None:
-        if isinstance(a, bool) or not isinstance(a, (str, int, float)):
+        if not (isinstance(a, str) or checks.is_number(a)):
             raise RowError(f"{where}: field '{key}': expected a string or a number, got {_describe(a)}")
         a = str(a)
     out["answer"] = a
@@ -334,9 +334,7 @@ LETTERS = "ABCD"
 
 
 def _is_int_answer(a) -> bool:
-    if isinstance(a, bool):
-        return False
-    if isinstance(a, int):
+    if checks.is_int(a):
         return True
     return isinstance(a, str) and a.strip().lstrip("-").isdigit()
 
@@ -370,7 +368,7 @@ def _choices(raw: dict, where: str) -> tuple[list[str], int]:
         idx = LETTERS.index(idx.strip().upper())
     elif isinstance(idx, str) and idx.strip() in [str(o).strip() for o in options]:
         idx = [str(o).strip() for o in options].index(idx.strip())
-    if isinstance(idx, bool) or not isinstance(idx, int) or not 0 <= idx < len(options):
+    if not checks.is_int(idx) or not 0 <= idx < len(options):
         raise RowError(f"{where}: the correct option must be an index 0-3, a letter A-D or the option's text, "
                        f"got {idx!r}")
     return [str(o).strip() for o in options], idx
@@ -402,7 +400,7 @@ def benchmark_row(raw: dict, kind: str, where: str, rng) -> dict:
                    options=shuffled, kind=kind)
         return row
     a = field(raw, BENCH_ANSWER_KEYS)
-    if a is None or isinstance(a, bool) or not isinstance(a, (str, int, float)):
+    if a is None or not (isinstance(a, str) or checks.is_number(a)):
         raise RowError(f"{where}: field 'answer' missing or not a string/number "
                        f"(looked for {', '.join(BENCH_ANSWER_KEYS)})")
     if kind == "aime" and not _is_int_answer(a):

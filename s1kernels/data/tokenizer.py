@@ -13,6 +13,7 @@ from typing import Iterable
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 
+from s1kernels import checks
 from s1kernels.checks import read_json
 
 IM_START = "<|im_start|>"
@@ -243,7 +244,7 @@ def real_vocab_size(tokenizer, rows: int, override: int | None = None, flag: str
             raise ValueError(f"{flag}: the tokenizer has {real} ids but the model has only {rows} vocabulary rows "
                              f"(config.json vocab_size); is this the model's own tokenizer?")
         return real
-    if isinstance(override, bool) or not isinstance(override, int):
+    if not checks.is_int(override):
         raise TypeError(f"{flag}: expected an int, got {type(override).__name__}")
     if not 1 <= override <= rows:
         raise ValueError(f"{flag}: expected 1 <= vocab size <= {rows} (the model's vocabulary rows), got {override}")

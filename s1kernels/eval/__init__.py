@@ -150,7 +150,7 @@ def evaluate(model, tokenizer, rows: list[dict], budgets: Sequence[int], *, budg
     records (one per question, the suite's rows.jsonl format) under each budget."""
     if not budgets:
         raise ValueError("budgets: expected at least one thinking budget")
-    if any(isinstance(b, bool) or int(b) < 1 for b in budgets):
+    if any(not checks.is_real(b) or int(b) < 1 for b in budgets):
         raise ValueError(f"budgets: expected positive token counts, got {list(budgets)}")
     budget = Budget(max_answer_tokens=64) if budget is None else budget
     if not isinstance(budget, Budget):

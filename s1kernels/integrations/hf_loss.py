@@ -23,6 +23,7 @@ import types
 
 import torch
 
+from s1kernels import checks
 from s1kernels.ops.loss import IGNORE_INDEX, linear_cross_entropy
 
 __all__ = ["patch", "unpatch", "is_patched", "packed_cu_seqlens"]
@@ -81,9 +82,9 @@ def patch(model, *, vocab_size: int | None = None, normalize: str = "token", bac
     cls = _check_model(model)
     if normalize not in ("token", "sequence"):
         raise ValueError(f"normalize: expected 'token' or 'sequence', got {normalize!r}")
-    if vocab_size is not None and (isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 1):
+    if vocab_size is not None and (not checks.is_int(vocab_size) or vocab_size < 1):
         raise ValueError(f"vocab_size: expected a positive int or None, got {vocab_size!r}")
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
+    if not checks.is_int(ignore_index):
         raise TypeError(f"ignore_index: expected an int, got {type(ignore_index).__name__}")
     opts = _Options(vocab_size, normalize, backend, ignore_index, bool(fused_in_eval))
     if is_patched(model):

@@ -10,6 +10,7 @@ import dataclasses
 import json
 import os
 
+from s1kernels import checks
 from s1kernels.checks import read_json
 
 SUPPORTED_MODEL_TYPES = ("qwen2", "llama")
@@ -35,7 +36,7 @@ def _check_rope_scaling(kind: str, s: dict) -> None:
         raise ValueError(f"rope_scaling: rope_type {kind!r} needs {', '.join(required)}; missing {', '.join(missing)}")
     for k in (*required, *(k for k in optional if k in s)):
         v = s[k]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1e30:
+        if not checks.is_number(v) or not 0 < v < 1e30:
             raise ValueError(f"rope_scaling: {k} must be a finite number > 0, got {v!r}")
     if kind == "llama3":
         if not isinstance(s["original_max_position_embeddings"], int):
@@ -88,13 +89,13 @@ class ModelConfig:
             raise ValueError(f"hidden_act: only 'silu' (SwiGLU) is supported, got {self.hidden_act!r}")
         for name, bound in _BOUNDS.items():
             v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+            if not checks.is_int(v) or v <= 0:
                 raise ValueError(f"{name}: expected a positive int, got {v!r}")
             if v > bound:  # checked before anything is allocated: a typo must not hang the loader
                 raise ValueError(f"{name}: {v} is beyond any supported model (at most {bound})")
         for name in ("rope_theta", "rms_norm_eps"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1e30:
+            if not checks.is_number(v) or not 0 < v < 1e30:
                 raise ValueError(f"{name}: expected a finite positive number, got {v!r}")
         if self.num_attention_heads % self.num_key_value_heads:
             raise ValueError(f"num_key_value_heads: must divide num_attention_heads={self.num_attention_heads}, "

@@ -16,6 +16,8 @@ from __future__ import annotations
 import os
 import struct
 
+from s1kernels import checks
+
 MAX_TENSORS = 1 << 20
 MAX_METADATA = 1 << 20
 MAX_DIMS = 8
@@ -115,7 +117,7 @@ def read_header(path: str) -> dict:
             offset = r.scalar("<Q", f"the data offset of {name!r}")
             infos.append((name, dims, gtype, offset))
         align = metadata.get("general.alignment", 32)
-        if isinstance(align, bool) or not isinstance(align, int) or align < 1 or align & (align - 1) or align > 1 << 16:
+        if not checks.is_int(align) or align < 1 or align & (align - 1) or align > 1 << 16:
             r.fail(f"general.alignment is {align!r} (a power of two up to 65536)")
         data_start = -(-r.pos // align) * align
     tensors = _check_tensors(r, infos, data_start, size, align)
@@ -156,7 +158,7 @@ def _positive_int(r: _Reader, metadata: dict, key: str, required: bool = False):
     v = metadata.get(key)
     if v is None and not required:
         return None
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+    if not checks.is_int(v) or v < 1:
         r.fail(f"{key} is {v!r}, expected a positive integer")
     return v
 
@@ -180,7 +182,7 @@ def _check_metadata(r: _Reader, metadata: dict) -> None:
             r.fail("tokenizer.ggml.tokens is not a non-empty list of strings")
         for key in _TOKEN_ID_KEYS:
             v = metadata.get(f"tokenizer.ggml.{key}")
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < len(tokens)):
+            if v is not None and (not checks.is_int(v) or not 0 <= v < len(tokens)):
                 r.fail(f"tokenizer.ggml.{key} is {v!r}, outside the {len(tokens)} tokens")
         for key in ("scores", "token_type"):
             v = metadata.get(f"tokenizer.ggml.{key}")

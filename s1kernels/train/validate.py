@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import math
 
+from s1kernels import checks
+
 _CHOICES = {"normalize": ("token", "sequence"), "overlong": ("truncate", "drop", "error")}
 # (minimum, maximum) of integer fields; None: no bound on that side
 _INTS = {"max_steps": (1, 10**9), "block_size": (2, 1 << 24), "micro_batch": (1, 1 << 20),
@@ -43,7 +45,7 @@ def check_train_config(cfg) -> None:
                 raise ValueError(f"{name}: expected one of {_CHOICES[field]}, got {value!r}")
         elif field in _INTS:
             lo, hi = _INTS[field]
-            if not isinstance(value, int) or isinstance(value, bool):
+            if not checks.is_int(value):
                 raise TypeError(f"{name}: expected an integer, got {value!r}")
             if value < lo or (hi is not None and value > hi):
                 rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
@@ -58,7 +60,7 @@ def check_train_config(cfg) -> None:
 
 
 def _check_float(name, value, lo, hi, lo_ok, below_max=False) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not checks.is_number(value):
         raise TypeError(f"{name}: expected a number, got {value!r}")
     ok = math.isfinite(value) and (value >= lo if lo_ok else value > lo) and (value < hi if below_max else value <= hi)
     if not ok:

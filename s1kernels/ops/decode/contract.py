@@ -42,7 +42,7 @@ def _as_list(name: str, value, batch: int, kind) -> list:
         if len(value) != batch:
             raise ValueError(f"{name}: expected {batch} per-row values (the batch size), got {len(value)}")
         return [_convert(name, v, kind) for v in value]
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    if not checks.is_real(value):
         raise TypeError(f"{name}: expected a number, a sequence or a tensor, got {type(value).__name__}")
     return [_convert(name, value, kind)] * batch
 
@@ -50,7 +50,7 @@ def _as_list(name: str, value, batch: int, kind) -> list:
 def _convert(name: str, v, kind):
     """One value as `kind`: an int field takes integral numbers only (2.5, inf and NaN are
     errors, not truncated or an OverflowError)."""
-    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+    if not checks.is_real(v):
         raise TypeError(f"{name}: expected a number, got {v!r}")
     if kind is int and not isinstance(v, numbers.Integral):
         if not (math.isfinite(v) and float(v).is_integer()):
@@ -69,7 +69,7 @@ def _check_ids(name: str, ids, allow_empty=False) -> tuple[int, ...]:
     if not ids and not allow_empty:
         raise ValueError(f"{name}: expected at least one token id, got an empty list")
     for t in ids:
-        if isinstance(t, bool) or not isinstance(t, int):
+        if not checks.is_int(t):
             raise TypeError(f"{name}: token ids must be ints, got {t!r}")
         if t < 0:
             raise ValueError(f"{name}: token ids must be >= 0, got {t}")
@@ -228,7 +228,7 @@ class _Config:
 
     def rows(self, batch: int) -> dict[str, list]:
         """Every field's per-row values for `batch` rows, checked as the kernels will read them."""
-        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        if not checks.is_int(batch) or batch < 1:
             raise ValueError(f"{type(self).__name__}.tensors: batch must be a positive int, got {batch!r}")
         values = {f.name: _rows(f, getattr(self, f.name), batch) for f in self._group}
         self._check_rows(values, batch)
@@ -277,7 +277,7 @@ class _StateMethods:
     @classmethod
     def new(cls, batch: int, device="cpu", start_phase: str = "thinking") -> "DecodeState":
         """Fresh state for `batch` rows starting in `start_phase` ("thinking" or "answer")."""
-        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        if not checks.is_int(batch) or batch < 1:
             raise ValueError(f"DecodeState.new: batch must be a positive int, got {batch!r}")
         if start_phase not in _PHASES:
             raise ValueError(f"DecodeState.new: start_phase must be 'thinking' or 'answer', got {start_phase!r}")
@@ -329,7 +329,7 @@ def validate(logits, state, budget_t, sampling_t, forcing, vocab_size):
     B, V = logits.shape
     if vocab_size is None:
         vocab_size = V
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int):
+    if not checks.is_int(vocab_size):
         raise TypeError(f"vocab_size: expected an int or None, got {type(vocab_size).__name__}")
     if not 1 <= vocab_size <= V:
         raise ValueError(f"vocab_size: expected 1 <= vocab_size <= logits.shape[1] = {V}, got {vocab_size}")

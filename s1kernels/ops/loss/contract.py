@@ -59,14 +59,14 @@ def _check_inputs(hidden, weight, labels, bias, cu_seqlens, num_items, ignore_in
     checks.check_int_type("ignore_index", ignore_index)
     if not -(2**63) <= ignore_index < 2**63:
         raise ValueError(f"ignore_index: expected an int64 value (labels are int64 or int32), got {ignore_index}")
-    if isinstance(z_loss, bool) or not isinstance(z_loss, (int, float)) or not math.isfinite(z_loss) or z_loss < 0:
+    if not checks.is_number(z_loss) or not math.isfinite(z_loss) or z_loss < 0:
         raise ValueError(f"z_loss: expected a finite float >= 0, got {z_loss!r}")
-    if softcap is not None and (isinstance(softcap, bool) or not isinstance(softcap, (int, float))
+    if softcap is not None and (not checks.is_number(softcap)
                                 or not math.isfinite(softcap) or softcap <= 0):
         raise ValueError(f"softcap: expected None or a finite float > 0, got {softcap!r}")
     if vocab_size is None:
         vocab_size = v
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or not 1 <= vocab_size <= v:
+    if not checks.is_int(vocab_size) or not 1 <= vocab_size <= v:
         raise ValueError(f"vocab_size: expected an int in [1, {v}] (rows of weight), got {vocab_size!r}")
     if 0 <= ignore_index < vocab_size:
         raise ValueError(f"ignore_index: expected a value outside [0, vocab_size={vocab_size}), got {ignore_index}")

@@ -84,7 +84,7 @@ def k_center(x: torch.Tensor, k: int, start: int | None = None, *, normalize: bo
     n = x.shape[0]
     check_k(k, n)
     start = 0 if start is None else start
-    if not isinstance(start, int) or isinstance(start, bool) or not 0 <= start < n:
+    if not checks.is_int(start) or not 0 <= start < n:
         raise ValueError(f"start: expected an index in [0, {n}), got {start!r}")
     xn = normalized(x, "x", normalize)
     st = _GreedyState(n, k, torch.tensor([start], dtype=torch.int64, device=x.device))

@@ -159,7 +159,7 @@ def check_order(order, n, device) -> torch.Tensor:
 
 
 def check_threshold(threshold):
-    if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not math.isfinite(threshold):
+    if not checks.is_number(threshold) or not math.isfinite(threshold):
         raise ValueError(f"threshold: expected a finite float, got {threshold!r}")
     return float(threshold)
 
