@@ -46,9 +46,10 @@ def convert_gguf(gguf: str, output: str, dtype: str = "float32") -> str:
         raise ValueError(f"--dtype: expected one of {', '.join(_DTYPES)}, got {dtype!r}")
     from s1kernels.model.gguf_header import read_header
 
-    read_header(os.fspath(gguf))  # a malformed or crafted file stops here, named, before transformers reads it
+    # the extras first: a user without them is told what to install whatever the file holds
     extras.require("gguf", "convert", extra="convert")  # transformers needs it to read the file
     transformers = extras.require("transformers", "convert", extra="convert")
+    read_header(os.fspath(gguf))  # a malformed or crafted file stops here, named, before transformers reads it
     AutoConfig, AutoModelForCausalLM = transformers.AutoConfig, transformers.AutoModelForCausalLM
     AutoTokenizer = transformers.AutoTokenizer
     from s1kernels.model import ModelConfig, load_model

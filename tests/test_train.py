@@ -296,6 +296,7 @@ reads, real_open = {}, mc.safe_open
 class Slice:
     def __init__(self, name, s): self.name, self.s = name, s
     def get_shape(self): return self.s.get_shape()
+    def get_dtype(self): return self.s.get_dtype()
     def __getitem__(self, idx):
         t = self.s[idx]
         reads[self.name] = reads.get(self.name, 0) + t.shape[0]
