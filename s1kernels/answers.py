@@ -24,6 +24,7 @@ import numpy as np
 __all__ = [
     "extract_boxed",
     "extract_answer",
+    "first_answer_end",
     "normalize_answer",
     "parse_number",
     "answers_match",
@@ -153,6 +154,56 @@ def _first_line(text: str, pos: int) -> str:
 
 
 _TEXT_COMMAND = re.compile(r"\\(?:text|textbf|textit|mbox|mathrm|mathbf)\{")
+
+
+def _first_boxed_close(text: str) -> int | None:
+    """Index just past the first closed ``\\boxed{...}`` / ``\\fbox{...}`` (or ``\\boxed 5``)."""
+    best = None
+    for cmd in _BOX_COMMANDS:
+        start = 0
+        while True:
+            i = text.find(cmd, start)
+            if i < 0 or (best is not None and i > best):
+                break
+            start = j = i + len(cmd)
+            while j < len(text) and text[j] == " ":
+                j += 1
+            if j < len(text) and text[j] == "{":
+                got = _braced(text, j)
+                end = None if got is None else got[1]
+            elif j > start:
+                m = re.match(r"[^\s$]+", text[j:])
+                end = None if m is None else j + m.end()
+            else:
+                end = None
+            if end is not None:
+                best = end if best is None else min(best, end)
+                break
+    return best
+
+
+def first_answer_end(text: str) -> int | None:
+    """Where the first complete answer of an answer span ends (a character index), or None.
+
+    The answer is complete at the end of the line (the next newline, else the end of the
+    text) that holds the first closed ``\\boxed{}``, or, when the text has none, the
+    first ``Final Answer:``/``Answer:`` followed by some text (on its line or the next
+    non-empty one) -- the same priority ``extract_answer`` reads answers with. Whatever a
+    model writes after that line is not part of its answer: budget forcing counts it as
+    thinking (``s1kernels.control.read_row``)."""
+    if not isinstance(text, str):
+        raise TypeError(f"text: expected str, got {type(text).__name__}")
+    at = _first_boxed_close(text)
+    if at is None:
+        for m in _ANSWER_MARKER.finditer(text):
+            content = re.search(r"\S", text[m.end():])
+            if content is not None:
+                at = m.end() + content.start()
+                break
+    if at is None:
+        return None
+    newline = text.find("\n", at)
+    return len(text) if newline < 0 else newline
 
 
 def _strip_text_commands(s: str) -> str:
