@@ -274,3 +274,16 @@ def test_transformers_processor_reads_rows_by_the_same_rule(tok, forcing):
         assert got.thinking_tokens == 16 + ref.late_thinking_tokens
     with pytest.raises(ValueError, match="sequences"):
         proc.read_outputs(seqs[:2], tok)
+
+
+def test_eval_cli_clips_the_minimum_to_each_budget(tok, monkeypatch, tmp_path):
+    """docs/real-model.md: --min-thinking-tokens above the budgets holds every row to its whole budget."""
+    model = ScriptedModel(tok, ROWS)
+    monkeypatch.setattr(s1eval, "load_model_and_tokenizer", lambda *a, **k: (model, tok))
+    monkeypatch.setattr(s1eval, "load_eval_rows", lambda *a, **k: [dict(r) for r in ROWS[:2]])
+    out = tmp_path / "report.json"
+    assert s1eval.main(["--model", str(tmp_path), "--budgets", "3", "15", "--min-thinking-tokens", "100000",
+                        "--mode", "suppress", "--backend", "torch", "--output", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert [e["forced_exit_rate"] for e in report["budgets"]] == [1.0, 1.0]
+    assert report["settings"]["min_thinking_tokens"] == 100000

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import dataclasses
 import json
 import os
 import sys
@@ -82,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         extras.require("matplotlib", "--plot")
     checks.check_device(args.device)
     budget, sampling = budget_sampling_from_args(args, max(args.budgets))
+    # evaluate clips the minimum to each budget ("--min-thinking-tokens 100000": think the whole budget)
+    budget = dataclasses.replace(budget, min_thinking_tokens=min(args.min_thinking_tokens, max(args.budgets)))
     budget.rows(1), sampling.rows(1)  # the range checks, before any work
 
     exclude = training_questions(args.model) if args.data is None else set()
