@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from s1kernels import eval as s1eval
+from s1kernels.eval import __main__ as eval_cli
 from s1kernels.answers import first_answer_end
 from s1kernels.control import read_row
 from s1kernels.data.synthetic import FORCED_ANSWER, make_rows
@@ -209,10 +210,10 @@ def test_a_reopened_think_block_is_thinking_and_no_answer(tok, forcing):
 
 def test_eval_cli_table(tok, monkeypatch, tmp_path, capsys):
     model = ScriptedModel(tok, ROWS)
-    monkeypatch.setattr(s1eval, "load_model_and_tokenizer", lambda *a, **k: (model, tok))
-    monkeypatch.setattr(s1eval, "load_eval_rows", lambda *a, **k: [dict(r) for r in ROWS])
+    monkeypatch.setattr(eval_cli, "load_model_and_tokenizer", lambda *a, **k: (model, tok))
+    monkeypatch.setattr(eval_cli, "load_eval_rows", lambda *a, **k: [dict(r) for r in ROWS])
     out = tmp_path / "report.json"
-    assert s1eval.main(["--model", str(tmp_path), "--budgets", "16", "48", "--backend", "torch",
+    assert eval_cli.main(["--model", str(tmp_path), "--budgets", "16", "48", "--backend", "torch",
                         "--output", str(out)]) == 0
     report = json.loads(out.read_text())
     b16, b48 = report["budgets"]
@@ -224,7 +225,7 @@ def test_eval_cli_table(tok, monkeypatch, tmp_path, capsys):
 
 
 def test_evaluation_suite_scores_the_first_answer(tok, forcing):
-    from s1kernels.evaluation.runs import aggregate, budget_forcing
+    from s1kernels.eval.runs import aggregate, budget_forcing
 
     points, records = budget_forcing(ScriptedModel(tok, ROWS), tok, [dict(r) for r in ROWS], [16, 48],
                                      final_answer=FORCED_ANSWER, backend="torch")
@@ -279,10 +280,10 @@ def test_transformers_processor_reads_rows_by_the_same_rule(tok, forcing):
 def test_eval_cli_clips_the_minimum_to_each_budget(tok, monkeypatch, tmp_path):
     """docs/real-model.md: --min-thinking-tokens above the budgets holds every row to its whole budget."""
     model = ScriptedModel(tok, ROWS)
-    monkeypatch.setattr(s1eval, "load_model_and_tokenizer", lambda *a, **k: (model, tok))
-    monkeypatch.setattr(s1eval, "load_eval_rows", lambda *a, **k: [dict(r) for r in ROWS[:2]])
+    monkeypatch.setattr(eval_cli, "load_model_and_tokenizer", lambda *a, **k: (model, tok))
+    monkeypatch.setattr(eval_cli, "load_eval_rows", lambda *a, **k: [dict(r) for r in ROWS[:2]])
     out = tmp_path / "report.json"
-    assert s1eval.main(["--model", str(tmp_path), "--budgets", "3", "15", "--min-thinking-tokens", "100000",
+    assert eval_cli.main(["--model", str(tmp_path), "--budgets", "3", "15", "--min-thinking-tokens", "100000",
                         "--mode", "suppress", "--backend", "torch", "--output", str(out)]) == 0
     report = json.loads(out.read_text())
     assert [e["forced_exit_rate"] for e in report["budgets"]] == [1.0, 1.0]
