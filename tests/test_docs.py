@@ -37,7 +37,6 @@ NOT_RUN = {
     ("README.md", "python -m s1kernels.eval"): ("slow", "200 questions at 7 budgets"),
     ("docs/eval.md", "aime24.jsonl"): ("parse", "trains a model, runs the whole suite and needs benchmark files"),
     ("docs/eval.md", "--out docs/\n"): ("parse", "trains three models: about 10 minutes"),
-    ("docs/eval.md", "runs/task-seeds/seed0"): ("parse", "reads the model the task_figures run trains"),
     ("docs/eval.md", "--output runs2/s$S"): ("parse", "trains three models"),
     ("docs/data.md", "s1k.parquet"): ("parse", "needs a downloaded Qwen2.5 tokenizer and s1K as Parquet"),
     ("docs/generate.md", "Qwen2.5-0.5B-Instruct/"): ("parse", "needs a downloaded Qwen2.5 folder"),
