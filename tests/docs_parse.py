@@ -64,6 +64,11 @@ def check(argv: list[str]) -> int:
         compile(argv[1], "<-c>", "exec")
         print("compiles: python -c ...")
         return 0
+    if len(argv) == 1 and argv[0].endswith(".py"):  # no flags to parse: the script must compile (not run)
+        with open(argv[0], encoding="utf-8") as f:
+            compile(f.read(), argv[0], "exec")
+        print(f"{argv[0]}: compiles")
+        return 0
     if argv[:1] == ["-m"] and len(argv) == 2:  # no flags to parse: the module must exist (not run)
         import importlib.util
 
