@@ -177,7 +177,7 @@ def test_generate_reads_the_first_answer_and_counts_late_thinking(tok, forcing):
 
 def _evaluate(model, tok, forcing, **kw):
     rows = [{"question": r["question"], "answer": r["answer"]} for r in ROWS]
-    return s1eval.evaluate(model, tok, rows, BUDGETS, max_answer_tokens=64, progress=False, backend="torch",
+    return s1eval.evaluate(model, tok, rows, BUDGETS, budget=Budget(max_answer_tokens=64), progress=False, backend="torch",
                            keep_rows=True, forcing=forcing, **kw)
 
 
@@ -287,4 +287,4 @@ def test_eval_cli_clips_the_minimum_to_each_budget(tok, monkeypatch, tmp_path):
                         "--mode", "suppress", "--backend", "torch", "--output", str(out)]) == 0
     report = json.loads(out.read_text())
     assert [e["forced_exit_rate"] for e in report["budgets"]] == [1.0, 1.0]
-    assert report["settings"]["min_thinking_tokens"] == 100000
+    assert report["settings"]["min_thinking_tokens"] == 15  # the largest budget: each is thought in full

@@ -32,12 +32,8 @@ import dataclasses
 
 import torch
 
-<<<<<<< HEAD
 from s1kernels import extras
-=======
 from s1kernels.control import RowSpans, read_row
-from s1kernels.integrations._require import require_transformers
->>>>>>> 0d7b8a7 (One rule for reading a generated row (control.read_row): the answer span ends at the first complete answer or a re-opened delimiter, the first answer is scored, and what follows it counts as thinking; used by generate, eval, the evaluation suite and the transformers processor (read_outputs))
 from s1kernels.ops.decode import DONE, Budget, DecodeState, ForcingTokens, Sampling, decode_step
 
 _tf = extras.require("transformers", "s1kernels.integrations", extra="hf")
