@@ -64,7 +64,8 @@ def check(argv: list[str]) -> int:
         compile(argv[1], "<-c>", "exec")
         print("compiles: python -c ...")
         return 0
-    if len(argv) == 1 and argv[0].endswith(".py"):  # no flags to parse: the script must compile (not run)
+    if argv[:1] == ["setup.py"] or (len(argv) == 1 and argv[0].endswith(".py")):
+        # a build, or a script without flags to parse: it must compile (it is not run)
         with open(argv[0], encoding="utf-8") as f:
             compile(f.read(), argv[0], "exec")
         print(f"{argv[0]}: compiles")

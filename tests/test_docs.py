@@ -53,7 +53,8 @@ NOT_RUN = {
     ("docs/real-model.md", "bench/generate_hf_cpu.py"): ("parse", "a benchmark: 12 minutes of CPU"),
     ("docs/real-model.md", "bench/train_hf_cpu.py"): ("parse", "a benchmark: minutes of CPU and 3 GB"),
     ("docs/real-model.md", "bench/knn_faiss_cpu.py"): ("parse", "a benchmark at N=100,000; needs faiss-cpu"),
-    ("docs/testing.md", "python -m pytest"): ("parse", "runs the test suite"),
+    ("docs/testing.md", "python -m pytest tests -n 2"): ("parse", "runs the test suite"),
+    ("docs/testing.md", "bench/simt_mutations.py"): ("parse", "builds the extension and runs the SIMT tests: minutes"),
     ("docs/train.md", "torchrun --nproc-per-node 8 -m s1kernels.train --model M/"): (
         "parse", "trains for minutes, on downloaded model folders, on 8 GPUs"),
     ("docs/train.md", "Qwen2.5-32B-Instruct/"): ("parse", "needs 8 GPUs and a 32B model"),
