@@ -12,7 +12,6 @@ reason; it is still checked in CI: every `python -m ...`, `python script.py ...`
 extras must exist, pytest paths must exist, and a Python block's imports must resolve.
 `slow` blocks run in full under `-m slow` (test_docs_slow). `pip` never installs anything here.
 """
-import ast
 import os
 import re
 import shutil
