@@ -158,52 +158,47 @@ _TEXT_COMMAND = re.compile(r"\\(?:text|textbf|textit|mbox|mathrm|mathbf)\{")
 
 def _first_boxed_close(text: str) -> int | None:
     """Index just past the first closed ``\\boxed{...}`` / ``\\fbox{...}`` (or ``\\boxed 5``)."""
-    best = None
-    for cmd in _BOX_COMMANDS:
-        start = 0
-        while True:
-            i = text.find(cmd, start)
-            if i < 0 or (best is not None and i > best):
-                break
-            start = j = i + len(cmd)
-            while j < len(text) and text[j] == " ":
-                j += 1
-            if j < len(text) and text[j] == "{":
-                got = _braced(text, j)
-                end = None if got is None else got[1]
-            elif j > start:
-                m = re.match(r"[^\s$]+", text[j:])
-                end = None if m is None else j + m.end()
-            else:
-                end = None
-            if end is not None:
-                best = end if best is None else min(best, end)
-                break
-    return best
+    pairs = None
+    for m in _BOX.finditer(text):  # the first usable box; an unbalanced one is skipped
+        j = m.end()
+        if j < len(text) and text[j] == "{":
+            if pairs is None:
+                pairs = _BracePairs(text)
+            close = pairs.get(j)
+            if close is not None:
+                return close + 1
+        elif j > m.start() + len(m.group(0).rstrip(" ")):  # "\\boxed 5"
+            arg = _BOX_ARG.match(text, j)
+            if arg is not None:
+                return arg.end()
+    return None
+
+
+_NON_SPACE = re.compile(r"\S")
 
 
 def first_answer_end(text: str) -> int | None:
     """Where the first complete answer of an answer span ends (a character index), or None.
 
-    The answer is complete at the end of the line (the next newline, else the end of the
-    text) that holds the first closed ``\\boxed{}``, or, when the text has none, the
-    first ``Final Answer:``/``Answer:`` followed by some text (on its line or the next
-    non-empty one) -- the same priority ``extract_answer`` reads answers with. Whatever a
-    model writes after that line is not part of its answer: budget forcing counts it as
-    thinking (``s1kernels.control.read_row``)."""
+    The answer is complete at the end of the line (the next newline or ChatML special
+    token, else the end of the text) that holds the first closed ``\\boxed{}``, or, when
+    the text has none, the first ``Final Answer:``/``Answer:`` followed by some text (on
+    its line or a later one) -- the priority ``extract_answer`` reads answers with. Whatever
+    a model writes after that line is not part of its answer: budget forcing counts it as
+    thinking (``s1kernels.control.read_row``). Linear in the text's length."""
     if not isinstance(text, str):
         raise TypeError(f"text: expected str, got {type(text).__name__}")
     at = _first_boxed_close(text)
     if at is None:
         for m in _ANSWER_MARKER.finditer(text):
-            content = re.search(r"\S", text[m.end():])
+            content = _NON_SPACE.search(text, m.end())
             if content is not None:
-                at = m.end() + content.start()
+                at = content.start()
                 break
     if at is None:
         return None
-    newline = text.find("\n", at)
-    return len(text) if newline < 0 else newline
+    end = _LINE_END.search(text, at)
+    return len(text) if end is None else end.start()
 
 
 def _strip_text_commands(s: str) -> str:
