@@ -24,6 +24,7 @@ import numpy as np
 __all__ = [
     "extract_boxed",
     "extract_answer",
+    "first_answer_end",
     "normalize_answer",
     "parse_number",
     "answers_match",
@@ -153,6 +154,51 @@ def _first_line(text: str, pos: int) -> str:
 
 
 _TEXT_COMMAND = re.compile(r"\\(?:text|textbf|textit|mbox|mathrm|mathbf)\{")
+
+
+def _first_boxed_close(text: str) -> int | None:
+    """Index just past the first closed ``\\boxed{...}`` / ``\\fbox{...}`` (or ``\\boxed 5``)."""
+    pairs = None
+    for m in _BOX.finditer(text):  # the first usable box; an unbalanced one is skipped
+        j = m.end()
+        if j < len(text) and text[j] == "{":
+            if pairs is None:
+                pairs = _BracePairs(text)
+            close = pairs.get(j)
+            if close is not None:
+                return close + 1
+        elif j > m.start() + len(m.group(0).rstrip(" ")):  # "\\boxed 5"
+            arg = _BOX_ARG.match(text, j)
+            if arg is not None:
+                return arg.end()
+    return None
+
+
+_NON_SPACE = re.compile(r"\S")
+
+
+def first_answer_end(text: str) -> int | None:
+    """Where the first complete answer of an answer span ends (a character index), or None.
+
+    The answer is complete at the end of the line (the next newline or ChatML special
+    token, else the end of the text) that holds the first closed ``\\boxed{}``, or, when
+    the text has none, the first ``Final Answer:``/``Answer:`` followed by some text (on
+    its line or a later one) -- the priority ``extract_answer`` reads answers with. Whatever
+    a model writes after that line is not part of its answer: budget forcing counts it as
+    thinking (``s1kernels.control.read_row``). Linear in the text's length."""
+    if not isinstance(text, str):
+        raise TypeError(f"text: expected str, got {type(text).__name__}")
+    at = _first_boxed_close(text)
+    if at is None:
+        for m in _ANSWER_MARKER.finditer(text):
+            content = _NON_SPACE.search(text, m.end())
+            if content is not None:
+                at = content.start()
+                break
+    if at is None:
+        return None
+    end = _LINE_END.search(text, at)
+    return len(text) if end is None else end.start()
 
 
 def _strip_text_commands(s: str) -> str:

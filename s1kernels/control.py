@@ -2,7 +2,8 @@
 
     span = thinking_span(result.token_ids, forcing.end_think_ids, forcing.eos_ids)
     n = thinking_tokens_of_text(saved_text, tokenizer)          # outputs kept only as text
-    control([span.tokens for ...], max_tokens=32)               # share within the budget
+    row = read_row(result.token_ids, forcing, tokenizer)       # thinking, answer, late thinking
+    control([row.thinking_tokens for ...], max_tokens=32)       # share within the budget
 
 The thinking of a generated row is everything after the think marker (the prompt ends with
 it, so a row's generated tokens start inside it) up to the first end-of-thinking token (s1:
@@ -11,6 +12,17 @@ text the model reads; the end delimiter, what follows it and an end-of-sequence 
 not. Control (s1, section 3.2) is the share of runs whose thinking length a satisfies
 a_min <= a <= a_max. Because every figure here is read off the emitted sequence, a budget
 the decoder failed to enforce shows as Control below 100%, whatever the decoder believed.
+
+The answer span cannot carry thinking (``read_row``, the one rule every reader of a
+generated row uses: generate, eval, the evaluation suite, the transformers processor). It
+starts after the end-of-thinking delimiter and ends at the first complete answer
+(``answers.first_answer_end``: the line of the first closed ``\\boxed{}``, else of the first
+``Answer:`` with text), or earlier at a re-opened think/answer delimiter or an
+end-of-sequence token. The scored answer is read from that span only, so it is the first
+answer after a forced exit. What the row writes after the span (a restarted trace, a second
+delimiter and a second answer), up to its end-of-sequence token, is thinking written in the
+answer span: it counts in the row's thinking length and so in Control, and a model that
+keeps thinking past its budget that way fails Control instead of being scored on it.
 """
 from __future__ import annotations
 
@@ -20,7 +32,7 @@ from typing import Iterable, Sequence
 from s1kernels import checks
 from s1kernels.data.format import ANSWER_START, THINK_START
 
-__all__ = ["ThinkingSpan", "thinking_span", "thinking_tokens_of_text", "control"]
+__all__ = ["ThinkingSpan", "thinking_span", "RowSpans", "read_row", "thinking_tokens_of_text", "control"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +74,80 @@ def thinking_span(token_ids: Sequence[int], end_think_ids: Iterable[int] | int,
         if t in eos:
             return ThinkingSpan(tuple(token_ids[:i]), "eos")
     return ThinkingSpan(tuple(token_ids), "open")
+
+
+@dataclasses.dataclass(frozen=True)
+class RowSpans:
+    """One generated row read by the rule above (``read_row``).
+
+    ``thinking``: the thinking span (before the first end-of-thinking id); ``answer_ids``:
+    the answer span (after the delimiter and its completion, up to the end of the first
+    complete answer); ``answer_ended``: "answer" (a complete answer ends it), "delimiter" (a
+    re-opened delimiter came first), "eos", "open" (the row was cut inside it) or "none"
+    (the row never left its thinking); ``late_thinking_ids``: thinking written in the answer
+    span (what follows the span up to the end-of-sequence token, leading and all-whitespace
+    text aside); ``answer_text`` decodes the span, ``answer`` is extracted from it.
+    """
+
+    thinking: ThinkingSpan
+    answer_ids: tuple[int, ...]
+    answer_ended: str
+    late_thinking_ids: tuple[int, ...]
+    answer_text: str
+    answer: str | None
+
+    @property
+    def thinking_tokens(self) -> int:
+        """The row's thinking length: its thinking span and the thinking in its answer span."""
+        return self.thinking.tokens + len(self.late_thinking_ids)
+
+
+def _decode(tokenizer, ids) -> str:
+    return tokenizer.decode(list(ids), skip_special_tokens=True)
+
+
+def read_row(token_ids: Sequence[int], forcing, tokenizer) -> RowSpans:
+    """Splits a row's generated ids (prompt excluded) into thinking, answer and the thinking
+    written after the answer. ``forcing``: the ``ForcingTokens`` the row was decoded with
+    (its end-of-thinking, delimiter-completion and end-of-sequence ids); ``tokenizer``: its
+    ``decode(ids, skip_special_tokens=True)`` finds the first complete answer in the text."""
+    from s1kernels.answers import extract_answer, first_answer_end
+
+    if hasattr(token_ids, "tolist"):
+        token_ids = token_ids.tolist()
+    token_ids = list(token_ids)
+    span = thinking_span(token_ids, forcing.end_think_ids, forcing.eos_ids)
+    if span.ended != "delimiter":
+        return RowSpans(span, (), "none", (), "", None)
+    end, eos = frozenset(forcing.end_think_ids), frozenset(forcing.eos_ids)
+    # after the end-of-thinking id come its completion ("answer\n") and the answer region
+    region = token_ids[span.tokens + 1 + len(forcing.delimiter_completion_ids):]
+    stop = next((i for i, t in enumerate(region) if t in eos), None)
+    closed = stop is not None
+    region = region if stop is None else region[:stop]
+    reopen = next((i for i, t in enumerate(region) if t in end), None)
+    limit = len(region) if reopen is None else reopen
+    cut = first_answer_end(_decode(tokenizer, region[:limit]))
+    if cut is None:
+        k = limit
+        how = "delimiter" if reopen is not None else ("eos" if closed else "open")
+    else:
+        # the fewest tokens whose text reaches the end of the answer line
+        lo, hi = 0, limit
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if len(_decode(tokenizer, region[:mid])) >= cut:
+                hi = mid
+            else:
+                lo = mid + 1
+        k, how = lo, "answer"
+    late = region[k:]
+    while late and not tokenizer.decode([late[0]]).strip():  # the newline that ends the answer line
+        late = late[1:]
+    if not tokenizer.decode(late).strip():
+        late = []
+    text = _decode(tokenizer, region[:k])
+    return RowSpans(span, tuple(region[:k]), how, tuple(late), text, extract_answer(text))
 
 
 def thinking_tokens_of_text(text: str, tokenizer, think_start: str = THINK_START, answer_start: str = ANSWER_START,

@@ -10,7 +10,7 @@ from s1kernels.eval import __main__ as eval_cli
 from s1kernels.generate import __main__ as gen_cli
 from s1kernels.data import make_rows
 from s1kernels.generate import GenerationResult
-from s1kernels.ops.decode import Budget
+from s1kernels.ops.decode import Budget, ForcingTokens
 
 MATH500 = Path(__file__).resolve().parents[2] / "shared" / "data" / "math500.jsonl"
 
@@ -56,26 +56,43 @@ def test_scaling_metrics():
     assert s1eval.scaling_metrics([(5, 0.1)])["scaling_slope"] is None
 
 
-def _fake_result(answer_text, thinking, forced=False):
-    # eval measures thinking on the emitted ids: `thinking` digit tokens, then <|im_start|> (id 0) ends it
-    return GenerationResult(prompt="", text=answer_text, token_ids=[10] * thinking + [0, 11, 12],
-                            logprobs=[0.0] * (thinking + 3),
+class _TableTokenizer:
+    """Decodes the fake results' ids: 10 a thinking token, 0/11/12 the delimiter, 1000 + k the k-th text."""
+
+    def __init__(self):
+        self.texts = []
+
+    def decode(self, ids, skip_special_tokens=False):
+        names = {10: "x", 0: "" if skip_special_tokens else "<|im_start|>", 11: "answer", 12: "\n"}
+        return "".join(names[i] if i in names else self.texts[i - 1000] for i in ids)
+
+
+_FAKE_FORCING = ForcingTokens(end_think_ids=(0,), delimiter_completion_ids=(11, 12), wait_ids=(13,),
+                              forced_exit_ids=(0, 11, 12), eos_ids=(1,), pad_id=1)
+
+
+def _fake_result(tok, answer_text, thinking, forced=False):
+    # eval reads the emitted ids (s1kernels.control.read_row): `thinking` tokens, the delimiter, the answer
+    tok.texts.append(answer_text)
+    return GenerationResult(prompt="", text=answer_text, token_ids=[10] * thinking + [0, 11, 12, 999 + len(tok.texts)],
+                            logprobs=[0.0] * (thinking + 4),
                             thinking_text="", thinking_tokens=thinking, answer_text=answer_text, answer=None,
                             waits_used=0, forced_exit=forced, finished_reason="eos", prompt_tokens=1)
 
 
-def test_evaluate_scores_answers(monkeypatch, model, tok):
+def test_evaluate_scores_answers(monkeypatch, model):
     rows = [{"question": "q1", "answer": "7"}, {"question": "q2", "answer": "\\frac{1}{2}"},
             {"question": "q3", "answer": "033"}, {"question": "q4", "answer": "5"}]
+    tok = _TableTokenizer()
 
     def fake_generate(model, tokenizer, questions, budget, sampling=None, **kw):
         b = budget.max_thinking_tokens
         texts = ["Final Answer: 7", "Answer: $0.5$", "\\boxed{33}", "Answer: 6"] if b > 4 else \
                 ["Answer: 1", "nothing", "Final Answer: 33", "Answer: 6"]
-        return [_fake_result(t, min(b, 3 + i)) for i, t in enumerate(texts)]
+        return [_fake_result(tok, t, min(b, 3 + i)) for i, t in enumerate(texts)]
 
     monkeypatch.setattr(s1eval.runs, "generate", fake_generate)
-    report = s1eval.evaluate(model, tok, rows, [4, 8], progress=False, keep_rows=True)
+    report = s1eval.evaluate(model, tok, rows, [4, 8], progress=False, keep_rows=True, forcing=_FAKE_FORCING)
     e4, e8 = report["budgets"]
     assert e4["accuracy"] == 0.25 and e8["accuracy"] == 0.75
     assert e4["control"] == 1.0

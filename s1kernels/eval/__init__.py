@@ -12,17 +12,22 @@ prefix ("Answer:") after the answer delimiter instead of s1's "Final Answer:" (a
 tiny model never saw); ``--final-answer`` overrides it.
 For every max budget the whole set is generated with budget forcing (``generate``), the
 final answer is extracted from the answer span (``\\boxed{}``, ``Final Answer:``,
-``Answer:``) and checked against the reference (normalised strings and numbers, math-verify
+``Answer:``), which ends at the first complete answer or a re-opened delimiter
+(``s1kernels.control.read_row``: the first answer after a forced exit is the one scored), and
+checked against the reference (normalised strings and numbers, math-verify
 when installed).
 
 Reported per budget, following s1 (section 3.2 of the paper):
 - accuracy: share of rows answered correctly;
-- avg_thinking_tokens: mean length of the thinking span, measured on the emitted tokens
-  (after the think marker, before the end-of-thinking token; s1kernels.control);
+- avg_thinking_tokens: mean thinking length, measured on the emitted tokens (after the
+  think marker, before the end-of-thinking token, plus whatever the row wrote after its
+  first answer: thinking written in the answer span; s1kernels.control.read_row);
 - control: share of rows whose measured thinking length is within [min, max] budget (100% is
   the goal; measured on the output, so a budget the decoder failed to enforce shows here);
 - decoder_disagreements: rows where the decoder's own thinking counter differs from the
-  measured length (0 when the forcing works);
+  measured thinking span (0 when the forcing works);
+- late_thinking_rows: rows that kept thinking after their first answer (each fails Control
+  when that pushes it past the budget);
 and over all budgets s1's Scaling (mean slope of accuracy vs average thinking tokens over
 all pairs of budgets) and Performance (best accuracy).
 """
@@ -205,7 +210,9 @@ def _budget_entry(records: list[dict], n: int) -> dict:
         "avg_thinking_tokens": point["avg_thinking_tokens"],
         "max_observed_thinking_tokens": max(thinking, default=0),
         "control": point["in_bounds"] / point["runs"] if point["runs"] else 1.0,
-        "decoder_disagreements": sum(e["decoder_thinking_tokens"] != t for e, t in zip(events, thinking)),
+        # the decoder counts the thinking span only: compare it with that span
+        "decoder_disagreements": sum(e["decoder_thinking_tokens"] != e["thinking_span_tokens"] for e in events),
+        "late_thinking_rows": sum(r["late_thinking_tokens"] > 0 for r in records),
         "forced_exit_rate": sum(e["forced_exit"] for e in events) / n if n else 0.0,
         "avg_waits_used": sum(e["waits_used"] for e in events) / n if n else 0.0,
         "finished": finished,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import dataclasses
 import json
 import os
 import sys
@@ -24,10 +25,11 @@ from s1kernels.runtime import load_model_and_tokenizer, set_cpu_threads
 
 
 def _print_table(report: dict) -> None:
-    print(f"{'budget':>8} {'accuracy':>9} {'avg think':>10} {'control':>8} {'forced':>7}")
+    # "late": rows that went on thinking after their first answer (counted in "avg think")
+    print(f"{'budget':>8} {'accuracy':>9} {'avg think':>10} {'control':>8} {'forced':>7} {'late':>6}")
     for e in report["budgets"]:
         print(f"{e['max_thinking_tokens']:>8} {100 * e['accuracy']:>8.1f}% {e['avg_thinking_tokens']:>10.1f} "
-              f"{100 * e['control']:>7.1f}% {100 * e['forced_exit_rate']:>6.1f}%")
+              f"{100 * e['control']:>7.1f}% {100 * e['forced_exit_rate']:>6.1f}% {e['late_thinking_rows']:>6}")
     for e in report["budgets"]:
         if e.get("decoder_disagreements"):
             print(f"warning: at budget {e['max_thinking_tokens']}, {e['decoder_disagreements']} rows' thinking length "
@@ -81,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         extras.require("matplotlib", "--plot")
     checks.check_device(args.device)
     budget, sampling = budget_sampling_from_args(args, max(args.budgets))
+    # evaluate clips the minimum to each budget ("--min-thinking-tokens 100000": think the whole budget)
+    budget = dataclasses.replace(budget, min_thinking_tokens=min(args.min_thinking_tokens, max(args.budgets)))
     budget.rows(1), sampling.rows(1)  # the range checks, before any work
 
     exclude = training_questions(args.model) if args.data is None else set()

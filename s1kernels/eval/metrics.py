@@ -4,7 +4,8 @@ For a method evaluated at a set of settings (thinking budgets, sample counts, pr
 
 - Control: the share of runs (one question at one setting) whose measured thinking length
   ``a`` satisfies ``a_min <= a <= a_max``, the bounds the setting asked for. Lengths are read
-  off the emitted token ids (``s1kernels.control.thinking_span``), never from the
+  off the emitted token ids (``s1kernels.control.read_row``: the thinking span and any
+  thinking written after the first answer), never from the
   decoder's own counter, so a forcing that does not do what it should shows up here.
 - Scaling: the average slope ``(f(b) - f(a)) / (b - a)`` over all pairs of settings, with
   ``f`` the accuracy and ``a``, ``b`` the average thinking tokens per question of each
@@ -18,7 +19,7 @@ import math
 from collections import Counter
 from typing import Iterable, Sequence
 
-from s1kernels.control import control, thinking_span
+from s1kernels.control import control, read_row, thinking_span
 
 __all__ = ["thinking_lengths", "within", "control", "scaling", "performance", "summarize", "majority_vote",
            "UNBOUNDED"]
@@ -26,10 +27,13 @@ __all__ = ["thinking_lengths", "within", "control", "scaling", "performance", "s
 UNBOUNDED = math.inf
 
 
-def thinking_lengths(results, forcing) -> list[int]:
+def thinking_lengths(results, forcing, tokenizer=None) -> list[int]:
     """Measured thinking length of each ``GenerationResult``: its emitted ids up to the first
-    end-of-thinking token (forced "Wait" tokens included, the delimiter not)."""
-    return [thinking_span(r.token_ids, forcing.end_think_ids, forcing.eos_ids).tokens for r in results]
+    end-of-thinking token (forced "Wait" tokens included, the delimiter not) and, given the
+    ``tokenizer``, the thinking it wrote after its first answer (``control.read_row``)."""
+    if tokenizer is None:
+        return [thinking_span(r.token_ids, forcing.end_think_ids, forcing.eos_ids).tokens for r in results]
+    return [read_row(r.token_ids, forcing, tokenizer).thinking_tokens for r in results]
 
 
 def within(length: int, low: float = 0, high: float = UNBOUNDED) -> bool:

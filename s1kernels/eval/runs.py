@@ -15,7 +15,8 @@ import dataclasses
 
 from s1kernels.answers import score
 from s1kernels.data.format import FINAL_ANSWER
-from s1kernels.eval.metrics import UNBOUNDED, majority_vote, thinking_lengths, within
+from s1kernels.control import read_row
+from s1kernels.eval.metrics import UNBOUNDED, majority_vote, within
 from s1kernels.generate import generate
 from s1kernels.generate.sharded import generate_sharded
 from s1kernels.ops.decode import Budget, ForcingTokens, Sampling
@@ -55,7 +56,9 @@ def run_setting(model, tokenizer, rows: list[dict], setting: Setting, *, samplin
     The one "generate at a budget and score it" path: the suite's methods and
     ``s1kernels.eval.evaluate`` both run it, and its records are the one record format
     (the suite's rows.jsonl, eval's ``--save-rows``). Under torchrun the prompts are
-    sharded over the ranks (``generate_sharded``). The answer is read from the answer span.
+    sharded over the ranks (``generate_sharded``). Each row is read by
+    ``s1kernels.control.read_row``: the answer from the answer span (up to the first complete
+    answer), the thinking length with the thinking written after that answer.
 
     ``forcing``: the ForcingTokens used to decode (default: built with the setting's wait
     string and ``final_answer``, the text a forced exit writes after the answer delimiter);
@@ -74,20 +77,24 @@ def run_setting(model, tokenizer, rows: list[dict], setting: Setting, *, samplin
     results = generate_sharded(model, tokenizer, [p for p in prompts for _ in range(samples)],
                                budget=_repeat(setting.budget, samples), sampling=sampling, forcing=forcing,
                                generate_fn=generate, **gen_kwargs)
-    lengths = thinking_lengths(results, measure)
+    # one rule for every reader of a row (s1kernels.control.read_row): the answer scored is the
+    # first one in the answer span, and what the row writes after it counts as thinking
+    spans = [read_row(r.token_ids, measure, tokenizer) for r in results]
     records = []
-    for k, (res, n_think) in enumerate(zip(results, lengths)):
-        row = rows[k // samples]
-        pred, ok = score(row.get("kind", "math"), res.answer_text or None, row["answer"],
+    for k, (res, sp) in enumerate(zip(results, spans)):
+        row, n_think = rows[k // samples], sp.thinking_tokens
+        pred, ok = score(row.get("kind", "math"), sp.answer_text or None, row["answer"],
                          use_math_verify=use_math_verify)
         records.append({
             "setting": setting.name, "question_index": k // samples, "sample": k % samples,
             "question": row["question"], "gold": row["answer"], "prompt_suffix": setting.suffix,
             "generation": res.text, "prediction": pred, "correct": ok, "thinking_tokens": n_think,
+            "late_thinking_tokens": len(sp.late_thinking_ids),
             "bounds": [setting.low, None if setting.high == UNBOUNDED else setting.high],
             "in_bounds": within(n_think, setting.low, setting.high),
             "events": {"waits_used": res.waits_used, "forced_exit": res.forced_exit,
                        "finished_reason": res.finished_reason, "decoder_thinking_tokens": res.thinking_tokens,
+                       "thinking_span_tokens": sp.thinking.tokens,
                        "generated_tokens": len(res.token_ids)},
         })
     return records

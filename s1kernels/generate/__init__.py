@@ -29,9 +29,10 @@ How a batch is decoded:
 The engine (prefill, decode step, decode until done, compaction) is in engine.py; the
 command line in __main__.py (`python -m s1kernels.generate`), its flags in s1kernels.cli.
 
-Results are decoded on the host at the end: the thinking span is everything before the first
-end-of-thinking token, the answer span everything after the answer delimiter; the decode
-state gives the number of "Wait" extensions used per row.
+Results are decoded on the host at the end by ``s1kernels.control.read_row``: the thinking
+span is everything before the first end-of-thinking token, the answer span runs from the
+answer delimiter to the end of the first complete answer (or a re-opened delimiter), and
+what follows it is thinking written in the answer span; the decode state gives the number of "Wait" extensions used per row.
 """
 from __future__ import annotations
 
@@ -40,8 +41,7 @@ import sys
 
 import torch
 
-from s1kernels.answers import extract_answer
-from s1kernels.control import thinking_span
+from s1kernels.control import read_row
 from s1kernels.data.format import ANSWER_START, FINAL_ANSWER, THINK_START, prompt_text
 from s1kernels.data.tokenizer import real_vocab_size
 from s1kernels.generate import engine
@@ -60,8 +60,11 @@ class GenerationResult:
     ``thinking_text`` decodes the ids before the first end-of-thinking token;
     ``thinking_tokens`` is the decode state's count of thinking content (sampled thinking
     tokens and injected "Wait" tokens; not the delimiter or the forced exit);
-    ``answer_text`` follows the answer delimiter, ``answer`` is the final answer extracted
-    from it; ``waits_used`` counts "Wait" extensions, ``forced_exit`` says whether the thinking
+    ``answer_text`` is the answer span: after the answer delimiter, up to the end of the
+    first complete answer (``s1kernels.control.read_row``); ``answer`` is the final answer
+    extracted from it; ``late_thinking_tokens`` counts the tokens the model wrote after that
+    answer (a restarted trace, a second answer): thinking written in the answer span, which
+    the measured thinking length (``read_row(...).thinking_tokens``) includes; ``waits_used`` counts "Wait" extensions, ``forced_exit`` says whether the thinking
     budget ran out; ``finished_reason`` is "eos" (the row ended with an end-of-sequence
     token), "answer_cap" (max_answer_tokens reached), "length" (max_new_tokens reached
     first) or "error" (non-finite logits flagged by the decode step).
@@ -79,6 +82,7 @@ class GenerationResult:
     forced_exit: bool
     finished_reason: str
     prompt_tokens: int
+    late_thinking_tokens: int = 0
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -145,11 +149,7 @@ def _build_result(tokenizer, forcing: ForcingTokens, prompt: str, n_prompt: int,
                   logprobs: list[float], done: bool, error: bool, thinking_tokens: int, waits: int,
                   forced: bool) -> GenerationResult:
     eos = set(forcing.eos_ids)
-    span = thinking_span(ids, forcing.end_think_ids, forcing.eos_ids)
-    thinking_ids = list(span.ids)
-    rest = ids[len(thinking_ids):] if span.ended == "delimiter" else []
-    delim_len = 1 + len(forcing.delimiter_completion_ids)
-    answer_ids = rest[delim_len:]
+    row = read_row(ids, forcing, tokenizer)  # the one rule: the answer span cannot carry thinking
     if error:
         reason = "error"
     elif not done:
@@ -158,20 +158,20 @@ def _build_result(tokenizer, forcing: ForcingTokens, prompt: str, n_prompt: int,
         reason = "eos"
     else:
         reason = "answer_cap"
-    answer_text = tokenizer.decode([t for t in answer_ids if t not in eos], skip_special_tokens=True)
     return GenerationResult(
         prompt=prompt,
         text=tokenizer.decode(ids),
         token_ids=list(ids),
         logprobs=[float(x) for x in logprobs],
-        thinking_text=tokenizer.decode(thinking_ids),
+        thinking_text=tokenizer.decode(list(row.thinking.ids)),
         thinking_tokens=int(thinking_tokens),
-        answer_text=answer_text,
-        answer=extract_answer(answer_text) if rest else None,
+        answer_text=row.answer_text,
+        answer=row.answer,
         waits_used=int(waits),
         forced_exit=bool(forced),
         finished_reason=reason,
         prompt_tokens=n_prompt,
+        late_thinking_tokens=len(row.late_thinking_ids),
     )
 
 

@@ -11,7 +11,7 @@ from typing import Sequence
 
 from s1kernels.cli import add_budget_sampling_args, budget_sampling_from_args, delimiters_from_args
 from s1kernels import checks, extras
-from s1kernels.control import thinking_span
+from s1kernels.control import read_row
 from s1kernels.data.readers import BLANK, iter_jsonl, question_of
 from s1kernels.generate import generate
 from s1kernels.ops.decode import ForcingTokens
@@ -107,8 +107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not stream:
             print(f"=== prompt {i}: {prompts[i]}")
             print(delims["think_start"] + r.text if not args.raw else r.text)
-        # measured on the emitted ids (as eval's Control is), not read off the decoder's counter
-        thinking = thinking_span(r.token_ids, forcing.end_think_ids, forcing.eos_ids).tokens
+        # measured on the emitted ids (as eval's Control is), not read off the decoder's counter;
+        # thinking written after the first answer counts (s1kernels.control.read_row)
+        thinking = read_row(r.token_ids, forcing, tokenizer).thinking_tokens
         print(f"[thinking tokens: {thinking}, {waits_text(r.waits_used, budget)}, forced exit: "
               f"{'yes' if r.forced_exit else 'no'}, finished: {r.finished_reason}, answer: {r.answer}]")
     return 0

@@ -16,6 +16,12 @@ it unchanged. The state stays on the scores' device; nothing is synced to the ho
 The stopping criteria ends a row when the state machine says it is done (an end-of-sequence
 token, or the answer cap reached), so rows that end without EOS stop too.
 
+    rows = bf.read_outputs(out, tokenizer)     # thinking, answer span, answer, thinking length
+
+reads the outputs by the rule `generate` and eval use (`s1kernels.control.read_row`): the
+answer is the first complete one after the delimiter, and what a row writes after it (a
+restarted trace) counts in its thinking length.
+
 The prompts must end where thinking starts (the s1 prompt ends with `<|im_start|>think\\n`);
 rows begin in the thinking phase (`start_phase="answer"` for prompts past it). Put the
 processor last if other processors are given: it decides the token.
@@ -27,6 +33,7 @@ import dataclasses
 import torch
 
 from s1kernels import extras
+from s1kernels.control import RowSpans, read_row
 from s1kernels.ops.decode import DONE, Budget, DecodeState, ForcingTokens, Sampling, decode_step
 
 _tf = extras.require("transformers", "s1kernels.integrations", extra="hf")
@@ -106,25 +113,32 @@ class BudgetForcingProcessor(_tf.LogitsProcessor):
         self.state: DecodeState | None = None
         self._last_len = -1
         self._config = None
+        self._prompt_len, self._ends = 0, None
 
-    def _start(self, batch: int, device: torch.device) -> None:
+    def _start(self, batch: int, seq_len: int, device: torch.device) -> None:
         sampling = self.sampling
         seed = sampling.seed
         if isinstance(seed, int) or (torch.is_tensor(seed) and seed.dim() == 0):
             sampling = dataclasses.replace(sampling, seed=[int(seed) + i for i in range(batch)])
         self._config = (self.budget.tensors(batch, device), sampling.tensors(batch, device))
         self.state = DecodeState.new(batch, device, start_phase=self.start_phase)
+        # where each row's tokens end in the output sequences (what follows is padding),
+        # kept on the device: no host sync per step
+        self._prompt_len = seq_len
+        self._ends = torch.full((batch,), seq_len, dtype=torch.int64, device=device)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if not torch.is_tensor(scores) or scores.dim() != 2:
             raise ValueError(f"scores: expected a [batch, vocab] tensor, got {getattr(scores, 'shape', scores)!r}")
         batch, seq_len = input_ids.shape
         if self.state is None or seq_len <= self._last_len or self.state.phase.shape[0] != batch:
-            self._start(batch, scores.device)
+            self._start(batch, seq_len, scores.device)
         self._last_len = seq_len
         budget_t, sampling_t = self._config
+        active = self.state.phase != DONE
         tokens, _ = decode_step(scores.contiguous(), self.state, budget_t, sampling_t, self.forcing,
                                 vocab_size=self.vocab_size, backend=self.backend)
+        self._ends = torch.where(active, seq_len + 1, self._ends)
         out = torch.full_like(scores, float("-inf"))
         out.scatter_(1, tokens[:, None].to(torch.int64), 0.0)
         return out
@@ -133,6 +147,21 @@ class BudgetForcingProcessor(_tf.LogitsProcessor):
     def done(self) -> torch.Tensor | None:
         """Bool [batch] device tensor: rows the state machine has finished (None before the first step)."""
         return None if self.state is None else self.state.phase == DONE
+
+    def read_outputs(self, sequences: torch.Tensor, tokenizer) -> list[RowSpans]:
+        """Each row of the last `generate` call's output (``sequences``: [batch, prompt +
+        new], prompts included as transformers returns them) read by s1kernels' one rule
+        (``s1kernels.control.read_row``): thinking span, answer span (up to the first
+        complete answer or a re-opened delimiter), the answer extracted from that span, and
+        the thinking written after it, which ``RowSpans.thinking_tokens`` counts."""
+        if self._ends is None:
+            raise ValueError("read_outputs: this processor has not generated anything yet")
+        if not torch.is_tensor(sequences) or sequences.dim() != 2 or sequences.shape[0] != self._ends.shape[0]:
+            raise ValueError(f"sequences: expected the [batch={self._ends.shape[0]}, length] output of the last "
+                             f"generate call, got {getattr(sequences, 'shape', type(sequences).__name__)!r}")
+        ends = self._ends.tolist()
+        return [read_row(sequences[b, self._prompt_len:ends[b]].tolist(), self.forcing, tokenizer)
+                for b in range(len(ends))]
 
     def stopping_criteria(self) -> "BudgetForcingStoppingCriteria":
         return BudgetForcingStoppingCriteria(self)
