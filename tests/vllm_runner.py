@@ -32,6 +32,10 @@ def main(job_path: str, out_path: str) -> int:
     if job.get("processor", True):
         kwargs["logits_processors"] = ["s1kernels.integrations.vllm:BudgetForcingLogitsProcessor"]
     kwargs.update(job.get("engine_args", {}))
+    if "reasoning_config" in kwargs:  # vLLM's own thinking budget (SamplingParams.thinking_token_budget)
+        from vllm.config import ReasoningConfig
+
+        kwargs["reasoning_config"] = ReasoningConfig(**kwargs["reasoning_config"])
     t0 = time.perf_counter()
     llm = LLM(model=job["model"], dtype="float32", max_model_len=job.get("max_model_len", 1024), enforce_eager=True,
               max_num_seqs=job.get("max_num_seqs", 8), seed=0, **kwargs)
