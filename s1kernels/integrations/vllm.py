@@ -364,3 +364,107 @@ def _tokenizer_folder(model_config) -> str:
                              allow_patterns=["tokenizer.json", "tokenizer_config.json", "chat_template.jinja",
                                              "special_tokens_map.json"])
 
+
+
+# ----------------------------------------------------------------------------- offline engine
+
+class VLLMGenerate:
+    """`s1kernels.generate.generate` run by a vLLM engine: the same arguments (budget,
+    sampling, forcing, prompts rendered in the s1 format) and the same `GenerationResult`s,
+    so the evaluation runs unchanged on vLLM (`python -m s1kernels.evaluation --engine vllm`).
+
+    `llm`: a `vllm.LLM` built with `logits_processors=[BudgetForcingLogitsProcessor]` (or with
+    s1kernels installed, whose entry point loads it). The decode state stays inside vLLM's
+    engine, so the events of a result are read off its tokens: `thinking_tokens` is the
+    thinking span's length, `waits_used` the number of Wait sequences in it, `forced_exit`
+    whether the forced exit follows it, `finished_reason` "answer_cap" when the answer has
+    `max_answer_tokens` tokens (the closing end-of-sequence id vLLM needed to stop is
+    dropped from `token_ids`).
+    """
+
+    def __init__(self, llm):
+        self.llm = llm
+
+    def __call__(self, model, tokenizer, prompts, budget=None, sampling=None, max_new_tokens=None, stream=None, *,
+                 forcing=None, chat: bool = True, think_start: str | None = None, answer_start: str = ANSWER_START,
+                 wait_string: str = "Wait", final_answer: str = FINAL_ANSWER, system: str | None = None,
+                 progress: bool = False, **_engine_options):
+        from vllm.inputs import TokensPrompt
+
+        from s1kernels.control import thinking_span
+        from s1kernels.data.format import THINK_START
+        from s1kernels.generate import _build_result, _default_max_new, _slice_rows, format_prompt
+
+        if stream:
+            raise ValueError("stream: the vLLM engine does not stream; use s1kernels.generate")
+        if isinstance(prompts, (str, bytes)):
+            raise TypeError("prompts: expected a list of prompts, got a single string (wrap it in a list)")
+        prompts = list(prompts)
+        if not prompts:
+            return []
+        budget = Budget() if budget is None else budget
+        sampling = Sampling() if sampling is None else sampling
+        if forcing is None:
+            forcing = ForcingTokens.from_tokenizer(tokenizer, answer_start=answer_start, wait_string=wait_string,
+                                                   final_answer=final_answer)
+        else:  # the processor takes strings: recover them, and make sure they give these ids
+            n_delim = 1 + len(forcing.delimiter_completion_ids)
+            answer_start = tokenizer.decode([*forcing.end_think_ids[:1], *forcing.delimiter_completion_ids])
+            wait_string = tokenizer.decode(list(forcing.wait_ids))
+            final_answer = tokenizer.decode(list(forcing.forced_exit_ids[n_delim:]))
+            again = ForcingTokens.from_tokenizer(tokenizer, answer_start=answer_start, wait_string=wait_string,
+                                                 final_answer=final_answer, eos_ids=forcing.eos_ids)
+            if dataclasses.replace(again, pad_id=forcing.pad_id) != forcing:
+                raise ValueError("forcing: the vLLM engine needs forcing built from strings "
+                                 "(ForcingTokens.from_tokenizer); these ids do not round-trip through text")
+        if max_new_tokens is None:
+            max_new_tokens = _default_max_new(budget, forcing)
+        n = len(prompts)
+        seed = sampling.seed
+        if isinstance(seed, int) or (torch.is_tensor(seed) and seed.dim() == 0):
+            sampling = dataclasses.replace(sampling, seed=[int(seed) + i for i in range(n)])
+        texts, ids_list, params = [], [], []
+        for i, p in enumerate(prompts):
+            if isinstance(p, str):
+                text = format_prompt(p, tokenizer, think_start or THINK_START, system) if chat else p
+                ids = tokenizer.encode(text)
+            else:
+                ids = list(p)
+                text = tokenizer.decode(ids)
+            texts.append(text)
+            ids_list.append(ids)
+            b = _slice_rows(budget, [i], n)
+            s = _slice_rows(sampling, [i], n)
+            one = lambda v: v[0] if isinstance(v, (list, tuple)) else (int(v[0]) if torch.is_tensor(v) and v.dim() else v)  # noqa: E731
+            args = budget_args(min_thinking_tokens=int(one(b.min_thinking_tokens)),
+                               max_thinking_tokens=int(one(b.max_thinking_tokens)), num_waits=int(one(b.num_waits)),
+                               max_answer_tokens=int(one(b.max_answer_tokens)), mode=one(b.mode),
+                               wait_string=wait_string, answer_start=answer_start, final_answer=final_answer)
+            t = float(one(s.temperature))
+            params.append(vllm.SamplingParams(
+                max_tokens=max_new_tokens + 1, temperature=t, top_p=float(one(s.top_p)),
+                top_k=int(one(s.top_k)) or 0, min_p=float(one(s.min_p)), seed=int(one(s.seed)), extra_args=args,
+                logprobs=0))
+        outs = self.llm.generate([TokensPrompt(prompt_token_ids=ids) for ids in ids_list], params,
+                                 use_tqdm=progress)
+        results = []
+        eos = set(forcing.eos_ids)
+        for text, ids, prm, o in zip(texts, ids_list, params, outs):
+            c = o.outputs[0]
+            got = list(c.token_ids)
+            lps = [float(next(iter(d.values())).logprob) if d else 0.0 for d in (c.logprobs or [])] or [0.0] * len(got)
+            span = thinking_span(got, forcing.end_think_ids, forcing.eos_ids)
+            n_exit = len(forcing.forced_exit_ids)
+            forced = span.ended == "delimiter" and got[span.tokens: span.tokens + n_exit] == list(forcing.forced_exit_ids)
+            delim = 1 + len(forcing.delimiter_completion_ids)
+            answer = got[span.tokens + (n_exit if forced else delim):] if span.ended == "delimiter" else []
+            cap = prm.extra_args["max_answer_tokens"]
+            capped = span.ended == "delimiter" and len([t for t in answer if t not in eos]) >= cap
+            if capped and got and got[-1] in eos and len(answer) > cap:
+                got, lps = got[:-1], lps[: len(got) - 1]  # the EOS that stopped the request after the cap
+            done = c.finish_reason == "stop" or capped
+            w = list(forcing.wait_ids)
+            waits = sum(1 for k in range(len(span.ids) - len(w) + 1) if list(span.ids[k: k + len(w)]) == w)
+            results.append(_build_result(tokenizer, forcing, text, len(ids), got, lps[: len(got)], done, False,
+                                         span.tokens, waits, forced))
+        return results
