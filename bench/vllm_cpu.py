@@ -18,6 +18,7 @@ engine makes the same number of tokens per row:
 tokens/s = generated tokens of the batch / wall time of the batch. Repetitions are
 interleaved (the machine is shared) and the median is reported; the overhead is the median
 over repetitions of (vLLM without / vLLM with) - 1, each pair measured back to back.
+s1kernels.generate and transformers run in the first --compare-reps repetitions only.
 """
 from __future__ import annotations
 
@@ -44,6 +45,8 @@ def main(argv=None) -> int:
     p.add_argument("--answer", type=int, default=8)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--compare-reps", type=int, default=1,
+                   help="repetitions of s1kernels.generate and transformers (the slow engines on a CPU)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
@@ -126,7 +129,9 @@ def main(argv=None) -> int:
                 if who == "vllm+bf":
                     got = [list(o.outputs[0].token_ids) for o in out]
             overheads.append(pair["vllm"] / pair["vllm+bf"] - 1)
-            for who, fn in (("generate", run_generate), ("transformers", run_hf)):
+            print(f"batch {B} rep {rep}: vLLM {pair['vllm']:.1f} tokens/s, vLLM + processor {pair['vllm+bf']:.1f}",
+                  flush=True)
+            for who, fn in (("generate", run_generate), ("transformers", run_hf)) if rep < args.compare_reps else ():
                 dt, n, res = fn(prompts)
                 times[who].append(dt)
                 toks[who] = n
@@ -135,6 +140,8 @@ def main(argv=None) -> int:
                     same = all(g[: len(r.token_ids)] == r.token_ids for g, r in zip(got, res))
             loads.append(os.getloadavg()[0])
         for who in times:
+            if not times[who]:
+                continue
             med = statistics.median(times[who])
             rows.append(dict(batch=B, engine=who, seconds=round(med, 3), tokens=toks[who],
                              tokens_per_s=round(toks[who] / med, 1),
