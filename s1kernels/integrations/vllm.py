@@ -59,11 +59,12 @@ from s1kernels.data.format import ANSWER_START, FINAL_ANSWER  # noqa: E402
 from s1kernels.ops.decode import (  # noqa: E402
     DONE, Budget, BudgetTensors, DecodeState, ForcingTokens, Sampling, SamplingTensors, decode_step)
 from s1kernels.ops.decode.characters import CharacterGuard  # noqa: E402
-from s1kernels.ops.decode.config import _STATE_FIELDS, _MODES  # noqa: E402
+from s1kernels.ops.decode.contract import _STATE_FIELDS, MODE_SUPPRESS, MODE_WAIT  # noqa: E402
 
 __all__ = ["BudgetForcingLogitsProcessor", "sampling_params", "budget_args", "KEYS"]
 
 _UNLIMITED = 2**31 - 1
+_MODES = {"wait": MODE_WAIT, "suppress": MODE_SUPPRESS}
 # extra_args keys -> default (the defaults of s1kernels.generate and Budget)
 KEYS = {
     "min_thinking_tokens": 0,

@@ -33,7 +33,7 @@ import weakref
 
 import torch
 
-from s1kernels.ops.decode.config import INJECT_NONE, THINKING, BudgetTensors, DecodeState, ForcingTokens
+from s1kernels.ops.decode.contract import INJECT_NONE, THINKING, BudgetTensors, DecodeState, ForcingTokens
 
 __all__ = ["CharacterGuard", "token_bytes", "missing_after"]
 
