@@ -324,21 +324,21 @@ class BudgetForcingLogitsProcessor(_vllm_lp.LogitsProcessor):
         need = torch.tensor([r.need for r in rows], dtype=torch.int32, device=dev)
         whole = len(idx) == logits.shape[0] and idx[-1] == len(idx) - 1
         sel = None if whole else torch.tensor(idx, dtype=torch.int64, device=dev)
+        # the rows are rewritten below, so the rule may mask vLLM's own tensor in place
         sub = logits if whole else logits.index_select(0, sel)
-        sub = sub.float() if sub.dtype != torch.float32 else sub
-        if whole:
-            sub = sub.clone()  # the guard masks in place; vLLM's logits are rewritten below anyway
+        if sub.dtype != torch.float32:
+            sub = sub.float()
         guard.mask_(sub, need, state, budget_t)
         tokens, _ = decode_step(sub, state, budget_t, sampling_t, forcing, vocab_size=self._vocab_size,
                                 backend=self.backend)
         need = guard.advance(need, tokens)
         # the chosen token is the only finite logit of the row
-        forced = torch.full((len(idx), logits.shape[1]), float("-inf"), dtype=logits.dtype, device=dev)
-        forced.scatter_(1, tokens[:, None], 0.0)
         if whole:
-            logits.copy_(forced)
+            logits.fill_(float("-inf"))
+            logits.scatter_(1, tokens[:, None], 0.0)
         else:
-            logits.index_copy_(0, sel, forced)
+            logits.index_fill_(0, sel, float("-inf"))
+            logits[sel, tokens] = 0.0
         new = [t.tolist() for t in state.tensors()]
         need_l = need.tolist()
         for j, r in enumerate(rows):
