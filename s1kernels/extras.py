@@ -23,6 +23,7 @@ EXTRAS = {
     "matplotlib": ("matplotlib", "plot"),
     "flash_attn": ("flash-attn", "flash"),
     "gguf": ("gguf", "convert"),
+    "vllm": ("vllm", "vllm"),
 }
 
 

@@ -118,6 +118,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _vllm_engine(args):
+    """The tokenizer and a VLLMGenerate over a vLLM engine for --engine vllm."""
+    from s1kernels.data.tokenizer import S1Tokenizer
+    from s1kernels.extras import require
+
+    require("vllm", "--engine vllm")
+    from vllm import LLM
+
+    from s1kernels.integrations.vllm import BudgetForcingLogitsProcessor, VLLMGenerate
+
+    kw = {"max_model_len": args.max_model_len} if args.max_model_len else {}
+    llm = LLM(model=args.model, dtype=args.dtype if args.dtype != "auto" else "auto", seed=args.seed,
+              logits_processors=[BudgetForcingLogitsProcessor], **kw)
+    return S1Tokenizer.from_folder(args.model), VLLMGenerate(llm)
+
+
 def suite_main(argv: Sequence[str] | None = None) -> int:
     """`python -m s1kernels.evaluation`: every method of the suite on one model."""
     p = argparse.ArgumentParser(prog="python -m s1kernels.evaluation", description=suite.__doc__,
@@ -146,6 +162,11 @@ def suite_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default="auto")
+    p.add_argument("--engine", choices=["s1kernels", "vllm"], default="s1kernels",
+                   help="generate with s1kernels.generate (default) or a vLLM engine through its offline LLM API "
+                        "and s1kernels' budget-forcing logits processor (needs vLLM)")
+    p.add_argument("--max-model-len", type=checks.arg_int(16), default=None,
+                   help="--engine vllm: the engine's context length (default: the model's)")
     args = p.parse_args(argv)
 
     if args.data is None:
@@ -158,11 +179,19 @@ def suite_main(argv: Sequence[str] | None = None) -> int:
     if not rows:
         p.error("no rows to evaluate")
     cfg = {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in defaults.items()}
-    model, tok = load_model_and_tokenizer(args.model, args.device, args.dtype)
-    set_cpu_threads(model, args.threads)
+    engine = {}
+    if args.engine == "vllm":
+        try:
+            model, tok, engine["engine"] = None, *_vllm_engine(args)
+        except extras.MissingExtra as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    else:
+        model, tok = load_model_and_tokenizer(args.model, args.device, args.dtype)
+        set_cpu_threads(model, args.threads)
     result = suite.run_suite(model, tok, rows, methods=args.methods, samples=args.samples, temperature=args.temperature,
                        max_attempts=args.max_attempts, seed=args.seed, strings=args.strings,
-                       batch_size=args.batch_size, **cfg)
+                       batch_size=args.batch_size, **cfg, **engine)
     out = args.out or os.path.join(args.model, "suite")
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "rows.jsonl"), "w", encoding="utf-8") as f:
@@ -170,7 +199,7 @@ def suite_main(argv: Sequence[str] | None = None) -> int:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
     notes = [f"{s!r} encodes to {n} unknown token(s) with this tokenizer" for s in args.strings
              if s != "none" and (n := runs.unknown_tokens(tok, s))]
-    report = {"model": os.path.abspath(args.model), "data": source, "kind": kind, "rows": len(rows), "settings": cfg,
+    report = {"model": os.path.abspath(args.model), "engine": args.engine, "data": source, "kind": kind, "rows": len(rows), "settings": cfg,
               "temperature": args.temperature, "notes": notes, **result}
     with open(os.path.join(out, "report.json"), "w", encoding="utf-8") as f:
         json.dump(report, f, indent=1)

@@ -1,7 +1,8 @@
 """Evaluating one test-time method at its settings: budget forcing, majority voting,
 conditional prompting, rejection sampling, extension strings.
 
-Every method runs the same engine (``s1kernels.generate.generate``) and yields one record
+Every method runs the same engine (``s1kernels.generate.generate``, or ``engine=`` one with
+its signature and results, such as ``integrations.vllm.VLLMGenerate``) and yields one record
 per question, sample and setting, with the full generation, the extracted answer, the
 thinking length measured on the emitted tokens and the budget events (waits used, forced
 exit, finish reason, and for rejection sampling the attempts). ``aggregate`` turns a
@@ -73,10 +74,12 @@ def run_setting(model, tokenizer, rows: list[dict], setting: Setting, *, samplin
                                                       final_answer=final_answer)
     measure = measure or forcing
     prompts = [r["question"] + ("\n" + setting.suffix if setting.suffix else "") for r in rows]
+    # another engine with generate's signature and results (integrations.vllm.VLLMGenerate)
+    engine = gen_kwargs.pop("engine", None) or generate
     # sample j of question i is prompt i*samples + j; its seed is seed + that index
     results = generate_sharded(model, tokenizer, [p for p in prompts for _ in range(samples)],
                                budget=_repeat(setting.budget, samples), sampling=sampling, forcing=forcing,
-                               generate_fn=generate, **gen_kwargs)
+                               generate_fn=engine, **gen_kwargs)
     # one rule for every reader of a row (s1kernels.control.read_row): the answer scored is the
     # first one in the answer span, and what the row writes after it counts as thinking
     spans = [read_row(r.token_ids, measure, tokenizer) for r in results]

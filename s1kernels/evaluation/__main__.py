@@ -2,4 +2,6 @@ import sys
 
 from s1kernels.eval.__main__ import suite_main
 
-sys.exit(suite_main())
+# guarded: engines that spawn processes (vLLM) import the main module again in them
+if __name__ == "__main__":
+    sys.exit(suite_main())

@@ -47,6 +47,7 @@ from s1kernels.data.tokenizer import real_vocab_size
 from s1kernels.generate import engine
 from s1kernels.generate.engine import Decoder as _Decoder  # noqa: F401  (tests patch it here)
 from s1kernels.ops.decode import Budget, ForcingTokens, Sampling
+from s1kernels.ops.decode.characters import CharacterGuard
 from s1kernels.model.cpu_pack import AUTO_MAX_BYTES, DecodePack, why_not_pack
 
 __all__ = ["GenerationResult", "generate", "format_prompt"]
@@ -260,6 +261,8 @@ def generate(model, tokenizer, prompts, budget=None, sampling=None, max_new_toke
                                                final_answer=final_answer)
     rows = getattr(getattr(model, "config", None), "vocab_size", None)
     vocab_size = real_vocab_size(tokenizer, rows, vocab_size) if rows is not None else vocab_size
+    # forcing never lands inside a byte-level character (ops/decode/characters.py)
+    guard = CharacterGuard.for_generation(tokenizer, forcing, vocab_size)
     if max_new_tokens is None:
         max_new_tokens = _default_max_new(budget, forcing)
     if max_new_tokens < 1:
@@ -305,7 +308,7 @@ def generate(model, tokenizer, prompts, budget=None, sampling=None, max_new_toke
         b_sampling = _slice_rows(sampling, rows, n)
         h = engine.run_batch(model, tokenizer, [prompt_ids[i] for i in rows], b_budget, b_sampling, forcing,
                              max_new_tokens, emit, use_graph, check_every, backend, compact_rows=compact,
-                             vocab_size=vocab_size, pack=pack)
+                             vocab_size=vocab_size, pack=pack, guard=guard)
         for j, i in enumerate(rows):
             results[i] = _build_result(tokenizer, forcing, texts[i], len(prompt_ids[i]), h.ids[j], h.logprobs[j],
                                        h.done[j], h.error[j], h.thinking[j], h.waits[j], h.forced[j])

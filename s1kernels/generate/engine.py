@@ -53,8 +53,11 @@ class Decoder:
     """Runs decode steps eagerly or through a captured CUDA graph."""
 
     def __init__(self, model, cache, state, budget_t, sampling_t, forcing, bufs: StepBuffers,
-                 vocab_size: int, backend: str, pack=None):
+                 vocab_size: int, backend: str, pack=None, guard=None):
         self.model, self.cache, self.state = model, cache, state
+        # the forcing character rule (ops/decode/characters.py); `need` is its per-row state
+        self.guard = guard
+        self.need = torch.zeros(state.phase.shape[0], dtype=torch.int32, device=state.phase.device)
         self.budget_t, self.sampling_t, self.forcing = budget_t, sampling_t, forcing
         self.bufs, self.vocab_size, self.backend = bufs, vocab_size, backend
         self.pack = pack
@@ -65,9 +68,17 @@ class Decoder:
     def first(self, logits: torch.Tensor) -> None:
         """The first generated token, from the prefill's last-position logits."""
         active = ~row_done_mask(self.state)
+        tokens, logprobs = self._decode(logits)
+        self.bufs.record(tokens, logprobs, active, self.state)
+
+    def _decode(self, logits: torch.Tensor):
+        if self.guard is not None:
+            self.guard.mask_(logits, self.need, self.state, self.budget_t)
         tokens, logprobs = decode_step(logits, self.state, self.budget_t, self.sampling_t, self.forcing,
                                        vocab_size=self.vocab_size, backend=self.backend)
-        self.bufs.record(tokens, logprobs, active, self.state)
+        if self.guard is not None:
+            self.need.copy_(self.guard.advance(self.need, tokens))
+        return tokens, logprobs
 
     def _step(self) -> None:
         b = self.bufs
@@ -75,8 +86,7 @@ class Decoder:
         hidden = self.model.forward_cached(b.tokens[:, None], b.pos, self.cache, pack=self.pack, kv_len=kv_len)
         logits = self.model.logits(hidden[:, 0], pack=self.pack)
         active = ~row_done_mask(self.state)
-        tokens, logprobs = decode_step(logits, self.state, self.budget_t, self.sampling_t, self.forcing,
-                                       vocab_size=self.vocab_size, backend=self.backend)
+        tokens, logprobs = self._decode(logits)
         b.pos.add_(1)
         b.record(tokens, logprobs, active, self.state)
 
@@ -107,6 +117,7 @@ class Decoder:
         for t in (self.cache.k, self.cache.v):
             t[:, :n] = t[:, idx]
         self.state = DecodeState(*[t[idx].contiguous() for t in self.state.tensors()])
+        self.need = self.need[idx].contiguous()
         self.budget_t = type(self.budget_t)(*[t[idx].contiguous() for t in self.budget_t])
         self.sampling_t = type(self.sampling_t)(*[t[idx].contiguous() for t in self.sampling_t])
         self.bufs.select(idx)
@@ -245,12 +256,13 @@ def decode_until_done(dec: Decoder, harvest: Harvest, max_new: int, steps: int, 
 @torch.inference_mode()
 def run_batch(model, tokenizer, prompt_ids: list[list[int]], budget, sampling, forcing, max_new: int, emit,
               cuda_graph: bool, check_every: int, backend: str, compact_rows: bool = True,
-              start_phase: str = "thinking", vocab_size: int | None = None, pack=None) -> Harvest:
+              start_phase: str = "thinking", vocab_size: int | None = None, pack=None, guard=None) -> Harvest:
     """Prefills and decodes one batch; returns the rows' tokens and events on the host.
     start_phase="answer" decodes without a thinking phase: plain sampling until EOS or the
     budget's answer cap (what a greedy check of a trained model needs). Logit columns at or
     past `vocab_size` (default: the model's vocabulary rows) are never sampled. `pack`: a
-    DecodePack of the model (CPU) used by every forward."""
+    DecodePack of the model (CPU) used by every forward. `guard`: the forcing character rule
+    (a CharacterGuard), applied to the logits before every decode step."""
     device = next(model.parameters()).device
     B = len(prompt_ids)
     cache, logits, len_t = prefill(model, prompt_ids, tokenizer.pad_id, max_new, pack)
@@ -260,7 +272,7 @@ def run_batch(model, tokenizer, prompt_ids: list[list[int]], budget, sampling, f
     bufs = StepBuffers(B, max_new, device)
     bufs.pos.copy_(len_t)
     dec = Decoder(model, cache, state, budget.tensors(B, device), sampling.tensors(B, device), forcing, bufs,
-                  vocab_size, backend, pack)
+                  vocab_size, backend, pack, guard)
     dec.first(logits)
     harvest = Harvest(B)
     if emit is not None:

@@ -35,6 +35,7 @@ import torch
 from s1kernels import extras
 from s1kernels.control import RowSpans, read_row
 from s1kernels.ops.decode import DONE, Budget, DecodeState, ForcingTokens, Sampling, decode_step
+from s1kernels.ops.decode.characters import CharacterGuard
 
 _tf = extras.require("transformers", "s1kernels.integrations", extra="hf")
 
@@ -89,13 +90,17 @@ class BudgetForcingProcessor(_tf.LogitsProcessor):
             picked (default: every column).
         start_phase: "thinking" (the prompt ends with the thinking start) or "answer".
         backend: decode-step backend ("auto", "cuda", "cpp", "torch").
+        tokenizer: the model's tokenizer; with it the forcing character rule applies (no
+            Wait, delimiter or forced exit inside a byte-level character, as in
+            `s1kernels.generate`; `s1kernels.ops.decode.characters`).
 
     One instance serves one `generate` call at a time; it resets itself when a new call
     starts (the sequence is shorter than at the last step) or call `reset()`.
     """
 
     def __init__(self, forcing: ForcingTokens, budget: Budget | None = None, sampling: Sampling | None = None, *,
-                 vocab_size: int | None = None, start_phase: str = "thinking", backend: str = "auto"):
+                 vocab_size: int | None = None, start_phase: str = "thinking", backend: str = "auto",
+                 tokenizer=None):
         if not isinstance(forcing, ForcingTokens):
             raise TypeError(f"forcing: expected ForcingTokens, got {type(forcing).__name__}")
         if budget is not None and not isinstance(budget, Budget):
@@ -107,6 +112,7 @@ class BudgetForcingProcessor(_tf.LogitsProcessor):
         self.forcing, self.budget = forcing, budget or Budget()
         self.sampling = sampling or Sampling()
         self.vocab_size, self.start_phase, self.backend = vocab_size, start_phase, backend
+        self.guard = None if tokenizer is None else CharacterGuard.for_generation(tokenizer, forcing, vocab_size)
         self.reset()
 
     def reset(self) -> None:
@@ -126,6 +132,7 @@ class BudgetForcingProcessor(_tf.LogitsProcessor):
         # kept on the device: no host sync per step
         self._prompt_len = seq_len
         self._ends = torch.full((batch,), seq_len, dtype=torch.int64, device=device)
+        self.need = torch.zeros(batch, dtype=torch.int32, device=device)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if not torch.is_tensor(scores) or scores.dim() != 2:
@@ -136,8 +143,14 @@ class BudgetForcingProcessor(_tf.LogitsProcessor):
         self._last_len = seq_len
         budget_t, sampling_t = self._config
         active = self.state.phase != DONE
-        tokens, _ = decode_step(scores.contiguous(), self.state, budget_t, sampling_t, self.forcing,
+        scores = scores.contiguous()
+        if self.guard is not None:
+            scores = scores.clone()  # the rule masks in place; the caller's scores stay as they were
+            self.guard.mask_(scores, self.need, self.state, budget_t)
+        tokens, _ = decode_step(scores, self.state, budget_t, sampling_t, self.forcing,
                                 vocab_size=self.vocab_size, backend=self.backend)
+        if self.guard is not None:
+            self.need = self.guard.advance(self.need, tokens)
         self._ends = torch.where(active, seq_len + 1, self._ends)
         out = torch.full_like(scores, float("-inf"))
         out.scatter_(1, tokens[:, None].to(torch.int64), 0.0)
