@@ -147,7 +147,8 @@ setup(
             include_dirs=[os.path.join(ROOT, "csrc", "include")],
             define_macros=[("S1K_SOURCE_DIGEST", '"%s"' % source_digest())],
             cxx_std=17,
-            extra_compile_args=["-O3"],
+            extra_compile_args=["-O3", "-pthread"],
+            extra_link_args=["-pthread"],  # the CPU top-k folds rows on std::thread workers
         )
     ],
     cmdclass={"build_ext": BuildExt},
