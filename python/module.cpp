@@ -15,6 +15,7 @@ extern "C" const char* s1k_cuda_last_error_string();
 
 void s1k_bind_decode(py::module_& m);
 void s1k_bind_similarity(py::module_& m);
+void s1k_bind_attention(py::module_& m);
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "s1kernels native kernels (CPU twins always; CUDA when built with nvcc)";
@@ -36,4 +37,5 @@ PYBIND11_MODULE(_C, m) {
 #endif
   s1k_bind_decode(m);
   s1k_bind_similarity(m);
+  s1k_bind_attention(m);
 }
