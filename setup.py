@@ -147,7 +147,9 @@ setup(
             include_dirs=[os.path.join(ROOT, "csrc", "include")],
             define_macros=[("S1K_SOURCE_DIGEST", '"%s"' % source_digest())],
             cxx_std=17,
-            extra_compile_args=["-O3"],
+            # -ffp-contract=off: a * b + c rounds twice, as torch computes it (the CPU RoPE matches it bit for bit)
+            extra_compile_args=["-O3", "-pthread", "-ffp-contract=off"],
+            extra_link_args=["-pthread"],  # the CPU top-k folds rows on std::thread workers
         )
     ],
     cmdclass={"build_ext": BuildExt},

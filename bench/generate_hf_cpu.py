@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -35,7 +34,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from cpu_report import write_report  # noqa: E402
+from cpu_report import machine, write_report  # noqa: E402
 
 from s1kernels.data.format import THINK_START, prompt_text  # noqa: E402
 from s1kernels.runtime import load_model_and_tokenizer  # noqa: E402
@@ -157,7 +156,7 @@ def main(argv=None) -> int:
         "",
         f"Command: `python bench/generate_hf_cpu.py --model SMOLLM2_FOLDER --batch {' '.join(map(str, args.batch))} "
         f"--new-tokens {args.new_tokens} --reps {args.reps} --threads {args.threads} --configs {' '.join(args.configs)}`",
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {args.threads} threads "
+        f"Machine: {machine()}; torch {torch.__version__}, {args.threads} threads "
         f"per engine; shared machine, load average {load_before:.1f} at the start and {os.getloadavg()[0]:.1f} at "
         "the end (repetitions interleaved, ratio per repetition, medians).",
         "",

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -26,7 +25,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from cpu_report import write_report  # noqa: E402
+from cpu_report import machine, write_report  # noqa: E402
 
 from s1kernels.ops.similarity import topk_similarity  # noqa: E402
 
@@ -110,7 +109,7 @@ def main(argv=None) -> int:
         f"# Exact self-kNN on a CPU: s1kernels vs FAISS IndexFlatIP (N={args.n:,}, D={x.shape[1]}, k={args.k})",
         "",
         f"Command: `python bench/knn_faiss_cpu.py --n {args.n} --k {args.k} --threads {args.threads} --reps {args.reps}`",
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, faiss {faiss.__version__}, "
+        f"Machine: {machine()}; torch {torch.__version__}, faiss {faiss.__version__}, "
         f"{args.threads} threads each; shared machine, load average {load0:.1f} at the start, "
         f"{os.getloadavg()[0]:.1f} at the end (repetitions interleaved, ratio per repetition).",
         "",

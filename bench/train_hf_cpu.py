@@ -24,13 +24,12 @@ import argparse
 import ctypes
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 
-from cpu_report import status_kb, write_report
+from cpu_report import machine, status_kb, write_report
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = os.path.join(HERE, "..", "..", "shared", "data", "math500.jsonl")
@@ -151,7 +150,7 @@ def main(argv=None) -> int:
         "",
         f"Command: `python bench/train_hf_cpu.py --model SMOLLM2_FOLDER --rows {args.rows} --seq {args.seq} "
         f"--reps {args.reps} --threads {args.threads}{' --gradient-checkpointing' if args.gradient_checkpointing else ''}`",
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, transformers "
+        f"Machine: {machine()}; torch {torch.__version__}, transformers "
         f"{transformers.__version__}, {args.threads} threads; shared machine, load average {load0:.1f} at the "
         f"start, {os.getloadavg()[0]:.1f} at the end (fresh process per measurement, alternating).",
         f"Batch: {args.rows} MATH500 samples x {args.seq} tokens in the s1 format; one [tokens, V] fp32 logits "

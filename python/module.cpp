@@ -14,6 +14,8 @@ extern "C" const char* s1k_cuda_last_error_string();
 #endif
 
 void s1k_bind_decode(py::module_& m);
+void s1k_bind_similarity(py::module_& m);
+void s1k_bind_attention(py::module_& m);
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "s1kernels native kernels (CPU twins always; CUDA when built with nvcc)";
@@ -34,4 +36,6 @@ PYBIND11_MODULE(_C, m) {
   m.def("cuda_last_error", []() { return std::string("s1kernels was built without CUDA"); });
 #endif
   s1k_bind_decode(m);
+  s1k_bind_similarity(m);
+  s1k_bind_attention(m);
 }

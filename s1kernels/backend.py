@@ -138,7 +138,7 @@ def cpp_usable(device: torch.device) -> bool:
 # s1kernels.model.attention and docs/backends.md.
 FAMILIES = {
     "loss": ("triton", "torch"),
-    "similarity": ("triton", "torch"),
+    "similarity": ("triton", "cpp", "torch"),
     "decode": ("cuda", "cpp", "torch"),
 }
 _OPS = {"loss": "linear_cross_entropy", "similarity": "topk_similarity", "decode": "decode_step"}

@@ -28,7 +28,7 @@ def test_resolve_rejects_unknown_and_unimplemented_backends():
     with pytest.raises(ValueError, match="backend must be one of"):
         backend.resolve("loss", "cuDNN", torch.device("cpu"), "op")
     with pytest.raises(ValueError, match="not implemented"):
-        backend.resolve("similarity", "cpp", torch.device("cpu"), "op")
+        backend.resolve("loss", "cpp", torch.device("cpu"), "op")
     with pytest.raises(ValueError, match="family"):
         backend.resolve("attention", "auto", torch.device("cpu"))
 

@@ -41,7 +41,7 @@ DTYPES = st.sampled_from([torch.float32, torch.bfloat16, torch.float16])
 # only when no GPU is visible; on a GPU machine the fuzzing covers the other backends here and
 # `CUDA_VISIBLE_DEVICES= python -m pytest tests -m interpreter` is not needed for it.
 _CPU_TRITON = os.environ.get("TRITON_INTERPRET", "0") == "1"
-SIMILARITY_BACKENDS = ["torch"] + (["triton"] if _CPU_TRITON else [])
+SIMILARITY_BACKENDS = ["torch"] + (["triton"] if _CPU_TRITON else []) + (["cpp"] if "cpp" in DECODE_BACKENDS else [])
 LOSS_BACKENDS = [b for b in FAMILIES["loss"] if b != "triton" or _CPU_TRITON]
 
 

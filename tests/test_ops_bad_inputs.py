@@ -52,7 +52,7 @@ def _pool(n=40, d=12, seed=0):
 
 
 # Triton on CPU tensors needs the interpreter: marked so that a GPU machine skips it with the reason.
-BACKENDS = ["torch", pytest.param("triton", marks=pytest.mark.interpreter)]
+BACKENDS = ["torch", pytest.param("triton", marks=pytest.mark.interpreter), "cpp"]
 
 
 @pytest.mark.parametrize("scale", [2.0**64, 2.0**-70, 2.0**100])

@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from . import cpu_attention
 from .attention import cached_attention, varlen_causal_attention
 from .config import ModelConfig
 
@@ -100,6 +101,11 @@ class Attention(nn.Module):
         """x [B, T, H]; writes this step's K/V into the cache slices, then attends over the
         first `kv_len` cache positions (all when None)."""
         B, T, _ = x.shape
+        if pack is not None and cpu_attention.usable(x, k_cache, v_cache):
+            # one new token per row on the CPU: RoPE, cache writes and attention in one call
+            out = cpu_attention.decode_attention(pack.qkv(x[:, 0]), cos, sin, start_pos, k_cache, v_cache,
+                                                 self.n_heads, self.n_kv_heads)
+            return pack.o(out)[:, None]
         q, k, v = self._qkv(x, cos, sin, pack)  # [B, T, heads, D]
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         idx = (start_pos[:, None] + torch.arange(T, device=x.device))[:, None, :, None]

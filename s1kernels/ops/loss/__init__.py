@@ -17,9 +17,10 @@ Structure (the same doors as every family in s1kernels.ops):
   [N, V] buffer).
 - The reduction (token/sequence normalisation, `num_items`, mean/sum/none) is plain torch on
   [N] vectors outside the op, so autograd hands the op one gradient per token.
-- Except on the Triton backend for a scalar loss (mean/sum, no softcap) that needs a
-  gradient: then `grad_op.py`'s op computes the gradient in the forward pass from the same
-  logits tiles (`triton_fused.py`, 6 N H V FLOPs instead of 8) and its backward only scales.
+- Except for a scalar loss (mean/sum, no softcap) that needs a gradient: then `grad_op.py`'s
+  op computes the gradient in the forward pass from the same logits tiles (`triton_fused.py`)
+  or chunks (`torch_impl.forward_with_grad`), 6 N H V FLOPs instead of 8, and its backward
+  only scales.
 """
 from __future__ import annotations
 
@@ -203,14 +204,17 @@ def linear_cross_entropy(hidden: Tensor, weight: Tensor, labels: Tensor, *, cu_s
             raise TypeError("backend='triton': float64 inputs are not supported; use 'torch'")
         impl = "torch"
     need_hidden, need_weight = _grad_op.wants_grad(hidden, weight, bias)
-    if impl == "triton" and reduction != "none" and not softcap and (need_hidden or need_weight):
+    # (fp64, the oracle's precision, keeps forward + backward: the token weights are fp32)
+    if reduction != "none" and not softcap and (need_hidden or need_weight) and hidden.dtype != torch.float64:
         # A scalar loss with a gradient: computed in the forward pass (6 N H V FLOPs, see
-        # triton_fused.py); the backward only scales it by grad_output.
+        # triton_fused.py; the torch path likewise skips backward's second logits product);
+        # the backward only scales it by grad_output.
         w, denom = _token_weights(labels, cu_seqlens, ignore_index, normalize, num_items)
         loss, token_loss, lse, pred, *_ = torch.ops.s1kernels.linear_cross_entropy_with_grad(
             hidden.contiguous(), weight.contiguous(), labels.contiguous(),
             bias.contiguous() if bias is not None else None, w if reduction == "sum" else w / denom, ignore_index,
-            float(z_loss), vocab_size, need_hidden, need_weight)
+            float(z_loss), vocab_size, need_hidden, need_weight, impl,
+            _torch_chunk(hidden, vocab_size, chunk_tokens) if impl == "torch" else 0)
         return loss if not return_stats else (loss, _stats(token_loss, lse, pred, labels, ignore_index))
     token_loss, lse, pred = _lce_op(hidden.contiguous(), weight.contiguous(), labels.contiguous(),
                                     bias.contiguous() if bias is not None else None, ignore_index,

@@ -2,9 +2,10 @@
 
 `s1kernels::linear_cross_entropy_with_grad` returns the scalar sum_t token_weight[t] *
 loss[t], the per-token statistics, and the gradients of that scalar wrt hidden, weight and
-bias (computed by triton_fused.forward_with_grad while the logits tiles are on chip). Its
-backward only multiplies those by grad_output. linear_cross_entropy uses it for a scalar
-reduction on the Triton backend when a gradient is needed (grad mode on and an input that
+bias (computed by triton_fused.forward_with_grad while the logits tiles are on chip, or by
+torch_impl.forward_with_grad from each logits chunk). Its backward only multiplies those by
+grad_output. linear_cross_entropy uses it for a scalar reduction on the Triton and torch
+backends when a gradient is needed (grad mode on and an input that
 requires grad); otherwise the forward-only op runs and nothing extra is computed.
 """
 from __future__ import annotations
@@ -24,19 +25,30 @@ def _no_autocast(t):
 @torch.library.custom_op("s1kernels::linear_cross_entropy_with_grad", mutates_args=())
 def _lce_with_grad_op(hidden: Tensor, weight: Tensor, labels: Tensor, bias: Optional[Tensor], token_weight: Tensor,
                       ignore_index: int, z_loss: float, vocab_size: int, need_hidden: bool,
-                      need_weight: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """(loss, token_loss, lse, argmax, grad_hidden, grad_weight, grad_bias); unneeded gradients are [0]."""
-    from s1kernels.ops.loss import triton_fused
-
+                      need_weight: bool, impl: str = "triton",
+                      chunk: int = 0) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(loss, token_loss, lse, argmax, grad_hidden, grad_weight, grad_bias); unneeded gradients are [0].
+    impl: "triton" (triton_fused) or "torch" (torch_impl, `chunk` trained tokens at a time)."""
     with _no_autocast(hidden):
-        token_loss, lse, pred, gh, gw, gb = triton_fused.forward_with_grad(
-            hidden, weight, labels, bias, token_weight, ignore_index, z_loss, vocab_size, need_hidden, need_weight)
+        if impl == "torch":
+            from s1kernels.ops.loss import torch_impl
+
+            token_loss, lse, pred, gh, gw, gb = torch_impl.forward_with_grad(
+                hidden, weight, labels, bias, token_weight, ignore_index, z_loss, vocab_size, chunk, need_hidden,
+                need_weight)
+        else:
+            from s1kernels.ops.loss import triton_fused
+
+            token_loss, lse, pred, gh, gw, gb = triton_fused.forward_with_grad(
+                hidden, weight, labels, bias, token_weight, ignore_index, z_loss, vocab_size, need_hidden,
+                need_weight)
         loss = (token_loss * token_weight.to(token_loss.dtype)).sum()
     return loss, token_loss, lse, pred, gh, gw, gb
 
 
 @_lce_with_grad_op.register_fake
-def _(hidden, weight, labels, bias, token_weight, ignore_index, z_loss, vocab_size, need_hidden, need_weight):
+def _(hidden, weight, labels, bias, token_weight, ignore_index, z_loss, vocab_size, need_hidden, need_weight,
+      impl="triton", chunk=0):
     n = hidden.shape[0]
     f32 = torch.float32
     gh = torch.empty_like(hidden) if need_hidden else hidden.new_empty(0)
@@ -55,7 +67,7 @@ def _backward(ctx, grad_loss, *_):
     gh, gw, gb = ctx.saved_tensors
     need_hidden, need_weight, _, need_bias = ctx.needs_input_grad[:4]
     return (gh * grad_loss if need_hidden else None, gw * grad_loss if need_weight else None, None,
-            gb * grad_loss if ctx.has_bias and need_bias else None, None, None, None, None, None, None)
+            gb * grad_loss if ctx.has_bias and need_bias else None, None, None, None, None, None, None, None, None)
 
 
 _lce_with_grad_op.register_autograd(_backward, setup_context=_setup_context)

@@ -98,3 +98,51 @@ def backward(grad, hidden, weight, labels, bias, lse, ignore_index, z_loss, soft
     gw = grad_weight.to(weight.dtype) if need_weight else hidden.new_empty(0)
     gb = grad_bias.to(hidden.dtype) if bias is not None and need_weight else hidden.new_empty(0)
     return gh, gw, gb
+
+
+def forward_with_grad(hidden, weight, labels, bias, token_weight, ignore_index, z_loss, vocab_size, chunk,
+                      need_hidden=True, need_weight=True):
+    """`forward` plus the gradients of sum_t token_weight[t] * loss[t] wrt hidden, weight and
+    bias, from the same logits chunk: three matrix products per chunk (logits, dH, dW) where
+    forward then backward take four (backward recomputes the logits), and one exp pass.
+    Returns (token_loss, lse, pred, grad_hidden, grad_weight, grad_bias); a gradient not
+    needed (or no bias) comes back as [0]. No softcap (linear_cross_entropy sends that
+    through forward/backward)."""
+    n = hidden.shape[0]
+    ct = torch.float64 if hidden.dtype == torch.float64 else torch.float32
+    dev = hidden.device
+    token_loss = torch.zeros(n, dtype=stat_dtype(hidden.dtype), device=dev)
+    lse_out = torch.zeros(n, dtype=stat_dtype(hidden.dtype), device=dev)
+    pred = torch.full((n,), -1, dtype=torch.int64, device=dev)
+    grad_hidden = torch.zeros(hidden.shape if need_hidden else (0,), dtype=ct, device=dev)
+    grad_weight = torch.zeros(weight.shape if need_weight else (0,), dtype=ct, device=dev)
+    grad_bias = torch.zeros(weight.shape[0] if need_weight else 0, dtype=ct, device=dev)
+    rows = (labels != ignore_index).nonzero()[:, 0]
+    w = weight[:vocab_size].to(ct)
+    b = bias[:vocab_size].to(ct) if bias is not None else None
+    tw = token_weight.to(ct)
+    for s in range(0, rows.shape[0], chunk):
+        r = rows[s:s + chunk]
+        h = hidden[r].to(ct)
+        z = _capped_logits(h, w, b, None)
+        lse = torch.logsumexp(z, dim=-1)
+        y = labels[r].long()
+        inside = (y >= 0) & (y < vocab_size)
+        yc = y.clamp(0, vocab_size - 1)
+        tgt = torch.where(inside, z.gather(1, yc[:, None])[:, 0], 0.0)
+        token_loss[r] = (lse - tgt + z_loss * lse * lse).to(token_loss.dtype)
+        lse_out[r] = lse.to(lse_out.dtype)
+        pred[r] = z.argmax(-1)
+        # the backward's dlogits with g = token_weight, in place over the chunk (see backward)
+        g = tw[r]
+        d = z.sub_(lse[:, None]).exp_().mul_(((1.0 + 2.0 * z_loss * lse) * g)[:, None])
+        d[torch.arange(r.shape[0], device=dev), yc] -= inside.to(ct) * g
+        if need_hidden:
+            grad_hidden[r] = d @ w
+        if need_weight:
+            grad_weight[:vocab_size].addmm_(d.T, h)
+            grad_bias[:vocab_size] += d.sum(0)
+    gh = grad_hidden.to(hidden.dtype) if need_hidden else hidden.new_empty(0)
+    gw = grad_weight.to(weight.dtype) if need_weight else hidden.new_empty(0)
+    gb = grad_bias.to(hidden.dtype) if bias is not None and need_weight else hidden.new_empty(0)
+    return token_loss, lse_out, pred, gh, gw, gb

@@ -24,7 +24,8 @@ Semantics shared by every op:
   larger k on the device, an explicit backend="triton" raises).
 - Layout (the doors of every family): `contract.py` (argument checks, the ranking key, safe
   row norms), `reference.py` (the oracles only), `torch_impl.py` (chunked top-k, the greedy
-  device loop), `triton_impl.py` (the top-k kernel and its launcher), `algorithms.py`
+  device loop), `triton_impl.py` (the top-k kernel and its launcher), `native.py` (the CPU
+  top-k: torch's matrix product per chunk, the extension's threshold selection over it), `algorithms.py`
   (dedup, k-center, MMR, k-means, built on the kernels); this module holds the public API
   and the custom op.
 - Argument checks run once per call at the boundary (they read a few flags back to the host);
@@ -56,8 +57,9 @@ def topk_similarity(x: torch.Tensor, y: torch.Tensor | None = None, k: int = 10,
     Returns (scores fp32 [N, k], indices int64 [N, k]), each row ordered by higher score
     first, then lower index. With y=None and exclude_self=True a row never lists itself
     (exclude_self is ignored when y is given). Cosine similarity when normalize=True, inner
-    product otherwise. backend: "auto" | "triton" | "torch" (s1kernels.backend.resolve); block_m sets the streamed tile
-    width (columns of y per step; the Triton kernel only narrows its tile to it, never widens).
+    product otherwise. backend: "auto" | "triton" | "cpp" | "torch" (s1kernels.backend.resolve; "cpp", the
+    extension's CPU selection, is what "auto" takes on a CPU when the extension is built); block_m sets the
+    streamed tile width (columns of y per step; the Triton kernel only narrows its tile to it, never widens).
     """
     x, y, exclude = check_topk_args(x, y, k, exclude_self, block_m)
     _choose(backend, x, k)
@@ -88,10 +90,16 @@ def _topk_op(x: torch.Tensor, y: Optional[torch.Tensor], k: int, exclude_self: b
     if not normalize:
         check_inner_products(x, y)
     exclude = exclude_self and self_mode
-    if _choose(backend, x, k) == "triton":
+    choice = _choose(backend, x, k)
+    if choice == "triton":
         from s1kernels.ops.similarity import triton_impl
 
         keys = triton_impl.topk_keys(x, y, rx, ry, k, exclude, block_m)
+    elif choice == "cpp":
+        from s1kernels.ops.similarity import native
+
+        keys = native.topk_keys(x, y, rx if normalize else None, ry if normalize else None, k, exclude, block_m,
+                                self_mode=self_mode)
     else:
         bn, bm = torch_impl.blocks(x.shape[0], y.shape[0], k, x.device, block_m)
         keys = torch_impl.topk_keys(x, y, rx if normalize else None, ry if normalize else None, k, exclude, bn, bm)
