@@ -246,3 +246,69 @@ def test_missing_vllm_is_one_line():
             "except ImportError as e:\n    print('MSG', e)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert 'pip install "s1kernels[vllm]"' in out.stdout, out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_compact_step_equals_whole_step(smol, seed, monkeypatch):
+    """Greedy rows take the compact step; it must leave exactly the logits and the state the
+    whole-vocabulary step leaves, on random batches: random budgets and modes, random logits
+    (with a padded vocabulary, forcing ids pushed to the top so that early ends, Waits and
+    the exit happen, exact ties between a forcing id and another id, NaN rows), sampled rows
+    mixed in, and the batch reordered as it runs."""
+    folder, t, f = smol
+    V = t.id_limit + 37  # a padded lm_head
+    rng = random.Random(seed)
+    gen = torch.Generator().manual_seed(seed)
+    monkeypatch.setenv("S1K_VLLM_COMPACT", "1")
+    fast = make_processor(folder, V)
+    monkeypatch.setenv("S1K_VLLM_COMPACT", "0")
+    whole = make_processor(folder, V)
+    assert fast.compact and not whole.compact
+    taken = []  # the compact step's answers: tokens, or None on a tie
+    real = fast._compact_step
+    fast._compact_step = lambda *a: taken.append(real(*a)) or taken[-1]
+    B = rng.choice([1, 5, 13])
+    special = [*f.end_think_ids, *f.eos_ids, *f.wait_ids, *f.forced_exit_ids]
+    outs_a, outs_b, params = [[] for _ in range(B)], [[] for _ in range(B)], []
+    for i in range(B):
+        lo = rng.randint(0, 12)
+        args = budget_args(min_thinking_tokens=lo, max_thinking_tokens=lo + rng.randint(0, 12),
+                           num_waits=rng.randint(0, 2), max_answer_tokens=rng.randint(1, 6),
+                           mode=rng.choice(["wait", "suppress"]))
+        temp = 0.8 if rng.random() < 0.25 else 0.0
+        params.append(SamplingParams(temperature=temp, seed=i, max_tokens=64, extra_args=args))
+    for p, outs in ((fast, outs_a), (whole, outs_b)):
+        p.update_state(BatchUpdate(batch_size=B, removed=[], added=[(i, params[i], [1, 2, 3], outs[i])
+                                                                    for i in range(B)], moved=[]))
+    for step in range(40):
+        x = torch.randn(B, V, generator=gen) * 3
+        for b in range(B):
+            r = rng.random()
+            if r < 0.2:
+                x[b, rng.choice(special)] = 50.0  # the model wants to end (or says a forcing id)
+            elif r < 0.3:  # an exact tie between a forcing id and another id
+                j = rng.randrange(t.id_limit)
+                x[b, j] = x[b, rng.choice(special)] = 60.0
+            elif r < 0.32:
+                x[b, rng.randrange(V)] = float("nan")
+        ya, yb = fast.apply(x.clone()), whole.apply(x.clone())
+        assert torch.equal(ya.isnan(), yb.isnan())
+        assert torch.equal(ya.nan_to_num(), yb.nan_to_num()), f"step {step}"
+        for i in range(B):
+            assert fast.rows[i].state == whole.rows[i].state and fast.rows[i].need == whole.rows[i].need
+        tok = ya.nan_to_num(nan=-1.0).argmax(-1).tolist()
+        for i in range(B):
+            outs_a[i].append(tok[i])
+            outs_b[i].append(tok[i])
+        if step % 7 == 3 and B > 1:  # vLLM condenses and swaps rows
+            a, b = rng.sample(range(B), 2)
+            for p, outs in ((fast, outs_a), (whole, outs_b)):
+                outs[a], outs[b] = outs[b], outs[a]
+                p.update_state(BatchUpdate(batch_size=B, removed=[], added=[],
+                                           moved=[(a, b, MoveDirectionality.SWAP)]))
+            params[a], params[b] = params[b], params[a]
+        else:
+            fast.update_state(None)
+            whole.update_state(None)
+    assert any(x is not None for x in taken)
+    assert any(x is None for x in taken) or B == 1

@@ -197,6 +197,9 @@ class BudgetForcingLogitsProcessor(_vllm_lp.LogitsProcessor):
         self._guard = None
         self._forcing: dict[tuple, ForcingTokens] = {}
         self.backend = os.environ.get("S1K_VLLM_BACKEND", "auto")
+        # greedy rows take the compact step (see _compact_step); False: the whole-vocabulary step
+        self.compact = os.environ.get("S1K_VLLM_COMPACT", "1") != "0"
+        self._compact: dict[tuple, tuple[ForcingTokens, torch.Tensor]] = {}
 
     def is_argmax_invariant(self) -> bool:
         return False  # it decides the token
@@ -302,10 +305,63 @@ class BudgetForcingLogitsProcessor(_vllm_lp.LogitsProcessor):
             if i < logits.shape[0]:
                 groups.setdefault(row.key, []).append(i)
         for key, idx in groups.items():
-            self._step(logits, key, sorted(idx))
+            idx = sorted(idx)
+            greedy = [i for i in idx if self.rows[i].sampling[0] == 0.0]
+            sampled = [i for i in idx if self.rows[i].sampling[0] != 0.0]
+            if greedy:
+                self._step(logits, key, greedy, compact=self.compact)
+            if sampled:  # the decode step's own sampler draws over the whole vocabulary
+                self._step(logits, key, sampled)
         return logits
 
-    def _step(self, logits: torch.Tensor, key: tuple, idx: list[int]) -> None:
+    def _compact_forcing(self, key: tuple, device) -> tuple[ForcingTokens, torch.Tensor]:
+        """The forcing of `key` renumbered onto a compact vocabulary: its distinct ids in
+        ascending order (column j stands for ids[j]), then one column for every other id."""
+        if key not in self._compact:
+            f = self._forcing_for(key)
+            ids = sorted({*f.end_think_ids, *f.delimiter_completion_ids, *f.wait_ids, *f.forced_exit_ids,
+                          *f.eos_ids, f.pad_id})
+            at = {v: j for j, v in enumerate(ids)}
+            cf = ForcingTokens(end_think_ids=tuple(at[v] for v in f.end_think_ids),
+                               delimiter_completion_ids=tuple(at[v] for v in f.delimiter_completion_ids),
+                               wait_ids=tuple(at[v] for v in f.wait_ids),
+                               forced_exit_ids=tuple(at[v] for v in f.forced_exit_ids),
+                               eos_ids=tuple(at[v] for v in f.eos_ids), pad_id=at[f.pad_id])
+            self._compact[key] = (cf, torch.tensor(ids, dtype=torch.int64))
+        cf, ids = self._compact[key]
+        if ids.device != torch.device(device):
+            ids = ids.to(device)
+            self._compact[key] = (cf, ids)
+        return cf, ids
+
+    def _compact_step(self, sub, state, budget_t, sampling_t, key):
+        """Greedy rows: the decode step on a compact vocabulary instead of the whole one.
+
+        The state machine tells the forcing ids apart from each other and from the rest; every
+        other id is just "a token". So a greedy row's step is decided by the logits of the
+        forcing ids and by the best of the other ids: the package's decode step runs on those
+        (|forcing ids| + 1 columns, the forcing renumbered to match) and its token is mapped
+        back. Suppression, Wait replacement, injections, the exit and the error rules are its
+        own. One max pass over the vocabulary remains. Non-finite values reach the compact row
+        (max propagates NaN and +inf), so the error rule sees them. Returns None for rows whose
+        choice needs the whole vocabulary's first-index tie-break (a forcing id ties the best
+        other id): the caller takes the whole step for them.
+
+        `sub`'s forcing columns are -inf on return (the caller rewrites the rows) unless it
+        returns None."""
+        cf, ids = self._compact_forcing(key, sub.device)
+        x = sub[:, : self._vocab_size]
+        xk = x[:, ids]  # the forcing ids' logits (a copy)
+        x[:, ids] = float("-inf")
+        best, other = x.max(-1)  # the best other id (first of equals), NaN/+inf propagate
+        if bool((xk == best[:, None]).any()):
+            x[:, ids] = xk  # a forcing id ties the best other id: put the row back for the whole step
+            return None
+        c = torch.cat([xk, best[:, None]], 1)
+        tok, _ = decode_step(c, state, budget_t, sampling_t, cf, vocab_size=c.shape[1], backend=self.backend)
+        return torch.where(tok == ids.numel(), other, ids[tok.clamp(max=ids.numel() - 1)])
+
+    def _step(self, logits: torch.Tensor, key: tuple, idx: list[int], compact: bool = False) -> None:
         forcing = self._forcing_for(key)
         guard = self._char_guard(forcing)
         rows = [self.rows[i] for i in idx]
@@ -329,8 +385,12 @@ class BudgetForcingLogitsProcessor(_vllm_lp.LogitsProcessor):
         if sub.dtype != torch.float32:
             sub = sub.float()
         guard.mask_(sub, need, state, budget_t)
-        tokens, _ = decode_step(sub, state, budget_t, sampling_t, forcing, vocab_size=self._vocab_size,
-                                backend=self.backend)
+        tokens = None
+        if compact:  # None on a tie: then the whole step below, on the same logits
+            tokens = self._compact_step(sub, state, budget_t, sampling_t, key)
+        if tokens is None:
+            tokens, _ = decode_step(sub, state, budget_t, sampling_t, forcing, vocab_size=self._vocab_size,
+                                    backend=self.backend)
         need = guard.advance(need, tokens)
         # the chosen token is the only finite logit of the row
         if whole:
