@@ -12,7 +12,8 @@ engine makes the same number of tokens per row:
   the forced exit `<|im_start|>answer\\nFinal Answer:`, then --answer answer tokens and the
   closing end-of-sequence id;
 - vLLM without it: the same requests without `extra_args` (the processor does no work for
-  them), `ignore_eos` and `max_tokens` = the same count: plain vLLM decoding;
+  them), `ignore_eos` and each row's `max_tokens` = the tokens that row made with the
+  processor (one untimed run first): plain vLLM decoding of the same number of tokens;
 - s1kernels.generate and transformers + BudgetForcingProcessor: the same budget.
 
 tokens/s = generated tokens of the batch / wall time of the batch. Repetitions are
@@ -77,7 +78,6 @@ def main(argv=None) -> int:
                     max_answer_tokens=args.answer)
     per_row = args.think + len(forcing.forced_exit_ids) + args.answer + 1  # + the closing EOS
     with_p = sampling_params(budget, max_tokens=per_row + 4)
-    without_p = SamplingParams(temperature=0.0, max_tokens=per_row, ignore_eos=True)
 
     def run_vllm(prompts, params):
         t = time.perf_counter()
@@ -118,11 +118,16 @@ def main(argv=None) -> int:
         toks = {}
         overheads = []
         same = None
+        # plain vLLM makes as many tokens per row as budget forcing does (a row that ends its
+        # answer early with EOS is shorter): both runs then take the same steps and rows
+        _, _, first = run_vllm(prompts, with_p)
+        plain = [SamplingParams(temperature=0.0, max_tokens=len(o.outputs[0].token_ids), ignore_eos=True)
+                 for o in first]
         for rep in range(args.reps):
             order = ("vllm", "vllm+bf") if rep % 2 == 0 else ("vllm+bf", "vllm")
             pair = {}
             for who in order:
-                dt, n, out = run_vllm(prompts, with_p if who == "vllm+bf" else without_p)
+                dt, n, out = run_vllm(prompts, with_p if who == "vllm+bf" else plain)
                 times[who].append(dt)
                 toks[who] = n
                 pair[who] = n / dt

@@ -25,7 +25,14 @@ with the request's temperature/top_k/top_p/min_p/seed through the decode step's 
 Philox sampler, so vLLM and `s1kernels.generate` draw the same tokens from the same
 logits) and advances the row's state. The row's logits come back -inf everywhere except at
 that token, so vLLM's sampler returns it. The forcing character rule
-(`s1kernels.ops.decode.characters`) is applied first. Consequences:
+(`s1kernels.ops.decode.characters`) is applied first.
+
+Greedy rows take the same decode step on a compact vocabulary: the forcing ids (delimiter,
+Wait, exit, EOS, pad) and one column holding the best of all other ids, with the forcing
+renumbered onto it. The state machine only tells those ids apart, so the step picks the
+same token and leaves the same state, at the cost of one max pass per row instead of the
+whole-vocabulary step (a row where a forcing id ties the best other id takes the whole
+step, whose tie-break is by id). `S1K_VLLM_COMPACT=0` turns it off. Consequences:
 
 - multi-token Wait strings and delimiters are forced token by token; a delimiter the model
   begins on its own at the budget is completed, never doubled; ids past the tokenizer's
