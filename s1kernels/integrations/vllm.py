@@ -304,6 +304,21 @@ class BudgetForcingLogitsProcessor(_vllm_lp.LogitsProcessor):
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         if not self.rows or self.inert:
             return logits
+        if logits.device.type != "cpu":
+            return self._apply(logits)
+        # on a CPU the step's few passes run on one thread: a parallel fill or max over the
+        # batch's logits waits at a barrier for every intra-op thread, milliseconds each when
+        # another process holds a core (measured: bench/vllm_processor.py --threads 2)
+        threads = torch.get_num_threads()
+        if threads == 1:
+            return self._apply(logits)
+        torch.set_num_threads(1)
+        try:
+            return self._apply(logits)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _apply(self, logits: torch.Tensor) -> torch.Tensor:
         groups: dict[tuple, list[int]] = {}
         for i, row in self.rows.items():
             if row.seen >= 0 and len(row.out) == row.seen and row.before is not None:
