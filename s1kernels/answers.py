@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from fractions import Fraction
+from s1kernels import checks
 
 import numpy as np
 
@@ -187,7 +188,7 @@ def first_answer_end(text: str) -> int | None:
     a model writes after that line is not part of its answer: budget forcing counts it as
     thinking (``s1kernels.control.read_row``). Linear in the text's length."""
     if not isinstance(text, str):
-        raise TypeError(f"text: expected str, got {type(text).__name__}")
+        raise checks.argument_error("text", "str", type(text).__name__, TypeError)
     at = _first_boxed_close(text)
     if at is None:
         for m in _ANSWER_MARKER.finditer(text):
@@ -520,7 +521,7 @@ def extract_choice(text: str | None, letters: str = "ABCD") -> str | None:
     if text is None:
         return None
     if not letters or not letters.isalpha() or not letters.isupper():
-        raise ValueError(f"letters: expected upper-case option letters such as 'ABCD', got {letters!r}")
+        raise checks.argument_error("letters", "upper-case option letters such as 'ABCD'", repr(letters))
     for pattern in _CHOICE_PATTERNS:
         found = pattern.findall(text)
         if found:
@@ -546,4 +547,4 @@ def score(kind: str, output_text: str | None, gold: str, use_math_verify: bool =
     if kind == "gpqa":
         got = extract_choice(output_text)
         return got, got is not None and got == str(gold).strip().upper()
-    raise ValueError(f"kind: expected one of {', '.join(KINDS)}, got {kind!r}")
+    raise checks.argument_error("kind", f"one of {', '.join(KINDS)}", repr(kind))

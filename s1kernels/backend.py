@@ -11,6 +11,7 @@ import importlib
 import os
 
 import torch
+from s1kernels import checks
 
 BACKENDS = ("auto", "cuda", "triton", "cpp", "torch")
 
@@ -164,7 +165,7 @@ def resolve(family: str, requested: str, tensors, op: str | None = None) -> str:
     family lacks, or that cannot run on that device, raises ValueError naming what exists.
     """
     if family not in FAMILIES:
-        raise ValueError(f"family: expected one of {tuple(FAMILIES)}, got {family!r}")
+        raise checks.argument_error("family", f"one of {tuple(FAMILIES)}", repr(family))
     available = FAMILIES[family]
     op = op or _OPS[family]
     device = _device_of(tensors)

@@ -16,6 +16,12 @@ The ops check tensors with one line each (messages as the ops have always writte
     check_int_type("ignore_index", ignore_index)      # ignore_index: expected an int, got float
     check_positive_int("k", k)                        # k: expected a positive int, got 0
 
+Any other argument error takes the same words through one helper, so no module writes them
+by hand (tests/test_checks.py walks the package and holds this):
+
+    raise argument_error("budgets", "positive token counts", list(budgets))
+    raise argument_error("text", "str", type(text).__name__, TypeError)
+
 Command lines use the same rules as argparse types (`arg_int`, `arg_float`), a parser whose
 errors are one line with exit status 2 (`Parser`), and checks of output paths made before
 any long work (`writable_file`, `writable_dir`), so a run never ends by failing to save.
@@ -44,6 +50,16 @@ def is_number(value) -> bool:
 def is_real(value) -> bool:
     """Any real number (numbers.Real: NumPy scalars included) that is not a bool."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def argument_error(name: str, expected: str, got=None, exc: type = ValueError) -> Exception:
+    """The exception for a bad argument, worded as every check here words it:
+    ``name: expected <expected>, got <got>`` (no ", got" part when `got` is None).
+
+    Returned, not raised, so the caller writes `raise checks.argument_error(...)`: the raise
+    stays visible where the check is, and `from None` still applies. `exc` is TypeError for a
+    value of the wrong kind, ValueError (the default) for the right kind out of range."""
+    return exc(f"{name}: expected {expected}" + ("" if got is None else f", got {got}"))
 
 
 def check_int(name: str, value, lo: int | None = None, hi: int | None = None) -> int:

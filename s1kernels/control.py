@@ -55,7 +55,7 @@ class ThinkingSpan:
 def _id_set(name: str, ids) -> frozenset:
     ids = (ids,) if isinstance(ids, int) else tuple(ids)
     if any(not checks.is_int(t) for t in ids):
-        raise TypeError(f"{name}: expected token ids (ints), got {ids!r}")
+        raise checks.argument_error(name, "token ids (ints)", repr(ids), TypeError)
     return frozenset(ids)
 
 
@@ -67,7 +67,7 @@ def thinking_span(token_ids: Sequence[int], end_think_ids: Iterable[int] | int,
         token_ids = token_ids.tolist()
     end, eos = _id_set("end_think_ids", end_think_ids), _id_set("eos_ids", eos_ids)
     if not end:
-        raise ValueError("end_think_ids: expected at least one end-of-thinking id, got none")
+        raise checks.argument_error("end_think_ids", "at least one end-of-thinking id", "none")
     for i, t in enumerate(token_ids):
         if t in end:
             return ThinkingSpan(tuple(token_ids[:i]), "delimiter")
@@ -161,9 +161,9 @@ def thinking_tokens_of_text(text: str, tokenizer, think_start: str = THINK_START
     can differ from the emitted ids when the model emitted a non-canonical split of a word.
     """
     if not isinstance(text, str):
-        raise TypeError(f"text: expected str, got {type(text).__name__}")
+        raise checks.argument_error("text", "str", type(text).__name__, TypeError)
     if not answer_start:
-        raise ValueError("answer_start: expected the text that ends thinking, got an empty string")
+        raise checks.argument_error("answer_start", "the text that ends thinking", "an empty string")
     if think_start and think_start in text:
         text = text[text.rindex(think_start) + len(think_start):]
     cut = len(text)
@@ -178,9 +178,9 @@ def control(lengths: Iterable[int], max_tokens: int, min_tokens: int = 0) -> flo
     """s1's Control: the share of runs whose thinking length is within [min_tokens, max_tokens]
     (1.0 for no runs). ``lengths`` are measured thinking lengths, e.g. ``thinking_span(...).tokens``."""
     if not checks.is_int(max_tokens) or max_tokens < 0:
-        raise ValueError(f"max_tokens: expected an int >= 0, got {max_tokens!r}")
+        raise checks.argument_error("max_tokens", "an int >= 0", repr(max_tokens))
     if not checks.is_int(min_tokens) or not 0 <= min_tokens <= max_tokens:
-        raise ValueError(f"min_tokens: expected an int in [0, max_tokens={max_tokens}], got {min_tokens!r}")
+        raise checks.argument_error("min_tokens", f"an int in [0, max_tokens={max_tokens}]", repr(min_tokens))
     lengths = list(lengths)
     if not lengths:
         return 1.0

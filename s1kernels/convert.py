@@ -43,7 +43,7 @@ def convert_gguf(gguf: str, output: str, dtype: str = "float32") -> str:
     if not isinstance(gguf, (str, os.PathLike)) or not os.path.isfile(gguf):
         raise FileNotFoundError(f"--gguf: no file at {gguf!r}")
     if dtype not in _DTYPES:
-        raise ValueError(f"--dtype: expected one of {', '.join(_DTYPES)}, got {dtype!r}")
+        raise checks.argument_error("--dtype", f"one of {', '.join(_DTYPES)}", repr(dtype))
     from s1kernels.model.gguf_header import read_header
 
     # the extras first: a user without them is told what to install whatever the file holds

@@ -13,6 +13,7 @@ import functools
 import importlib
 import os
 import sys
+from s1kernels import checks
 
 # module -> (the name pip knows it by, the extra of s1kernels that installs it by default; a
 # command for which another extra is the natural one names it: require(..., extra="convert"))
@@ -41,7 +42,7 @@ def require(module: str, purpose: str, extra: str | None = None):
     the module's own) when it is absent."""
     top = module.split(".")[0]
     if top not in EXTRAS:
-        raise ValueError(f"module: expected one of the optional dependencies {sorted(EXTRAS)}, got {module!r}")
+        raise checks.argument_error("module", f"one of the optional dependencies {sorted(EXTRAS)}", repr(module))
     try:
         return importlib.import_module(module)
     except ImportError as e:

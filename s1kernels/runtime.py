@@ -24,7 +24,7 @@ def resolve_device_dtype(device: str | None, dtype: str | None) -> tuple[torch.d
     elif dtype in _DTYPES:
         dt = _DTYPES[dtype]
     else:
-        raise ValueError(f"--dtype: expected one of auto, {', '.join(_DTYPES)}, got {dtype!r}")
+        raise checks.argument_error("--dtype", f"one of auto, {', '.join(_DTYPES)}", repr(dtype))
     return dev, dt
 
 
@@ -79,7 +79,7 @@ def default_threads(requested: int | None, device: torch.device, n_params: int, 
     2 threads on a busy 2-core machine, 8.6 s with one. Returns the thread count torch uses."""
     if requested is not None:
         if not checks.is_int(requested) or requested < 1:
-            raise ValueError(f"--threads: expected an int >= 1, got {requested!r}")
+            raise checks.argument_error("--threads", "an int >= 1", repr(requested))
         torch.set_num_threads(requested)
     elif device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
         if n_params < SMALL_MODEL_PARAMS:

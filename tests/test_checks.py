@@ -1,4 +1,8 @@
 """The shared argument checks: each names the argument, what was expected and what came."""
+import ast
+import pathlib
+import re
+
 import pytest
 import torch
 
@@ -34,3 +38,64 @@ def test_passing_values_come_back():
     checks.check_on_device("x", t, torch.device("cpu"))
     checks.check_choice("m", "a", ("a",))
     assert checks.check_int_type("n", -3) == -3 and checks.check_positive_int("k", 4) == 4
+
+
+def test_argument_error_words_it_like_every_check():
+    e = checks.argument_error("k", "an int >= 1", 0)
+    assert type(e) is ValueError and str(e) == "k: expected an int >= 1, got 0"
+    e = checks.argument_error("x", "a str", "list", TypeError)
+    assert type(e) is TypeError and str(e) == "x: expected a str, got list"
+    assert str(checks.argument_error("t", "a contiguous tensor")) == "t: expected a contiguous tensor"
+    with pytest.raises(ValueError, match=r"^n: expected >= 1, got -2$"):
+        raise checks.argument_error("n", ">= 1", -2)
+
+
+# ---- the rule: argument errors are worded in checks.py only ----------------------------------
+
+PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "s1kernels"
+_EXPECTED = re.compile(r"\bexpected\b")
+
+
+def _message_text(node: ast.expr) -> str:
+    """The literal text of a str or f-string message (the parts between the braces)."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.JoinedStr):
+        return "".join(v.value for v in node.values if isinstance(v, ast.Constant))
+    if isinstance(node, ast.BinOp):  # "..." + "..." or "..." % (...)
+        return _message_text(node.left) + " " + _message_text(node.right)
+    return ""
+
+
+def hand_written_argument_errors(source: str) -> list[int]:
+    """Lines of `raise ValueError/TypeError("... expected ...")` in `source`."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if not (isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call)):
+            continue
+        func = node.exc.func
+        name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+        if name in ("ValueError", "TypeError") and any(_EXPECTED.search(_message_text(a)) for a in node.exc.args):
+            lines.append(node.lineno)
+    return lines
+
+
+def test_the_rule_catches_what_it_is_for():
+    assert hand_written_argument_errors('raise ValueError(f"k: expected >= 1, got {k}")') == [1]
+    assert hand_written_argument_errors('if x:\n    raise TypeError("x: expected " + "a str")') == [2]
+    assert hand_written_argument_errors('raise builtins.ValueError(f"a {b}, expected c")') == [1]
+    assert hand_written_argument_errors('raise ValueError(f"missing {a}, unexpected {b}")') == []
+    assert hand_written_argument_errors('raise checks.argument_error("k", ">= 1", k)') == []
+
+
+def test_argument_errors_go_through_checks():
+    """Every "name: expected ..., got ..." in the package comes from checks.py, so all of them
+    read alike and a new check reuses the words instead of writing them again."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name == "checks.py" and path.parent == PACKAGE:
+            continue
+        rel = path.relative_to(PACKAGE.parent).as_posix()
+        found += [f"{rel}:{n}" for n in hand_written_argument_errors(path.read_text(encoding="utf-8"))]
+    assert not found, ("raise checks.argument_error(name, expected, got[, TypeError]) instead of a "
+                       "hand-written message at:\n  " + "\n  ".join(found))

@@ -11,6 +11,7 @@ default system message. Only the assistant turn is trained.
 from __future__ import annotations
 
 from typing import Sequence
+from s1kernels import checks
 
 THINK_START = "<|im_start|>think\n"
 ANSWER_START = "<|im_start|>answer\n"
@@ -28,7 +29,7 @@ def prompt_text(question: str, tokenizer=None, system: str | None = None) -> str
     ChatML with `system` or Qwen2.5's default system message.
     """
     if not isinstance(question, str):
-        raise TypeError(f"question: expected str, got {type(question).__name__}")
+        raise checks.argument_error("question", "str", type(question).__name__, TypeError)
     if tokenizer is not None and getattr(tokenizer, "chat_template", None):
         messages = ([{"role": "system", "content": system}] if system is not None else []) + [
             {"role": "user", "content": question}
@@ -49,9 +50,9 @@ def assistant_text(thinking: Sequence[str] | str, answer: str) -> str:
     elif isinstance(thinking, (list, tuple)) and all(isinstance(t, str) for t in thinking):
         trace = "\n".join(thinking)
     else:
-        raise TypeError(f"thinking: expected str or list[str], got {type(thinking).__name__}")
+        raise checks.argument_error("thinking", "str or list[str]", type(thinking).__name__, TypeError)
     if not isinstance(answer, str):
-        raise TypeError(f"answer: expected str, got {type(answer).__name__}")
+        raise checks.argument_error("answer", "str", type(answer).__name__, TypeError)
     return THINK_START + trace + "\n" + ANSWER_START + ANSWER_PREFIX + answer + END_OF_TURN
 
 
@@ -82,7 +83,9 @@ def render_rows(tokenizer, rows, system: str | None = None, progress: bool = Fal
     for i, r in enumerate(rows):
         question, thinking, answer = field(r, QUESTION_KEYS), field(r, THINKING_KEYS), field(r, ANSWER_KEYS)
         if question is None or thinking is None or answer is None:
-            raise ValueError(f"rows[{i}]: expected a question ({'/'.join(QUESTION_KEYS)}), thinking "
-                             f"({'/'.join(THINKING_KEYS)}) and answer ({'/'.join(ANSWER_KEYS)}), got keys {sorted(r)}")
+            raise checks.argument_error(f"rows[{i}]",
+                                        f"a question ({'/'.join(QUESTION_KEYS)}), thinking "
+                                        f"({'/'.join(THINKING_KEYS)}) and answer ({'/'.join(ANSWER_KEYS)})",
+                                        f"keys {sorted(r)}")
         out.append(render_sample(tokenizer, question, thinking, str(answer), system=system))
     return out

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
+from s1kernels import checks
 
 from s1kernels.ops.loss.contract import IGNORE_INDEX  # noqa: F401  (labels that are not trained)
 
@@ -134,18 +135,19 @@ def pack(samples: Sequence[tuple[Sequence[int], Sequence[bool]]], block_size: in
     (tokens / (rows * block_size)), truncated, truncated_tokens, dropped, empty.
     """
     if not isinstance(block_size, int) or block_size < 2:
-        raise ValueError(f"block_size: expected an int >= 2, got {block_size!r}")
+        raise checks.argument_error("block_size", "an int >= 2", repr(block_size))
     if overlong not in ("truncate", "drop"):
-        raise ValueError(f"overlong: expected 'truncate' or 'drop', got {overlong!r}")
+        raise checks.argument_error("overlong", "'truncate' or 'drop'", repr(overlong))
     if not isinstance(pad_id, int):
-        raise TypeError(f"pad_id: expected int, got {type(pad_id).__name__}")
+        raise checks.argument_error("pad_id", "int", type(pad_id).__name__, TypeError)
 
     stats = {"samples": len(samples), "packed": 0, "tokens": 0, "trained_tokens": 0, "rows": 0,
              "fill_rate": 0.0, "truncated": 0, "truncated_tokens": 0, "dropped": 0, "empty": 0}
     kept: list[tuple[int, list[int], list[bool]]] = []
     for i, item in enumerate(samples):
         if not (isinstance(item, (tuple, list)) and len(item) == 2):
-            raise TypeError(f"samples[{i}]: expected an (input_ids, loss_mask) pair, got {type(item).__name__}")
+            raise checks.argument_error(f"samples[{i}]", "an (input_ids, loss_mask) pair", type(item).__name__,
+                                        TypeError)
         ids, mask = list(item[0]), [bool(m) for m in item[1]]
         if len(ids) != len(mask):
             raise ValueError(f"samples[{i}]: input_ids has {len(ids)} tokens but loss_mask has {len(mask)}")

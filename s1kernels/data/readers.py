@@ -280,10 +280,10 @@ def read_rows(path: str | os.PathLike, skip_bad: bool = False,
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise ValueError(f"path: expected an existing .jsonl or .parquet file, got {path!r}")
+        raise checks.argument_error("path", "an existing .jsonl or .parquet file", repr(path))
     bad_req = [f for f in require if f not in FIELDS]
     if bad_req:
-        raise ValueError(f"require: expected fields among {FIELDS}, got {bad_req}")
+        raise checks.argument_error("require", f"fields among {FIELDS}", bad_req)
     if path.endswith((".parquet", ".pq")):
         records = _parquet_records(path)
     elif path.endswith(".json") and _is_json_array(path):
@@ -343,7 +343,7 @@ def detect_benchmark(records: list[dict]) -> str:
     """"gpqa" when rows carry four options (GPQA's Correct/Incorrect Answer columns, or an
     options/choices list); else "aime" when every answer is an integer; else "math"."""
     if not records:
-        raise ValueError("records: expected at least one row to detect the benchmark from, got none")
+        raise checks.argument_error("records", "at least one row to detect the benchmark from", "none")
     first = records[0]
     if field(first, CHOICE_CORRECT_KEYS) is not None or isinstance(field(first, CHOICE_LIST_KEYS), list):
         return "gpqa"
@@ -422,9 +422,9 @@ def read_benchmark(path: str | os.PathLike, kind: str | None = None, seed: int =
 
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise ValueError(f"path: expected an existing benchmark file, got {path!r}")
+        raise checks.argument_error("path", "an existing benchmark file", repr(path))
     if kind is not None and kind not in BENCHMARKS:
-        raise ValueError(f"kind: expected one of {', '.join(BENCHMARKS)} or None (detect), got {kind!r}")
+        raise checks.argument_error("kind", f"one of {', '.join(BENCHMARKS)} or None (detect)", repr(kind))
     if path.endswith(".csv"):
         import csv
 

@@ -66,6 +66,7 @@ from __future__ import annotations
 
 import random
 import re
+from s1kernels import checks
 
 __all__ = ["TASKS", "DEFAULT_TASK", "make_row", "make_rows", "extract_answer", "check_answer", "solve",
            "quick_step", "WAIT_LINE", "FORCED_ANSWER"]
@@ -110,7 +111,7 @@ def make_row(rng: random.Random, min_steps: int = 1, max_steps: int = 6, ops: st
              zero_tail: bool = True, start_digits: int = 2) -> dict:
     """One task row from `rng` (see `make_rows`)."""
     if not 1 <= start_digits <= 6:
-        raise ValueError(f"start_digits: expected an int in 1..6, got {start_digits!r}")
+        raise checks.argument_error("start_digits", "an int in 1..6", repr(start_digits))
     n = rng.randint(min_steps, max_steps)
     # zero-padded (007), so every start line has the same number of tokens
     start = str(rng.randrange(10 ** start_digits)).zfill(start_digits)
@@ -120,14 +121,14 @@ def make_row(rng: random.Random, min_steps: int = 1, max_steps: int = 6, ops: st
     q_lines = [f"Start {start}"] + [f"{STEP_LABELS[k]} {op} {x} = ?" for k, (op, x) in enumerate(steps)]
     q_lines.append("Result mod 10 ?")
     trace, value = _pass(start, steps, quick=slips)
-    checks = 0
-    while slips and checks < max_checks and rng.random() < (recheck_rate if checks else check_rate):
+    n_checks = 0
+    while slips and n_checks < max_checks and rng.random() < (recheck_rate if n_checks else check_rate):
         # a careful pass after "Wait" (also when the first had no slip: checking does not
         # depend on knowing that one slipped); a checked trace checks again at recheck_rate,
         # the same careful pass each time, so a forced second "Wait" meets a trained case
         careful, value = _pass(start, steps, quick=False)
         trace = trace + [WAIT_LINE] + careful
-        checks += 1
+        n_checks += 1
     answer = str(value)
     return {"question": "\n".join(q_lines), "thinking_trajectories": trace, "attempt": answer,
             "answer": solve("\n".join(q_lines))}
@@ -151,26 +152,26 @@ def make_rows(n: int, seed: int = 0, task: str = DEFAULT_TASK, *, min_steps: int
     k/(n+1)) and `start_digits` (digits of the start number).
     """
     if not isinstance(n, int) or n < 0:
-        raise ValueError(f"n: expected an int >= 0, got {n!r}")
+        raise checks.argument_error("n", "an int >= 0", repr(n))
     if task not in TASKS:
-        raise ValueError(f"task: expected one of {', '.join(TASKS)}, got {task!r}")
+        raise checks.argument_error("task", f"one of {', '.join(TASKS)}", repr(task))
     given = dict(min_steps=min_steps, max_steps=max_steps, ops=ops, max_operand=max_operand, slips=slips,
                  check_rate=check_rate, recheck_rate=recheck_rate, max_checks=max_checks, zero_tail=zero_tail,
                  start_digits=start_digits)
     opts = {**TASKS[task], **{k: v for k, v in given.items() if v is not None}}
     lo, hi = opts["min_steps"], opts["max_steps"]
     if not (isinstance(lo, int) and isinstance(hi, int) and 1 <= lo <= hi <= len(STEP_LABELS)):
-        raise ValueError(f"min_steps/max_steps: expected 1 <= min_steps <= max_steps <= {len(STEP_LABELS)}, "
-                         f"got {lo}, {hi}")
+        raise checks.argument_error("min_steps/max_steps", f"1 <= min_steps <= max_steps <= {len(STEP_LABELS)}",
+                                    f"{lo}, {hi}")
     if not opts["ops"] or any(o not in _OPS for o in opts["ops"]):
-        raise ValueError(f"ops: expected a non-empty string of '+', '-', '*', got {opts['ops']!r}")
+        raise checks.argument_error("ops", "a non-empty string of '+', '-', '*'", repr(opts['ops']))
     if not isinstance(opts["max_operand"], int) or not 1 <= opts["max_operand"] <= 9:
-        raise ValueError(f"max_operand: expected an int in 1..9, got {opts['max_operand']!r}")
+        raise checks.argument_error("max_operand", "an int in 1..9", repr(opts['max_operand']))
     for key in ("check_rate", "recheck_rate"):
         if not 0.0 <= float(opts[key]) <= 1.0:
-            raise ValueError(f"{key}: expected a share in [0, 1], got {opts[key]!r}")
+            raise checks.argument_error(key, "a share in [0, 1]", repr(opts[key]))
     if not isinstance(opts["max_checks"], int) or not 0 <= opts["max_checks"] <= 8:
-        raise ValueError(f"max_checks: expected an int in 0..8, got {opts['max_checks']!r}")
+        raise checks.argument_error("max_checks", "an int in 0..8", repr(opts['max_checks']))
     rng = random.Random(seed)
     return [make_row(rng, **opts) for _ in range(n)]
 
@@ -195,7 +196,7 @@ def solve(question: str) -> str:
     lines = question.split("\n")
     m = re.fullmatch(r"Start (\d+)", lines[0])
     if not m:
-        raise ValueError(f"question: expected a first line 'Start <number>', got {lines[0]!r}")
+        raise checks.argument_error("question", "a first line 'Start <number>'", repr(lines[0]))
     value = int(m.group(1)) % 10
     for line in lines[1:]:
         s = re.fullmatch(r"[A-Z] ([-+*]) (\d) = \?", line)

@@ -218,7 +218,10 @@ def render(template: str, source: str, **variables) -> str:
         request = (json.dumps({"template": template, "variables": variables, "max_chars": int(MAX_OUTPUT_CHARS)})
                    + "\n").encode()
     except (TypeError, ValueError) as e:
-        raise TypeError(f"chat template variables: expected JSON values (messages of strings), got {e}") from None
+        from s1kernels import checks  # here: the renderer runs this file alone, without the package
+
+        raise checks.argument_error("chat template variables", "JSON values (messages of strings)", e,
+                                    TypeError) from None
     reply = _RENDERER.render(request, float(RENDER_SECONDS), int(MAX_OUTPUT_CHARS))
     if "error" in reply:
         raise ValueError(f"chat template: {source}: {reply['error']}")

@@ -119,12 +119,12 @@ class S1Tokenizer:
 
     def __init__(self, tokenizer: Tokenizer, config: dict | None = None):
         if not isinstance(tokenizer, Tokenizer):
-            raise TypeError(f"tokenizer: expected a tokenizers.Tokenizer, got {type(tokenizer).__name__}")
+            raise checks.argument_error("tokenizer", "a tokenizers.Tokenizer", type(tokenizer).__name__, TypeError)
         self.tokenizer = tokenizer
         self.config = dict(config or {})
         self.chat_template: str | None = self.config.get("chat_template") or None
         if self.chat_template is not None and not isinstance(self.chat_template, str):
-            raise TypeError(f"chat_template: expected a string, got {type(self.chat_template).__name__}")
+            raise checks.argument_error("chat_template", "a string", type(self.chat_template).__name__, TypeError)
         self.template_source = "the chat template"  # named in rendering errors; from_folder names the file
         self.im_start_id = self.token_to_id(IM_START)
         self.im_end_id = self.token_to_id(IM_END)
@@ -133,9 +133,7 @@ class S1Tokenizer:
         pad_id = self.token_to_id(pad_tok) if pad_tok else None
         self.pad_id = pad_id if pad_id is not None else self.token_to_id(ENDOFTEXT)
         if self.pad_id is None:
-            raise ValueError(
-                f"tokenizer: expected a pad token or {ENDOFTEXT!r} in the vocabulary, found neither"
-            )
+            raise checks.argument_error("tokenizer", f"a pad token or {ENDOFTEXT!r} in the vocabulary, found neither")
 
     # ---- loading / saving -------------------------------------------------------------
     @classmethod
@@ -144,7 +142,7 @@ class S1Tokenizer:
         path = os.fspath(path)
         tj = os.path.join(path, "tokenizer.json")
         if not os.path.isfile(tj):
-            raise ValueError(f"path: expected a folder holding tokenizer.json, got {path!r}")
+            raise checks.argument_error("path", "a folder holding tokenizer.json", repr(path))
         try:
             tok = Tokenizer.from_file(tj)
         except Exception as e:  # the tokenizers library raises its own Exception type
@@ -185,7 +183,7 @@ class S1Tokenizer:
     def encode(self, text: str) -> list[int]:
         """Token ids of `text`; no BOS/EOS are added, special tokens in the text are parsed."""
         if not isinstance(text, str):
-            raise TypeError(f"text: expected str, got {type(text).__name__}")
+            raise checks.argument_error("text", "str", type(text).__name__, TypeError)
         return self.tokenizer.encode(text, add_special_tokens=False).ids
 
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
@@ -245,9 +243,9 @@ def real_vocab_size(tokenizer, rows: int, override: int | None = None, flag: str
                              f"(config.json vocab_size); is this the model's own tokenizer?")
         return real
     if not checks.is_int(override):
-        raise TypeError(f"{flag}: expected an int, got {type(override).__name__}")
+        raise checks.argument_error(flag, "an int", type(override).__name__, TypeError)
     if not 1 <= override <= rows:
-        raise ValueError(f"{flag}: expected 1 <= vocab size <= {rows} (the model's vocabulary rows), got {override}")
+        raise checks.argument_error(flag, f"1 <= vocab size <= {rows} (the model's vocabulary rows)", override)
     return override
 
 
@@ -260,8 +258,10 @@ def _id_limit(tokenizer) -> int:
         return len(tokenizer)
     if hasattr(tokenizer, "vocab_size"):
         return int(tokenizer.vocab_size)
-    raise TypeError(f"tokenizer: expected a size (an `id_limit` or `vocab_size` attribute, or `__len__`) "
-                    f"to bound the ids it gives, got a {type(tokenizer).__name__} with none of them")
+    raise checks.argument_error("tokenizer",
+                                "a size (an `id_limit` or `vocab_size` attribute, or `__len__`) "
+                                "to bound the ids it gives",
+                                f"a {type(tokenizer).__name__} with none of them", TypeError)
 
 
 def _token_text(tok) -> str | None:

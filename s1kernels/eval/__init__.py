@@ -120,7 +120,7 @@ def load_eval_rows(path: str | None = None, limit: int | None = None, num_synthe
     rows = []
     for n, r in enumerate(raw, 1):
         if not isinstance(r, dict):
-            raise ValueError(f"--data: row {n} of {path} is a {type(r).__name__}, expected a JSON object")
+            raise checks.argument_error(f"--data: row {n} of {path}", "a JSON object", f"a {type(r).__name__}")
         q = question_of(r)
         a = r.get("answer")
         if q is None or a is None:
@@ -154,12 +154,12 @@ def evaluate(model, tokenizer, rows: list[dict], budgets: Sequence[int], *, budg
     "generate at a budget and score it" path the suite uses too; ``keep_rows`` keeps its
     records (one per question, the suite's rows.jsonl format) under each budget."""
     if not budgets:
-        raise ValueError("budgets: expected at least one thinking budget")
+        raise checks.argument_error("budgets", "at least one thinking budget")
     if any(not checks.is_real(b) or int(b) < 1 for b in budgets):
-        raise ValueError(f"budgets: expected positive token counts, got {list(budgets)}")
+        raise checks.argument_error("budgets", "positive token counts", list(budgets))
     budget = Budget(max_answer_tokens=64) if budget is None else budget
     if not isinstance(budget, Budget):
-        raise TypeError(f"budget: expected a Budget, got {type(budget).__name__}")
+        raise checks.argument_error("budget", "a Budget", type(budget).__name__, TypeError)
     if gen_kwargs.get("forcing") is None:
         delims = {k: gen_kwargs.pop(k) for k in ("answer_start", "wait_string", "final_answer") if k in gen_kwargs}
         gen_kwargs["forcing"] = ForcingTokens.from_tokenizer(tokenizer, **delims)

@@ -20,6 +20,7 @@ from collections import Counter
 from typing import Iterable, Sequence
 
 from s1kernels.control import control, read_row, thinking_span
+from s1kernels import checks
 
 __all__ = ["thinking_lengths", "within", "control", "scaling", "performance", "summarize", "majority_vote",
            "UNBOUNDED"]
@@ -62,7 +63,7 @@ def summarize(settings: Sequence[dict]) -> dict:
     whose measured length was within the setting's bounds, and all runs). Control pools
     the runs of every setting."""
     if not settings:
-        raise ValueError("settings: expected at least one evaluated setting, got none")
+        raise checks.argument_error("settings", "at least one evaluated setting", "none")
     points = [(s["avg_thinking_tokens"], s["accuracy"]) for s in settings]
     runs = sum(s["runs"] for s in settings)
     return {"control": sum(s["in_bounds"] for s in settings) / runs if runs else 1.0,

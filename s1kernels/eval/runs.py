@@ -21,6 +21,7 @@ from s1kernels.eval.metrics import UNBOUNDED, majority_vote, within
 from s1kernels.generate import generate
 from s1kernels.generate.sharded import generate_sharded
 from s1kernels.ops.decode import Budget, ForcingTokens, Sampling
+from s1kernels import checks
 
 __all__ = ["Setting", "run_setting", "aggregate", "budget_forcing", "majority_voting", "conditional",
            "rejection_sampling", "extension_strings", "CONDITIONAL_PROMPTS"]
@@ -66,7 +67,7 @@ def run_setting(model, tokenizer, rows: list[dict], setting: Setting, *, samplin
     ``measure``: the one whose end-of-thinking and end-of-sequence ids delimit the thinking
     when it is measured on the emitted tokens (default: ``forcing``)."""
     if samples < 1:
-        raise ValueError(f"samples: expected >= 1, got {samples}")
+        raise checks.argument_error("samples", ">= 1", samples)
     sampling = sampling or Sampling()
     if samples > 1 and sampling.temperature == 0:
         raise ValueError("samples: several samples per question need a temperature > 0")
@@ -149,7 +150,7 @@ def majority_voting(model, tokenizer, rows, ns=(1, 2, 4, 8), temperature: float 
     average thinking tokens per question with all N samples counted."""
     ns = sorted({int(n) for n in ns})
     if not ns or ns[0] < 1:
-        raise ValueError(f"ns: expected sample counts >= 1, got {ns}")
+        raise checks.argument_error("ns", "sample counts >= 1", ns)
     setting = Setting("sampled", Budget(max_thinking_tokens=cap, max_answer_tokens=16), high=cap)
     recs = run_setting(model, tokenizer, rows, setting, samples=ns[-1],
                        sampling=Sampling(temperature=temperature, seed=seed), **kw)
@@ -188,12 +189,12 @@ def conditional(model, tokenizer, rows, kind: str, values, cap: int = 256, token
             raise ValueError("short_max: class-conditional prompting needs the longest 'short' thinking length")
         for c in values:
             if c not in CONDITIONAL_PROMPTS["class"]:
-                raise ValueError(f"values: expected 'short' or 'long' for class prompts, got {c!r}")
+                raise checks.argument_error("values", "'short' or 'long' for class prompts", repr(c))
             low, high = (0, short_max) if c == "short" else (short_max + 1, cap)
             settings.append(Setting(f"class {c}", Budget(max_thinking_tokens=cap, max_answer_tokens=16), low=low,
                                     high=high, suffix=CONDITIONAL_PROMPTS["class"][c]))
     else:
-        raise ValueError(f"kind: expected 'token', 'step' or 'class', got {kind!r}")
+        raise checks.argument_error("kind", "'token', 'step' or 'class'", repr(kind))
     return _sweep(model, tokenizer, rows, settings, **kw)
 
 

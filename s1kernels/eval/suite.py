@@ -26,6 +26,7 @@ from s1kernels.data.format import FINAL_ANSWER
 from s1kernels.data.synthetic import FORCED_ANSWER
 from s1kernels.eval import runs
 from s1kernels.eval.metrics import summarize
+from s1kernels import checks
 
 __all__ = ["run_suite", "baselines_table", "extensions_table", "METHODS"]
 
@@ -47,7 +48,7 @@ def run_suite(model, tokenizer, rows, *, methods=METHODS, budgets, waits, steps,
     "extensions": [...], "records": [...]} (records carry a "method" field)."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
-        raise ValueError(f"methods: expected names among {', '.join(METHODS)}, got {unknown}")
+        raise checks.argument_error("methods", f"names among {', '.join(METHODS)}", unknown)
     kw = dict(gen_kwargs)
     out, records = {"methods": {}, "timings": {}}, []
 

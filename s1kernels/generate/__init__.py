@@ -49,6 +49,7 @@ from s1kernels.generate.engine import Decoder as _Decoder  # noqa: F401  (tests 
 from s1kernels.ops.decode import Budget, ForcingTokens, Sampling
 from s1kernels.ops.decode.characters import CharacterGuard
 from s1kernels.model.cpu_pack import AUTO_MAX_BYTES, DecodePack, why_not_pack
+from s1kernels import checks
 
 __all__ = ["GenerationResult", "generate", "format_prompt"]
 
@@ -143,7 +144,7 @@ def _emit_fn(stream):
         return emit
     if callable(stream):
         return stream
-    raise TypeError(f"stream: expected None, a bool or a callable taking text, got {type(stream).__name__}")
+    raise checks.argument_error("stream", "None, a bool or a callable taking text", type(stream).__name__, TypeError)
 
 
 def _build_result(tokenizer, forcing: ForcingTokens, prompt: str, n_prompt: int, ids: list[int],
@@ -239,14 +240,14 @@ def generate(model, tokenizer, prompts, budget=None, sampling=None, max_new_toke
             weights while generating). "auto": on x86-64, when the projections are at most 2 GiB.
     """
     if isinstance(prompts, (str, bytes)):
-        raise TypeError("prompts: expected a list of prompts, got a single string (wrap it in a list)")
+        raise checks.argument_error("prompts", "a list of prompts", "a single string (wrap it in a list)", TypeError)
     prompts = list(prompts)
     if not prompts:
         return []
     if check_every is not None and (not isinstance(check_every, int) or check_every < 1):
-        raise ValueError(f"check_every: expected an int >= 1, got {check_every!r}")
+        raise checks.argument_error("check_every", "an int >= 1", repr(check_every))
     if cpu_prepack not in (True, False, "auto"):
-        raise ValueError(f"cpu_prepack: expected True, False or 'auto', got {cpu_prepack!r}")
+        raise checks.argument_error("cpu_prepack", "True, False or 'auto'", repr(cpu_prepack))
     budget = Budget() if budget is None else budget
     sampling = Sampling() if sampling is None else sampling
     emit = _emit_fn(stream)
@@ -266,7 +267,7 @@ def generate(model, tokenizer, prompts, budget=None, sampling=None, max_new_toke
     if max_new_tokens is None:
         max_new_tokens = _default_max_new(budget, forcing)
     if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens: expected >= 1, got {max_new_tokens}")
+        raise checks.argument_error("max_new_tokens", ">= 1", max_new_tokens)
 
     texts, prompt_ids = [], []
     for i, p in enumerate(prompts):
@@ -276,7 +277,7 @@ def generate(model, tokenizer, prompts, budget=None, sampling=None, max_new_toke
         elif isinstance(p, (list, tuple)) and all(isinstance(t, int) for t in p):
             text, ids = tokenizer.decode(p), list(p)
         else:
-            raise TypeError(f"prompts[{i}]: expected str or list[int], got {type(p).__name__}")
+            raise checks.argument_error(f"prompts[{i}]", "str or list[int]", type(p).__name__, TypeError)
         if not ids:
             raise ValueError(f"prompts[{i}]: encodes to no tokens")
         texts.append(text)
@@ -293,7 +294,7 @@ def generate(model, tokenizer, prompts, budget=None, sampling=None, max_new_toke
         sampling = dataclasses.replace(sampling, seed=[int(seed) + i for i in range(n)])
     bs = n if batch_size is None else int(batch_size)
     if bs < 1:
-        raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
+        raise checks.argument_error("batch_size", ">= 1", batch_size)
     order = sorted(range(n), key=lambda i: -len(prompt_ids[i]))  # similar lengths share a batch
     chunks = [order[i : i + bs] for i in range(0, n, bs)]
     use_graph = (cuda_graph is True or cuda_graph == "auto") and device.type == "cuda" and emit is None

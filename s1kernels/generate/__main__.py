@@ -32,8 +32,9 @@ def _read_prompts_file(path: str) -> list[str]:
                 raise ValueError(f"--prompts-file: {row}")
             q = question_of(row) if isinstance(row, dict) else row
             if not isinstance(q, str) or not q.strip():
-                raise ValueError(f"--prompts-file: {where}: expected a question/problem/prompt text or a JSON "
-                                 f"string, got {type(q).__name__}")
+                raise checks.argument_error(f"--prompts-file: {where}",
+                                            "a question/problem/prompt text or a JSON string",
+                                            type(q).__name__)
             prompts.append(q)
         return prompts
     with open(path, "rb") as f:

@@ -36,6 +36,7 @@ from s1kernels import extras
 from s1kernels.control import RowSpans, read_row
 from s1kernels.ops.decode import DONE, Budget, DecodeState, ForcingTokens, Sampling, decode_step
 from s1kernels.ops.decode.characters import CharacterGuard
+from s1kernels import checks
 
 _tf = extras.require("transformers", "s1kernels.integrations", extra="hf")
 
@@ -102,13 +103,13 @@ class BudgetForcingProcessor(_tf.LogitsProcessor):
                  vocab_size: int | None = None, start_phase: str = "thinking", backend: str = "auto",
                  tokenizer=None):
         if not isinstance(forcing, ForcingTokens):
-            raise TypeError(f"forcing: expected ForcingTokens, got {type(forcing).__name__}")
+            raise checks.argument_error("forcing", "ForcingTokens", type(forcing).__name__, TypeError)
         if budget is not None and not isinstance(budget, Budget):
-            raise TypeError(f"budget: expected a Budget or None, got {type(budget).__name__}")
+            raise checks.argument_error("budget", "a Budget or None", type(budget).__name__, TypeError)
         if sampling is not None and not isinstance(sampling, Sampling):
-            raise TypeError(f"sampling: expected a Sampling or None, got {type(sampling).__name__}")
+            raise checks.argument_error("sampling", "a Sampling or None", type(sampling).__name__, TypeError)
         if start_phase not in ("thinking", "answer"):
-            raise ValueError(f"start_phase: expected 'thinking' or 'answer', got {start_phase!r}")
+            raise checks.argument_error("start_phase", "'thinking' or 'answer'", repr(start_phase))
         self.forcing, self.budget = forcing, budget or Budget()
         self.sampling = sampling or Sampling()
         self.vocab_size, self.start_phase, self.backend = vocab_size, start_phase, backend
@@ -136,7 +137,7 @@ class BudgetForcingProcessor(_tf.LogitsProcessor):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if not torch.is_tensor(scores) or scores.dim() != 2:
-            raise ValueError(f"scores: expected a [batch, vocab] tensor, got {getattr(scores, 'shape', scores)!r}")
+            raise checks.argument_error("scores", "a [batch, vocab] tensor", repr(getattr(scores, 'shape', scores)))
         batch, seq_len = input_ids.shape
         if self.state is None or seq_len <= self._last_len or self.state.phase.shape[0] != batch:
             self._start(batch, seq_len, scores.device)
@@ -170,8 +171,9 @@ class BudgetForcingProcessor(_tf.LogitsProcessor):
         if self._ends is None:
             raise ValueError("read_outputs: this processor has not generated anything yet")
         if not torch.is_tensor(sequences) or sequences.dim() != 2 or sequences.shape[0] != self._ends.shape[0]:
-            raise ValueError(f"sequences: expected the [batch={self._ends.shape[0]}, length] output of the last "
-                             f"generate call, got {getattr(sequences, 'shape', type(sequences).__name__)!r}")
+            raise checks.argument_error("sequences",
+                                        f"the [batch={self._ends.shape[0]}, length] output of the last generate call",
+                                        repr(getattr(sequences, 'shape', type(sequences).__name__)))
         ends = self._ends.tolist()
         return [read_row(sequences[b, self._prompt_len:ends[b]].tolist(), self.forcing, tokenizer)
                 for b in range(len(ends))]
@@ -185,7 +187,7 @@ class BudgetForcingStoppingCriteria(_tf.StoppingCriteria):
 
     def __init__(self, processor: BudgetForcingProcessor):
         if not isinstance(processor, BudgetForcingProcessor):
-            raise TypeError(f"processor: expected a BudgetForcingProcessor, got {type(processor).__name__}")
+            raise checks.argument_error("processor", "a BudgetForcingProcessor", type(processor).__name__, TypeError)
         self.processor = processor
 
     def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:

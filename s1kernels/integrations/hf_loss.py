@@ -53,12 +53,12 @@ def packed_cu_seqlens(position_ids: torch.Tensor) -> torch.Tensor:
 def _check_model(obj) -> type:
     cls = obj if isinstance(obj, type) else type(obj)
     if not isinstance(obj, type) and not isinstance(obj, torch.nn.Module):
-        raise TypeError(f"model: expected a transformers causal-LM model or class, got {type(obj).__name__}")
+        raise checks.argument_error("model", "a transformers causal-LM model or class", type(obj).__name__, TypeError)
     if not isinstance(obj, type):
         missing = [a for a in ("model", "lm_head") if not hasattr(obj, a)]
         if missing:
-            raise TypeError(f"model: expected a *ForCausalLM with .model and .lm_head, "
-                            f"{cls.__name__} has no {', '.join(missing)}")
+            raise checks.argument_error("model", "a *ForCausalLM with .model and .lm_head",
+                                        f"a {cls.__name__}, which has no {', '.join(missing)}", TypeError)
     return cls
 
 
@@ -81,11 +81,11 @@ def patch(model, *, vocab_size: int | None = None, normalize: str = "token", bac
     """
     cls = _check_model(model)
     if normalize not in ("token", "sequence"):
-        raise ValueError(f"normalize: expected 'token' or 'sequence', got {normalize!r}")
+        raise checks.argument_error("normalize", "'token' or 'sequence'", repr(normalize))
     if vocab_size is not None and (not checks.is_int(vocab_size) or vocab_size < 1):
-        raise ValueError(f"vocab_size: expected a positive int or None, got {vocab_size!r}")
+        raise checks.argument_error("vocab_size", "a positive int or None", repr(vocab_size))
     if not checks.is_int(ignore_index):
-        raise TypeError(f"ignore_index: expected an int, got {type(ignore_index).__name__}")
+        raise checks.argument_error("ignore_index", "an int", type(ignore_index).__name__, TypeError)
     opts = _Options(vocab_size, normalize, backend, ignore_index, bool(fused_in_eval))
     if is_patched(model):
         unpatch(model)
@@ -153,7 +153,7 @@ def _fused_forward(self, input_ids=None, labels=None, shift_labels=None, num_ite
         original = saved["forward"] if "forward" in saved else _original_forward(self)
         return original(input_ids=input_ids, **kwargs)
     if not wants_loss:
-        raise ValueError("fused_lm_head=True: expected labels or shift_labels, got neither")
+        raise checks.argument_error("fused_lm_head=True", "labels or shift_labels", "neither")
     kwargs.pop("logits_to_keep", None)  # every position is scored: nothing to keep
     if fused_lm_head:
         kwargs["use_cache"] = False
@@ -163,8 +163,8 @@ def _fused_forward(self, input_ids=None, labels=None, shift_labels=None, num_ite
     if shifted_here:
         shift_labels = torch.nn.functional.pad(labels, (0, 1), value=opts.ignore_index)[..., 1:]
     if shift_labels.shape != hidden.shape[:-1]:
-        raise ValueError(f"labels: expected shape {tuple(hidden.shape[:-1])} (batch, sequence), "
-                         f"got {tuple(shift_labels.shape)}")
+        raise checks.argument_error("labels", f"shape {tuple(hidden.shape[:-1])} (batch, sequence)",
+                                    tuple(shift_labels.shape))
     weight = self.lm_head.weight
     bias = getattr(self.lm_head, "bias", None)
     if hidden.dtype != weight.dtype:  # e.g. an fp32 final norm under a bf16 lm_head

@@ -14,6 +14,7 @@ from __future__ import annotations
 import inspect
 
 import torch
+from s1kernels import checks
 import torch.nn.functional as F
 
 try:  # optional fast path
@@ -99,7 +100,7 @@ def varlen_causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, c
                  for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
         out = torch.cat(parts, dim=2) if parts else qh
     else:
-        raise ValueError(f"backend: expected flash_attn|torch_varlen|sdpa_mask|sdpa_loop, got {backend!r}")
+        raise checks.argument_error("backend", "flash_attn|torch_varlen|sdpa_mask|sdpa_loop", repr(backend))
     return out[0].transpose(0, 1)
 
 

@@ -20,6 +20,7 @@ from s1kernels.checks import path_inside, read_json, symlinks_allowed
 
 from .config import ModelConfig
 from .transformer import Transformer
+from s1kernels import checks
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -54,8 +55,9 @@ def _weight_files(folder: str, allow_symlinks: bool | None = None) -> dict[str, 
         weight_map = read_json(index, "folder", expect_object=True).get("weight_map")
         if not isinstance(weight_map, dict) or not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()):
-            raise ValueError(f"folder: {index!r} is not a valid safetensors index: expected \"weight_map\" to be an "
-                             f"object of tensor name -> file name strings, got {_shape_of(weight_map)}")
+            raise checks.argument_error(f"folder: {index!r} is not a valid safetensors index",
+                                        '"weight_map" to be an object of tensor name -> file name strings',
+                                        _shape_of(weight_map))
         files, checked = {}, {}
         for name, fname in weight_map.items():
             path = checked.get(fname)

@@ -78,7 +78,7 @@ class ModelConfig:
 
     def __post_init__(self):
         if self.model_type not in SUPPORTED_MODEL_TYPES:
-            raise ValueError(f"model_type: expected one of {SUPPORTED_MODEL_TYPES}, got {self.model_type!r}")
+            raise checks.argument_error("model_type", f"one of {SUPPORTED_MODEL_TYPES}", repr(self.model_type))
         if self.num_key_value_heads is None:
             self.num_key_value_heads = self.num_attention_heads
         if self.head_dim is None:
@@ -90,13 +90,13 @@ class ModelConfig:
         for name, bound in _BOUNDS.items():
             v = getattr(self, name)
             if not checks.is_int(v) or v <= 0:
-                raise ValueError(f"{name}: expected a positive int, got {v!r}")
+                raise checks.argument_error(name, "a positive int", repr(v))
             if v > bound:  # checked before anything is allocated: a typo must not hang the loader
                 raise ValueError(f"{name}: {v} is beyond any supported model (at most {bound})")
         for name in ("rope_theta", "rms_norm_eps"):
             v = getattr(self, name)
             if not checks.is_number(v) or not 0 < v < 1e30:
-                raise ValueError(f"{name}: expected a finite positive number, got {v!r}")
+                raise checks.argument_error(name, "a finite positive number", repr(v))
         if self.num_attention_heads % self.num_key_value_heads:
             raise ValueError(f"num_key_value_heads: must divide num_attention_heads={self.num_attention_heads}, "
                              f"got {self.num_key_value_heads}")
@@ -104,7 +104,7 @@ class ModelConfig:
             raise ValueError(f"head_dim: RoPE needs an even head_dim, got {self.head_dim}")
         if self.rope_scaling is not None:
             if not isinstance(self.rope_scaling, dict):
-                raise ValueError(f"rope_scaling: expected an object or null, got {self.rope_scaling!r}")
+                raise checks.argument_error("rope_scaling", "an object or null", repr(self.rope_scaling))
             kind = self.rope_scaling.get("rope_type", self.rope_scaling.get("type", "default"))
             if kind not in _ROPE_TYPES:
                 raise ValueError(f"rope_scaling: rope_type must be one of {_ROPE_TYPES}, got {kind!r}")
@@ -115,7 +115,7 @@ class ModelConfig:
         for name in ("tie_word_embeddings", "attention_bias", "mlp_bias"):
             v = getattr(self, name)
             if not isinstance(v, bool):  # "no" and "false" are truthy strings: never guess
-                raise ValueError(f"{name}: expected true or false, got {v!r}")
+                raise checks.argument_error(name, "true or false", repr(v))
 
     @property
     def rope_type(self) -> str:
@@ -137,7 +137,7 @@ class ModelConfig:
         if isinstance(d.get("rope_scaling"), dict):
             d["rope_scaling"] = {k: v for k, v in d["rope_scaling"].items() if k != "rope_theta"}
         if "model_type" not in d:
-            raise ValueError("config: 'model_type' is missing (expected 'qwen2' or 'llama')")
+            raise checks.argument_error("config: 'model_type'", "'qwen2' or 'llama'", "nothing (it is missing)")
         if d.get("sliding_window") and d.get("use_sliding_window"):
             raise ValueError("config: sliding-window attention (use_sliding_window=true) is not supported")
         names = {f.name for f in dataclasses.fields(cls)}

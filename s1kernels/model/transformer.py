@@ -19,6 +19,7 @@ from torch.utils.checkpoint import checkpoint
 from . import cpu_attention
 from .attention import cached_attention, varlen_causal_attention
 from .config import ModelConfig
+from s1kernels import checks
 
 
 def rope_inv_freq(config: ModelConfig) -> torch.Tensor:
@@ -228,10 +229,11 @@ class Transformer(nn.Module):
         projection is used inside this module's forward (what FSDP's hooks expect).
         """
         if input_ids.dim() != 1 or position_ids.shape != input_ids.shape:
-            raise ValueError(f"input_ids/position_ids: expected matching 1-D [T] tensors, got "
-                             f"{tuple(input_ids.shape)} and {tuple(position_ids.shape)}")
+            raise checks.argument_error("input_ids/position_ids", "matching 1-D [T] tensors",
+                                        f"{tuple(input_ids.shape)} and {tuple(position_ids.shape)}")
         if cu_seqlens.dim() != 1 or cu_seqlens.numel() < 2:
-            raise ValueError(f"cu_seqlens: expected a 1-D tensor [S+1] with S >= 1, got shape {tuple(cu_seqlens.shape)}")
+            raise checks.argument_error("cu_seqlens", "a 1-D tensor [S+1] with S >= 1",
+                                        f"shape {tuple(cu_seqlens.shape)}")
         x = self.embed_tokens(input_ids)
         dev = x.device.type
         # under autocast q/k come out of the projections in the autocast dtype: rotate them in it
@@ -271,10 +273,10 @@ class Transformer(nn.Module):
         must exceed every start_pos[b]+T-1); `pack` is a DecodePack of this model (CPU).
         """
         if input_ids.dim() != 2:
-            raise ValueError(f"input_ids: expected [B, T], got shape {tuple(input_ids.shape)}")
+            raise checks.argument_error("input_ids", "[B, T]", f"shape {tuple(input_ids.shape)}")
         B, T = input_ids.shape
         if start_pos.shape != (B,):
-            raise ValueError(f"start_pos: expected shape ({B},), got {tuple(start_pos.shape)}")
+            raise checks.argument_error("start_pos", f"shape ({B},)", tuple(start_pos.shape))
         if B > cache.batch:
             raise ValueError(f"cache: holds {cache.batch} rows, input has {B}")
         x = self.embed_tokens(input_ids)

@@ -28,6 +28,7 @@ import torch
 from s1kernels import extras
 from s1kernels.ops import similarity as sim
 from s1kernels.select import stages
+from s1kernels import checks
 
 
 @dataclass
@@ -120,11 +121,11 @@ def run_selection(rows: list, cfg: SelectConfig, embeddings: torch.Tensor | None
     if n == 0:
         raise ValueError("rows: the pool is empty (no rows)")
     if not isinstance(cfg.k, int) or cfg.k < 1:
-        raise ValueError(f"k: expected a positive int, got {cfg.k!r}")
+        raise checks.argument_error("k", "a positive int", repr(cfg.k))
     if cfg.k > n:
         raise ValueError(f"k: asked for {cfg.k} rows but the pool has {n}")
     if cfg.method not in ("s1", "kcenter", "mmr"):
-        raise ValueError(f"method: expected s1, kcenter or mmr, got {cfg.method!r}")
+        raise checks.argument_error("method", "s1, kcenter or mmr", repr(cfg.method))
     if embeddings is not None:
         embeddings = _check_embeddings(embeddings, n, "the embeddings file")
     table = []

@@ -17,6 +17,7 @@ import os
 import torch
 
 from s1kernels.extras import require
+from s1kernels import checks
 
 
 def default_model_path() -> str:
@@ -32,7 +33,7 @@ def load_encoder(model_dir: str | None = None, device: str | torch.device = "cpu
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     model_dir = model_dir or default_model_path()
     if not os.path.isdir(model_dir):
-        raise ValueError(f"embed-model: expected a model folder, got {model_dir!r} (not a directory)")
+        raise checks.argument_error("embed-model", "a model folder", f"{model_dir!r} (not a directory)")
     transformers = require("transformers", "embedding the questions (no --embeddings FILE given)")
     AutoModel, AutoTokenizer = transformers.AutoModel, transformers.AutoTokenizer
     tok = AutoTokenizer.from_pretrained(model_dir)
@@ -56,7 +57,7 @@ def embed_texts(texts: list[str], model_dir: str | None = None, *, batch_size: i
     Texts are batched by length (fewer pad tokens) and returned in input order.
     """
     if not isinstance(texts, (list, tuple)) or not all(isinstance(t, str) for t in texts):
-        raise TypeError("texts: expected a list of str")
+        raise checks.argument_error("texts", "a list of str", None, TypeError)
     if not texts:
         raise ValueError("texts: empty list, nothing to embed")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -95,9 +96,9 @@ def load_embeddings(path: str) -> torch.Tensor:
             raise ValueError(f"embeddings: {path} holds no tensors")
         t = tensors.get("embeddings", next(iter(tensors.values())))
     else:
-        raise ValueError(f"embeddings: expected a .npy or .safetensors file, got {path!r}")
+        raise checks.argument_error("embeddings", "a .npy or .safetensors file", repr(path))
     if t.dim() != 2:
-        raise ValueError(f"embeddings: expected a 2-D [rows, dim] matrix in {path}, got shape {tuple(t.shape)}")
+        raise checks.argument_error("embeddings", f"a 2-D [rows, dim] matrix in {path}", f"shape {tuple(t.shape)}")
     if t.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         t = t.float()
     return t

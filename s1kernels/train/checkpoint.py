@@ -39,6 +39,7 @@ import torch.distributed as dist
 from s1kernels.model import ModelConfig, Transformer
 from s1kernels.model.checkpoint import hf_name
 from s1kernels.train import safe_state
+from s1kernels import checks
 from s1kernels.checks import read_json
 from s1kernels.train.files import fsync_dir, fsync_tree, remove_tree, replace_atomic, write_json_synced
 from s1kernels.train.publish import (EXPORT_SHARD_BYTES, commit, export_model, out_dtype,  # noqa: F401
@@ -223,8 +224,8 @@ def read_trainer_state(path: str) -> dict:
         if not os.path.isfile(os.path.join(path, name)):
             hint = (" (it has scheduler.pt: an older checkpoint format whose pickled files are not "
                     "loaded)" if os.path.isfile(os.path.join(path, "scheduler.pt")) else "")
-            raise ValueError(f"checkpoint: {path!r} has no {name} (expected a step-N folder written by "
-                             f"s1kernels.train){hint}")
+            raise checks.argument_error(f"checkpoint: {path!r}", "a step-N folder written by s1kernels.train",
+                                        f"a folder with no {name}{hint}")
     state = read_json(os.path.join(path, TRAINER_STATE), "checkpoint")
     if not isinstance(state, dict) or not isinstance(state.get("step"), int) or not isinstance(state.get("run_id"), str):
         raise ValueError(f"checkpoint: {os.path.join(path, TRAINER_STATE)!r} lacks step/run_id")

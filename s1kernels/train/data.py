@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from s1kernels.data import IGNORE_INDEX, Packed, make_rows, pack, render_rows
+from s1kernels import checks
 
 OVERLONG_POLICIES = ("truncate", "drop", "error")
 
@@ -36,7 +37,7 @@ def pack_samples(samples, block_size: int, pad_id: int, overlong: str = "truncat
     "error" raises. Raises ValueError when nothing trainable is left.
     """
     if overlong not in OVERLONG_POLICIES:
-        raise ValueError(f"overlong: expected one of {OVERLONG_POLICIES}, got {overlong!r}")
+        raise checks.argument_error("overlong", f"one of {OVERLONG_POLICIES}", repr(overlong))
     if not samples:
         raise ValueError("data: no samples")
     longest = max(len(s[0]) for s in samples)

@@ -27,6 +27,7 @@ from torch.distributed.checkpoint import FileSystemReader
 from torch.distributed.checkpoint._traverse import set_element
 from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
 
+from s1kernels import checks
 from s1kernels.checks import path_inside, read_json, symlinks_allowed
 from s1kernels.train.files import write_json_synced, write_synced
 
@@ -148,7 +149,7 @@ def read_dcp_metadata(path: str):
             raise ValueError(f"checkpoint: {path!r} is not a readable DCP metadata file "
                              f"({type(e).__name__}: {e})") from None
     if not isinstance(md, Metadata):
-        raise ValueError(f"checkpoint: {path!r} holds a {type(md).__name__}, expected DCP Metadata")
+        raise checks.argument_error(f"checkpoint: {path!r}", "DCP Metadata", f"a {type(md).__name__}")
     return md
 
 
@@ -250,8 +251,9 @@ def load_scheduler(path: str, scheduler) -> None:
     state = read_json(path, "checkpoint")
     expected = {k for k in scheduler.state_dict() if k != "lr_lambdas"}
     if not isinstance(state, dict) or not {"last_epoch", "base_lrs"} <= set(state) or set(state) - expected:
-        raise ValueError(f"checkpoint: {path!r} is not a learning-rate scheduler state "
-                         f"(expected the keys {sorted(expected)})")
+        got = sorted(state) if isinstance(state, dict) else type(state).__name__
+        raise checks.argument_error(f"checkpoint: {path!r} is not a learning-rate scheduler state",
+                                    f"the keys {sorted(expected)}", got)
     full = scheduler.state_dict()
     full.update(state)
     scheduler.load_state_dict(full)

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import os
 import time
+from s1kernels import checks
 
 
 class ThroughputWatch:
     def __init__(self, cpu: bool, threads: int, interval: float = 5.0, factor: float = 3.0,
                  clock=time.perf_counter, loadavg=os.getloadavg, cpus: int | None = None):
         if interval <= 0 or factor <= 1:
-            raise ValueError(f"interval, factor: expected > 0 and > 1, got {interval}, {factor}")
+            raise checks.argument_error("interval, factor", "> 0 and > 1", f"{interval}, {factor}")
         self.cpu, self.threads, self.interval, self.factor = cpu, threads, interval, factor
         self.clock, self.loadavg = clock, loadavg
         self.cpus = cpus or os.cpu_count() or 1

@@ -36,33 +36,33 @@ def check_train_config(cfg) -> None:
         name = _name(field)
         if field in _BOOLS:
             if not isinstance(value, bool):
-                raise TypeError(f"{name}: expected true or false, got {value!r}")
+                raise checks.argument_error(name, "true or false", repr(value), TypeError)
         elif field in _STRINGS:
             if not isinstance(value, str) or not value or "\0" in value:
-                raise TypeError(f"{name}: expected a non-empty path or name, got {value!r}")
+                raise checks.argument_error(name, "a non-empty path or name", repr(value), TypeError)
         elif field in _CHOICES:
             if value not in _CHOICES[field]:
-                raise ValueError(f"{name}: expected one of {_CHOICES[field]}, got {value!r}")
+                raise checks.argument_error(name, f"one of {_CHOICES[field]}", repr(value))
         elif field in _INTS:
             lo, hi = _INTS[field]
             if not checks.is_int(value):
-                raise TypeError(f"{name}: expected an integer, got {value!r}")
+                raise checks.argument_error(name, "an integer", repr(value), TypeError)
             if value < lo or (hi is not None and value > hi):
                 rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
-                raise ValueError(f"{name}: expected an integer {rng}, got {value}")
+                raise checks.argument_error(name, f"an integer {rng}", value)
         elif field in _FLOATS:
             _check_float(name, value, *_FLOATS[field])
         elif field == "betas":
             if not isinstance(value, (tuple, list)) or len(value) != 2:
-                raise TypeError(f"{name}: expected two numbers, got {value!r}")
+                raise checks.argument_error(name, "two numbers", repr(value), TypeError)
             for b in value:
                 _check_float(name, b, 0.0, 1.0, True, below_max=True)
 
 
 def _check_float(name, value, lo, hi, lo_ok, below_max=False) -> None:
     if not checks.is_number(value):
-        raise TypeError(f"{name}: expected a number, got {value!r}")
+        raise checks.argument_error(name, "a number", repr(value), TypeError)
     ok = math.isfinite(value) and (value >= lo if lo_ok else value > lo) and (value < hi if below_max else value <= hi)
     if not ok:
         left, right = "[" if lo_ok else "(", ")" if below_max else "]"
-        raise ValueError(f"{name}: expected a finite number in {left}{lo}, {hi}{right}, got {value!r}")
+        raise checks.argument_error(name, f"a finite number in {left}{lo}, {hi}{right}", repr(value))

@@ -36,14 +36,14 @@ def _as_list(name: str, value, batch: int, kind) -> list:
         if value.dim() == 0:
             return [_convert(name, value.item(), kind)] * batch
         if value.dim() != 1:
-            raise ValueError(f"{name}: expected a scalar or a 1-D per-row tensor, got shape {tuple(value.shape)}")
+            raise checks.argument_error(name, "a scalar or a 1-D per-row tensor", f"shape {tuple(value.shape)}")
         value = value.tolist()
     if isinstance(value, (list, tuple)):
         if len(value) != batch:
-            raise ValueError(f"{name}: expected {batch} per-row values (the batch size), got {len(value)}")
+            raise checks.argument_error(name, f"{batch} per-row values (the batch size)", len(value))
         return [_convert(name, v, kind) for v in value]
     if not checks.is_real(value):
-        raise TypeError(f"{name}: expected a number, a sequence or a tensor, got {type(value).__name__}")
+        raise checks.argument_error(name, "a number, a sequence or a tensor", type(value).__name__, TypeError)
     return [_convert(name, value, kind)] * batch
 
 
@@ -51,10 +51,10 @@ def _convert(name: str, v, kind):
     """One value as `kind`: an int field takes integral numbers only (2.5, inf and NaN are
     errors, not truncated or an OverflowError)."""
     if not checks.is_real(v):
-        raise TypeError(f"{name}: expected a number, got {v!r}")
+        raise checks.argument_error(name, "a number", repr(v), TypeError)
     if kind is int and not isinstance(v, numbers.Integral):
         if not (math.isfinite(v) and float(v).is_integer()):
-            raise ValueError(f"{name}: expected an integer, got {v!r}")
+            raise checks.argument_error(name, "an integer", repr(v))
     return kind(v)
 
 
@@ -64,10 +64,10 @@ def _check_ids(name: str, ids, allow_empty=False) -> tuple[int, ...]:
     if isinstance(ids, int):
         ids = [ids]
     if not isinstance(ids, (list, tuple)):
-        raise TypeError(f"{name}: expected a list of token ids, got {type(ids).__name__}")
+        raise checks.argument_error(name, "a list of token ids", type(ids).__name__, TypeError)
     ids = tuple(ids)
     if not ids and not allow_empty:
-        raise ValueError(f"{name}: expected at least one token id, got an empty list")
+        raise checks.argument_error(name, "at least one token id", "an empty list")
     for t in ids:
         if not checks.is_int(t):
             raise TypeError(f"{name}: token ids must be ints, got {t!r}")
@@ -132,7 +132,7 @@ class ForcingTokens:
         forced = delim + (_encode_ids(tok, final_answer, "final_answer") if final_answer else [])
         eos = list(tok.eos_ids if eos_ids is None else eos_ids)
         if not eos:
-            raise ValueError("eos_ids: expected at least one end-of-sequence id, got none")
+            raise checks.argument_error("eos_ids", "at least one end-of-sequence id", "none")
         return cls(end_think_ids=(delim[0],), delimiter_completion_ids=tuple(delim[1:]), wait_ids=tuple(wait),
                    forced_exit_ids=tuple(forced), eos_ids=tuple(eos), pad_id=int(tok.pad_id))
 
@@ -181,9 +181,9 @@ def _check_value(f: Field, v, row: int):
     """One row's value of field `f` as the kernels will hold it; ValueError naming the field,
     the row, what is allowed and what was given."""
     if f.dtype == "float32" and not math.isfinite(v):
-        raise ValueError(f"{f.name}: expected a finite value ({_range(f)}), got {v} (row {row})")
+        raise checks.argument_error(f.name, f"a finite value ({_range(f)})", f"{v} (row {row})")
     if (f.lo is not None and (v <= f.lo if f.lo_open else v < f.lo)) or (f.hi is not None and v > f.hi):
-        raise ValueError(f"{f.name}: expected {_range(f)}, got {v} (row {row})")
+        raise checks.argument_error(f.name, _range(f), f"{v} (row {row})")
     if f.dtype == "float32":
         if not math.isfinite(_fp32(v)):
             raise ValueError(f"{f.name}: {v} is beyond float32 (at most {_FP32_MAX:.4g}) (row {row})")
@@ -200,10 +200,10 @@ def _rows(f: Field, value, batch: int) -> list:
     if f.choices is not None:
         names = value if isinstance(value, (list, tuple)) else [value] * batch
         if len(names) != batch:
-            raise ValueError(f"{f.name}: expected {batch} per-row values (the batch size), got {len(names)}")
+            raise checks.argument_error(f.name, f"{batch} per-row values (the batch size)", len(names))
         for v in names:
             if v not in f.choices:
-                raise ValueError(f"{f.name}: expected {' or '.join(map(repr, f.choices))}, got {v!r}")
+                raise checks.argument_error(f.name, ' or '.join(map(repr, f.choices)), repr(v))
         return [f.choices[v] for v in names]
     values = _as_list(f.name, value, batch, float if f.dtype == "float32" else int)
     return [_check_value(f, v, r) for r, v in enumerate(values)]
@@ -310,37 +310,39 @@ def _check_tensor(name, t, dtype, batch, device):
     checks.check_tensor(name, t)
     checks.check_dtype(name, t, dtype)
     if t.shape != (batch,):
-        raise ValueError(f"{name}: expected shape ({batch},) (one value per batch row), got {tuple(t.shape)}")
+        raise checks.argument_error(name, f"shape ({batch},) (one value per batch row)", tuple(t.shape))
     if t.device != device:
-        raise ValueError(f"{name}: expected a tensor on {device} (the logits' device), got {t.device}")
+        raise checks.argument_error(name, f"a tensor on {device} (the logits' device)", t.device)
     if not t.is_contiguous():
-        raise ValueError(f"{name}: expected a contiguous tensor")
+        raise checks.argument_error(name, "a contiguous tensor")
 
 
 def validate(logits, state, budget_t, sampling_t, forcing, vocab_size):
     if not isinstance(logits, torch.Tensor):
-        raise TypeError(f"logits: expected a torch.Tensor, got {type(logits).__name__}")
+        raise checks.argument_error("logits", "a torch.Tensor", type(logits).__name__, TypeError)
     if logits.dim() != 2 or logits.shape[0] < 1 or logits.shape[1] < 1:
-        raise ValueError(f"logits: expected a non-empty [B, V] tensor, got shape {tuple(logits.shape)}")
+        raise checks.argument_error("logits", "a non-empty [B, V] tensor", f"shape {tuple(logits.shape)}")
     if logits.dtype not in _LOGIT_DTYPES:
-        raise TypeError(f"logits: expected dtype float32, float16 or bfloat16, got {logits.dtype}")
+        raise checks.argument_error("logits", "dtype float32, float16 or bfloat16", logits.dtype, TypeError)
     if logits.stride(1) != 1:
         raise ValueError(f"logits: the vocabulary dimension must be contiguous (stride 1), got strides {logits.stride()}")
     B, V = logits.shape
     if vocab_size is None:
         vocab_size = V
     if not checks.is_int(vocab_size):
-        raise TypeError(f"vocab_size: expected an int or None, got {type(vocab_size).__name__}")
+        raise checks.argument_error("vocab_size", "an int or None", type(vocab_size).__name__, TypeError)
     if not 1 <= vocab_size <= V:
-        raise ValueError(f"vocab_size: expected 1 <= vocab_size <= logits.shape[1] = {V}, got {vocab_size}")
+        raise checks.argument_error("vocab_size", f"1 <= vocab_size <= logits.shape[1] = {V}", vocab_size)
     if not isinstance(state, DecodeState):
-        raise TypeError(f"state: expected a DecodeState, got {type(state).__name__}")
+        raise checks.argument_error("state", "a DecodeState", type(state).__name__, TypeError)
     if not isinstance(budget_t, BudgetTensors):
-        raise TypeError(f"budget_t: expected BudgetTensors (Budget(...).tensors(batch, device)), got {type(budget_t).__name__}")
+        raise checks.argument_error("budget_t", "BudgetTensors (Budget(...).tensors(batch, device))",
+                                    type(budget_t).__name__, TypeError)
     if not isinstance(sampling_t, SamplingTensors):
-        raise TypeError(f"sampling_t: expected SamplingTensors (Sampling(...).tensors(batch, device)), got {type(sampling_t).__name__}")
+        raise checks.argument_error("sampling_t", "SamplingTensors (Sampling(...).tensors(batch, device))",
+                                    type(sampling_t).__name__, TypeError)
     if not isinstance(forcing, ForcingTokens):
-        raise TypeError(f"forcing: expected ForcingTokens, got {type(forcing).__name__}")
+        raise checks.argument_error("forcing", "ForcingTokens", type(forcing).__name__, TypeError)
     dev = logits.device
     for prefix, value, group in (("state", state, STATE), ("budget_t", budget_t, BUDGET),
                                  ("sampling_t", sampling_t, SAMPLING)):
@@ -373,8 +375,9 @@ def _check_sampling_values(sampling_t: SamplingTensors) -> None:
         rows = mask.nonzero()[:, 0]
         if rows.numel():
             r = int(rows[0])
-            raise ValueError(f"sampling_t.{name}: expected {expected}, got {getattr(sampling_t, name)[r].item()} "
-                             f"(row {r}); build it with Sampling(...).tensors(batch, device)")
+            raise checks.argument_error(f"sampling_t.{name}", expected,
+                                        f"{getattr(sampling_t, name)[r].item()} (row {r}); "
+                                        "build it with Sampling(...).tensors(batch, device)")
 
 
 def _check_state_values(state: DecodeState) -> None:

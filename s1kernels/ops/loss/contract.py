@@ -39,18 +39,18 @@ def _check_inputs(hidden, weight, labels, bias, cu_seqlens, num_items, ignore_in
     n, h = hidden.shape
     v = weight.shape[0]
     if weight.shape[1] != h:
-        raise ValueError(f"weight: expected shape [V, {h}] (H of hidden), got {tuple(weight.shape)}")
+        raise checks.argument_error("weight", f"shape [V, {h}] (H of hidden)", tuple(weight.shape))
     if v == 0:
-        raise ValueError("weight: expected at least one vocabulary row, got V=0")
+        raise checks.argument_error("weight", "at least one vocabulary row", "V=0")
     checks.check_on_device("weight", weight, hidden.device, "the device of hidden")
     if labels.dim() != 1 or labels.shape[0] != n:
-        raise ValueError(f"labels: expected shape [{n}] (N of hidden), got {tuple(labels.shape)}")
+        raise checks.argument_error("labels", f"shape [{n}] (N of hidden)", tuple(labels.shape))
     checks.check_dtype("labels", labels, (torch.int64, torch.int32), "dtype int64 or int32")
     checks.check_on_device("labels", labels, hidden.device)
     if bias is not None:
         checks.check_tensor("bias", bias, "[V] or None")
         if bias.shape != (v,):
-            raise ValueError(f"bias: expected shape [{v}] (V of weight), got {tuple(bias.shape)}")
+            raise checks.argument_error("bias", f"shape [{v}] (V of weight)", tuple(bias.shape))
         checks.check_dtype("bias", bias, hidden.dtype)
         checks.check_on_device("bias", bias, hidden.device)
     checks.check_choice("reduction", reduction, REDUCTIONS)
@@ -58,34 +58,36 @@ def _check_inputs(hidden, weight, labels, bias, cu_seqlens, num_items, ignore_in
     checks.check_choice("backend", backend, LOSS_BACKENDS)
     checks.check_int_type("ignore_index", ignore_index)
     if not -(2**63) <= ignore_index < 2**63:
-        raise ValueError(f"ignore_index: expected an int64 value (labels are int64 or int32), got {ignore_index}")
+        raise checks.argument_error("ignore_index", "an int64 value (labels are int64 or int32)", ignore_index)
     if not checks.is_number(z_loss) or not math.isfinite(z_loss) or z_loss < 0:
-        raise ValueError(f"z_loss: expected a finite float >= 0, got {z_loss!r}")
+        raise checks.argument_error("z_loss", "a finite float >= 0", repr(z_loss))
     if softcap is not None and (not checks.is_number(softcap)
                                 or not math.isfinite(softcap) or softcap <= 0):
-        raise ValueError(f"softcap: expected None or a finite float > 0, got {softcap!r}")
+        raise checks.argument_error("softcap", "None or a finite float > 0", repr(softcap))
     if vocab_size is None:
         vocab_size = v
     if not checks.is_int(vocab_size) or not 1 <= vocab_size <= v:
-        raise ValueError(f"vocab_size: expected an int in [1, {v}] (rows of weight), got {vocab_size!r}")
+        raise checks.argument_error("vocab_size", f"an int in [1, {v}] (rows of weight)", repr(vocab_size))
     if 0 <= ignore_index < vocab_size:
-        raise ValueError(f"ignore_index: expected a value outside [0, vocab_size={vocab_size}), got {ignore_index}")
+        raise checks.argument_error("ignore_index", f"a value outside [0, vocab_size={vocab_size})", ignore_index)
     if num_items is not None:
         if reduction != "mean":
             raise ValueError(f"num_items: only applies to reduction='mean', got reduction={reduction!r}")
         if not isinstance(num_items, Tensor):
-            raise TypeError("num_items: expected a tensor with one element (kept on device), "
-                            f"got {type(num_items).__name__}")
+            raise checks.argument_error("num_items", "a tensor with one element (kept on device)",
+                                        type(num_items).__name__, TypeError)
         if num_items.numel() != 1:
-            raise ValueError(f"num_items: expected one element, got shape {tuple(num_items.shape)}")
+            raise checks.argument_error("num_items", "one element", f"shape {tuple(num_items.shape)}")
         checks.check_on_device("num_items", num_items, hidden.device)
         if num_items.dtype == torch.bool or num_items.is_complex():
-            raise TypeError(f"num_items: expected a real number tensor (a count), got dtype {num_items.dtype}")
+            raise checks.argument_error("num_items", "a real number tensor (a count)", f"dtype {num_items.dtype}",
+                                        TypeError)
     if cu_seqlens is not None:
         if not isinstance(cu_seqlens, Tensor):
-            raise TypeError(f"cu_seqlens: expected an int tensor [S+1] or None, got {type(cu_seqlens).__name__}")
+            raise checks.argument_error("cu_seqlens", "an int tensor [S+1] or None", type(cu_seqlens).__name__,
+                                        TypeError)
         if cu_seqlens.dim() != 1 or cu_seqlens.shape[0] < 2:
-            raise ValueError(f"cu_seqlens: expected shape [S+1] with S >= 1, got {tuple(cu_seqlens.shape)}")
+            raise checks.argument_error("cu_seqlens", "shape [S+1] with S >= 1", tuple(cu_seqlens.shape))
         checks.check_dtype("cu_seqlens", cu_seqlens, (torch.int32, torch.int64), "dtype int32 or int64")
         checks.check_on_device("cu_seqlens", cu_seqlens, hidden.device)
     if validate:
@@ -99,18 +101,19 @@ def _validate_values(labels, cu_seqlens, n, ignore_index, vocab_size, num_items=
     if num_items is not None and num_items.numel() != 0:
         value = float(num_items.reshape(()))
         if not (math.isfinite(value) and value > 0):  # <= 0 would flip or blow up the loss silently
-            raise ValueError(f"num_items: expected a finite count > 0 (the mean's denominator), got {value!r}")
+            raise checks.argument_error("num_items", "a finite count > 0 (the mean's denominator)", repr(value))
     bad = (labels != ignore_index) & ((labels < 0) | (labels >= vocab_size))
     if bool(bad.any()):
         i = int(bad.nonzero()[0, 0])
-        raise ValueError(f"labels: expected values in [0, vocab_size={vocab_size}) or ignore_index={ignore_index}, "
-                         f"got {int(labels[i])} at position {i}")
+        raise checks.argument_error("labels",
+                                    f"values in [0, vocab_size={vocab_size}) or ignore_index={ignore_index}",
+                                    f"{int(labels[i])} at position {i}")
     if cu_seqlens is not None:
         first, last = int(cu_seqlens[0]), int(cu_seqlens[-1])
         if first != 0 or last != n:
-            raise ValueError(f"cu_seqlens: expected to start at 0 and end at N={n}, got {first} .. {last}")
+            raise checks.argument_error("cu_seqlens", f"to start at 0 and end at N={n}", f"{first} .. {last}")
         if bool((cu_seqlens[1:] < cu_seqlens[:-1]).any()):
-            raise ValueError(f"cu_seqlens: expected non-decreasing boundaries, got {cu_seqlens.tolist()}")
+            raise checks.argument_error("cu_seqlens", "non-decreasing boundaries", cu_seqlens.tolist())
 
 
 # ----------------------------------------------------------------------------------------

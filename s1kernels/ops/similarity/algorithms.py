@@ -85,7 +85,7 @@ def k_center(x: torch.Tensor, k: int, start: int | None = None, *, normalize: bo
     check_k(k, n)
     start = 0 if start is None else start
     if not checks.is_int(start) or not 0 <= start < n:
-        raise ValueError(f"start: expected an index in [0, {n}), got {start!r}")
+        raise checks.argument_error("start", f"an index in [0, {n})", repr(start))
     xn = normalized(x, "x", normalize)
     st = _GreedyState(n, k, torch.tensor([start], dtype=torch.int64, device=x.device))
 
@@ -111,7 +111,7 @@ def mmr(x: torch.Tensor, relevance: torch.Tensor, k: int, lambda_: float = 0.5, 
     check_k(k, n)
     relevance = check_relevance(relevance, n, x.device)
     if not isinstance(lambda_, (int, float)) or not 0.0 <= lambda_ <= 1.0:
-        raise ValueError(f"lambda_: expected a float in [0, 1], got {lambda_!r}")
+        raise checks.argument_error("lambda_", "a float in [0, 1]", repr(lambda_))
     xn = normalized(x, "x", normalize)
     rel = lambda_ * relevance
     st = _GreedyState(n, k, relevance.argmax().view(1))

@@ -123,16 +123,17 @@ def decode_keys(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def check_matrix(name: str, t, allow_empty: bool = False) -> torch.Tensor:
     checks.check_tensor(name, t, "[rows, dim]")
     if t.dim() != 2:
-        raise ValueError(f"{name}: expected a 2-D tensor [rows, dim], got shape {tuple(t.shape)}")
+        raise checks.argument_error(name, "a 2-D tensor [rows, dim]", f"shape {tuple(t.shape)}")
     if t.dtype not in DTYPES:
-        raise TypeError(f"{name}: expected dtype float32, float16 or bfloat16, got {t.dtype}")
+        raise checks.argument_error(name, "dtype float32, float16 or bfloat16", t.dtype, TypeError)
     if t.shape[0] == 0 and not allow_empty:
         raise ValueError(f"{name}: the pool is empty (0 rows); nothing to compare")
     if t.shape[1] == 0:
         raise ValueError(f"{name}: embedding dimension is 0")
     if t.device.type == "meta":  # selection reads values (norms, thresholds, picks): shapes are not enough
-        raise ValueError(f"{name}: expected a tensor with values (cpu or cuda), got a meta tensor; the "
-                         f"similarity ops' results depend on the values, so they cannot run on meta")
+        raise checks.argument_error(name, "a tensor with values (cpu or cuda)",
+                                    "a meta tensor; the similarity ops' results depend on the values, "
+                                    "so they cannot run on meta")
     # One reduction clears the common case: a NaN or inf entry makes the sum non-finite.
     # Only a non-finite sum (bad entries, or an overflow) pays for the per-row count.
     if not bool(torch.isfinite(t.sum(dtype=torch.float32))):
@@ -146,8 +147,8 @@ def check_order(order, n, device) -> torch.Tensor:
         return torch.arange(n, device=device)
     order = torch.as_tensor(order, device=device)
     if order.dim() != 1 or order.numel() != n or order.dtype not in (torch.int32, torch.int64):
-        raise ValueError(f"order: expected a permutation of range({n}) as a 1-D int tensor, got "
-                         f"shape {tuple(order.shape)} dtype {order.dtype}")
+        raise checks.argument_error("order", f"a permutation of range({n}) as a 1-D int tensor",
+                                    f"shape {tuple(order.shape)} dtype {order.dtype}")
     order = order.long()
     seen = torch.zeros(n, dtype=torch.bool, device=device)
     if int(order.min()) < 0 or int(order.max()) >= n:
@@ -160,7 +161,7 @@ def check_order(order, n, device) -> torch.Tensor:
 
 def check_threshold(threshold):
     if not checks.is_number(threshold) or not math.isfinite(threshold):
-        raise ValueError(f"threshold: expected a finite float, got {threshold!r}")
+        raise checks.argument_error("threshold", "a finite float", repr(threshold))
     return float(threshold)
 
 def check_k(k, n, what="k"):
@@ -171,7 +172,7 @@ def check_k(k, n, what="k"):
 def check_relevance(relevance, n, device):
     relevance = torch.as_tensor(relevance, device=device)
     if relevance.shape != (n,):
-        raise ValueError(f"relevance: expected shape ({n},), got {tuple(relevance.shape)}")
+        raise checks.argument_error("relevance", f"shape ({n},)", tuple(relevance.shape))
     relevance = relevance.float()
     if not bool(torch.isfinite(relevance).all()):
         raise ValueError("relevance: contains NaN or inf")
@@ -200,5 +201,5 @@ def check_topk_args(x, y, k, exclude_self, block_m):
         raise ValueError(f"k: asked for {k} neighbours but the pool offers {avail} "
                          f"({m} rows{', minus the row itself' if exclude else ''})")
     if block_m is not None and (not isinstance(block_m, int) or block_m < 1):
-        raise ValueError(f"block_m: expected a positive int or None, got {block_m!r}")
+        raise checks.argument_error("block_m", "a positive int or None", repr(block_m))
     return x, None if self_mode else y, exclude
