@@ -117,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     shard_gb = EXPORT_SHARD_BYTES / 1e9 if args.max_shard_gb is None else args.max_shard_gb
     if not (shard_gb > 0 and shard_gb < 1e6):
-        p.error(f"--max-shard-gb: expected a size in (0, 1e6) GB, got {shard_gb}")
+        p.error(str(checks.argument_error("--max-shard-gb", "a size in (0, 1e6) GB", shard_gb)))
     try:
         export_checkpoint(args.checkpoint, args.output, _DTYPES[args.dtype or "bfloat16"], int(shard_gb * 1e9))
     except (ValueError, FileNotFoundError) as e:

@@ -68,14 +68,19 @@ def _message_text(node: ast.expr) -> str:
 
 
 def hand_written_argument_errors(source: str) -> list[int]:
-    """Lines of `raise ValueError/TypeError("... expected ...")` in `source`."""
+    """Lines of `raise SomeError("... expected ...")` (ValueError, TypeError and their
+    subclasses such as RowError) and of `parser.error("... expected ...")` in `source`."""
     lines = []
     for node in ast.walk(ast.parse(source)):
-        if not (isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call)):
+        call = node.exc if isinstance(node, ast.Raise) else node if isinstance(node, ast.Expr) else None
+        call = call.value if isinstance(call, ast.Expr) else call
+        if not isinstance(call, ast.Call):
             continue
-        func = node.exc.func
+        func = call.func
         name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
-        if name in ("ValueError", "TypeError") and any(_EXPECTED.search(_message_text(a)) for a in node.exc.args):
+        wording = any(_EXPECTED.search(_message_text(a)) for a in call.args)
+        if wording and (isinstance(node, ast.Raise) and name.endswith("Error")
+                        or isinstance(node, ast.Expr) and isinstance(func, ast.Attribute) and name == "error"):
             lines.append(node.lineno)
     return lines
 
@@ -84,7 +89,10 @@ def test_the_rule_catches_what_it_is_for():
     assert hand_written_argument_errors('raise ValueError(f"k: expected >= 1, got {k}")') == [1]
     assert hand_written_argument_errors('if x:\n    raise TypeError("x: expected " + "a str")') == [2]
     assert hand_written_argument_errors('raise builtins.ValueError(f"a {b}, expected c")') == [1]
+    assert hand_written_argument_errors('raise RowError(f"{where}: expected an object, got {t}")') == [1]
+    assert hand_written_argument_errors('parser.error(f"--n: expected N >= 0, got {n}")') == [1]
     assert hand_written_argument_errors('raise ValueError(f"missing {a}, unexpected {b}")') == []
+    assert hand_written_argument_errors('log.info("as expected")') == []
     assert hand_written_argument_errors('raise checks.argument_error("k", ">= 1", k)') == []
 
 

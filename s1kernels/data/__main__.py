@@ -95,8 +95,6 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.make_synthetic is not None:
-        if args.make_synthetic < 0:
-            parser.error(f"--make-synthetic: expected N >= 0, got {args.make_synthetic}")
         checks.writable_file(args.output, "--output")
         try:
             rows = make_rows(args.make_synthetic, seed=args.seed, task=args.task, min_steps=args.min_steps,
@@ -108,10 +106,6 @@ def main(argv=None) -> int:
         return 0
     if not args.input:
         parser.error("--input is required (or use --make-synthetic N)")
-    if args.block_size < 2:
-        parser.error(f"--block-size: expected an int >= 2, got {args.block_size}")
-    if args.rows_per_shard < 1:
-        parser.error(f"--rows-per-shard: expected an int >= 1, got {args.rows_per_shard}")
     checks.writable_dir(args.output, "--output")  # before tokenizing, not after
     try:
         s = pack_file(args)

@@ -62,13 +62,13 @@ def question_of(raw) -> str | None:
 def normalize_row(raw, where: str, require: tuple[str, ...] = FIELDS) -> dict:
     """Normalise one raw row (see the module docstring); `where` prefixes error messages."""
     if not isinstance(raw, dict):
-        raise RowError(f"{where}: expected a JSON object, got {type(raw).__name__}")
+        raise checks.argument_error(where, "a JSON object", type(raw).__name__, RowError)
     out: dict = {}
     key, q = _first(raw, QUESTION_KEYS, "question", require, where)
     if key is None:
         q = None
     elif not isinstance(q, str) or not q.strip():
-        raise RowError(f"{where}: field '{key}': expected a non-empty string, got {_describe(q)}")
+        raise checks.argument_error(f"{where}: field '{key}'", "a non-empty string", _describe(q), RowError)
     out["question"] = q
 
     key, t = _first(raw, THINKING_KEYS, "thinking", require, where)
@@ -79,13 +79,14 @@ def normalize_row(raw, where: str, require: tuple[str, ...] = FIELDS) -> dict:
     elif isinstance(t, (list, tuple)) and all(isinstance(x, str) for x in t):
         t = list(t)
     else:
-        raise RowError(f"{where}: field '{key}': expected a string or a list of strings, got {_describe(t)}")
+        raise checks.argument_error(f"{where}: field '{key}'", "a string or a list of strings", _describe(t),
+                                    RowError)
     out["thinking"] = t
 
     key, a = _first(raw, ANSWER_KEYS, "answer", require, where)
     if key is not None:
         if not (isinstance(a, str) or checks.is_number(a)):
-            raise RowError(f"{where}: field '{key}': expected a string or a number, got {_describe(a)}")
+            raise checks.argument_error(f"{where}: field '{key}'", "a string or a number", _describe(a), RowError)
         a = str(a)
     out["answer"] = a
     _check_text(out, raw, where)
@@ -361,8 +362,8 @@ def _choices(raw: dict, where: str) -> tuple[list[str], int]:
         return [str(correct).strip()] + [str(w).strip() for w in wrong], 0
     options = field(raw, CHOICE_LIST_KEYS)
     if not isinstance(options, list) or len(options) != len(LETTERS):
-        raise RowError(f"{where}: expected {len(LETTERS)} options (an options/choices list or GPQA's columns), "
-                       f"got {_describe(options)}")
+        raise checks.argument_error(where, f"{len(LETTERS)} options (an options/choices list or GPQA's columns)",
+                                    _describe(options), RowError)
     idx = field(raw, CHOICE_INDEX_KEYS)
     if isinstance(idx, str) and idx.strip().upper() in LETTERS and len(idx.strip()) == 1:
         idx = LETTERS.index(idx.strip().upper())
@@ -386,7 +387,7 @@ def benchmark_row(raw: dict, kind: str, where: str, rng) -> dict:
     GPQA-style: the options are shuffled with ``rng`` and lettered into the question; the
     answer is the correct option's letter and ``options`` keeps the shuffled order."""
     if not isinstance(raw, dict):
-        raise RowError(f"{where}: expected an object, got {type(raw).__name__}")
+        raise checks.argument_error(where, "an object", type(raw).__name__, RowError)
     q = next((raw[k] for k in BENCH_QUESTION_KEYS if isinstance(raw.get(k), str) and raw[k].strip()), None)
     if q is None:
         raise RowError(f"{where}: field 'question' missing (looked for {', '.join(BENCH_QUESTION_KEYS)})")
