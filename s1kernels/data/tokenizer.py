@@ -133,7 +133,8 @@ class S1Tokenizer:
         pad_id = self.token_to_id(pad_tok) if pad_tok else None
         self.pad_id = pad_id if pad_id is not None else self.token_to_id(ENDOFTEXT)
         if self.pad_id is None:
-            raise checks.argument_error("tokenizer", f"a pad token or {ENDOFTEXT!r} in the vocabulary, found neither")
+            raise checks.argument_error("tokenizer", f"a pad token or {ENDOFTEXT!r} in the vocabulary",
+                                            "a vocabulary with neither")
 
     # ---- loading / saving -------------------------------------------------------------
     @classmethod
