@@ -67,6 +67,7 @@ from s1kernels.ops.decode import (  # noqa: E402
     DONE, Budget, BudgetTensors, DecodeState, ForcingTokens, Sampling, SamplingTensors, decode_step)
 from s1kernels.ops.decode.characters import CharacterGuard  # noqa: E402
 from s1kernels.ops.decode.contract import _STATE_FIELDS, MODE_SUPPRESS, MODE_WAIT  # noqa: E402
+from s1kernels import checks  # noqa: E402
 
 __all__ = ["BudgetForcingLogitsProcessor", "sampling_params", "budget_args", "KEYS"]
 
@@ -98,25 +99,25 @@ def _settings(extra_args) -> dict | None:
         if isinstance(v, float) and v.is_integer():
             v = int(v)  # JSON clients send 512.0
         if isinstance(v, bool) or not isinstance(v, int):
-            raise TypeError(f"extra_args[{k!r}]: expected an int, got {v!r}")
+            raise checks.argument_error(f"extra_args[{k!r}]", "an int", repr(v), TypeError)
         s[k] = v
     for k in _STR_KEYS:
         if not isinstance(s[k], str):
-            raise TypeError(f"extra_args[{k!r}]: expected a string, got {type(s[k]).__name__}")
+            raise checks.argument_error(f"extra_args[{k!r}]", "a string", type(s[k]).__name__, TypeError)
     if s["budget_mode"] not in _MODES:
-        raise ValueError(f"extra_args['budget_mode']: expected 'wait' or 'suppress', got {s['budget_mode']!r}")
+        raise checks.argument_error("extra_args['budget_mode']", "'wait' or 'suppress'", repr(s['budget_mode']))
     if not s["wait_string"]:
-        raise ValueError("extra_args['wait_string']: expected a non-empty string, got ''")
+        raise checks.argument_error("extra_args['wait_string']", "a non-empty string", "''")
     if not s["answer_start"]:
-        raise ValueError("extra_args['answer_start']: expected a non-empty string, got ''")
+        raise checks.argument_error("extra_args['answer_start']", "a non-empty string", "''")
     # the same checks as Budget.tensors, with the key names of extra_args
     if not 0 <= s["min_thinking_tokens"] <= s["max_thinking_tokens"] <= _UNLIMITED:
         raise ValueError(f"extra_args: need 0 <= min_thinking_tokens <= max_thinking_tokens <= 2**31-1, got "
                          f"min={s['min_thinking_tokens']}, max={s['max_thinking_tokens']}")
     if not 0 <= s["num_waits"] <= _UNLIMITED:
-        raise ValueError(f"extra_args['num_waits']: expected >= 0, got {s['num_waits']}")
+        raise checks.argument_error("extra_args['num_waits']", ">= 0", s['num_waits'])
     if not 1 <= s["max_answer_tokens"] <= _UNLIMITED:
-        raise ValueError(f"extra_args['max_answer_tokens']: expected >= 1, got {s['max_answer_tokens']}")
+        raise checks.argument_error("extra_args['max_answer_tokens']", ">= 1", s['max_answer_tokens'])
     return s
 
 
@@ -124,7 +125,7 @@ def budget_args(budget: Budget | None = None, *, wait_string: str = "Wait", answ
                 final_answer: str = FINAL_ANSWER, **fields) -> dict:
     """`extra_args` for one request from a `Budget` (scalar fields) or its fields as keywords."""
     if budget is not None and not isinstance(budget, Budget):
-        raise TypeError(f"budget: expected a Budget or None, got {type(budget).__name__}")
+        raise checks.argument_error("budget", "a Budget or None", type(budget).__name__, TypeError)
     b = dataclasses.asdict(budget) if budget is not None else {}
     b.update(fields)
     unknown = set(b) - {"min_thinking_tokens", "max_thinking_tokens", "num_waits", "max_answer_tokens", "mode"}
@@ -481,7 +482,8 @@ class VLLMGenerate:
         if stream:
             raise ValueError("stream: the vLLM engine does not stream; use s1kernels.generate")
         if isinstance(prompts, (str, bytes)):
-            raise TypeError("prompts: expected a list of prompts, got a single string (wrap it in a list)")
+            raise checks.argument_error("prompts", "a list of prompts", "a single string (wrap it in a list)",
+                                        TypeError)
         prompts = list(prompts)
         if not prompts:
             return []

@@ -34,6 +34,7 @@ import weakref
 import torch
 
 from s1kernels.ops.decode.contract import INJECT_NONE, THINKING, BudgetTensors, DecodeState, ForcingTokens
+from s1kernels import checks
 
 __all__ = ["CharacterGuard", "token_bytes", "missing_after"]
 
@@ -74,7 +75,8 @@ def _token_strings(tokenizer, n: int) -> list[str | None]:
         return list(tokenizer.convert_ids_to_tokens(list(range(n))))
     if hasattr(tokenizer, "id_to_token"):  # S1Tokenizer, tokenizers.Tokenizer
         return [tokenizer.id_to_token(i) for i in range(n)]
-    raise TypeError(f"tokenizer: expected convert_ids_to_tokens or id_to_token, got {type(tokenizer).__name__}")
+    raise checks.argument_error("tokenizer", "convert_ids_to_tokens or id_to_token", type(tokenizer).__name__,
+                                TypeError)
 
 
 def _is_byte_level(tokenizer) -> bool:
@@ -171,7 +173,8 @@ class CharacterGuard:
 
     def __init__(self, table: torch.Tensor, stop_ids):
         if not torch.is_tensor(table) or table.dim() != 2 or table.shape[0] != _MAX_NEED + 1:
-            raise ValueError(f"table: expected a [{_MAX_NEED + 1}, V] tensor, got {getattr(table, 'shape', table)!r}")
+            raise checks.argument_error("table", f"a [{_MAX_NEED + 1}, V] tensor",
+                                        repr(getattr(table, 'shape', table)))
         self.table = table.to(torch.int8)
         self.stop_ids = torch.tensor(sorted({int(i) for i in stop_ids}), dtype=torch.int64)
         # a vocabulary of whole characters can never leave a row inside one: skip the work
@@ -182,12 +185,12 @@ class CharacterGuard:
     def from_tokenizer(cls, tokenizer, forcing: ForcingTokens, vocab_size: int | None = None) -> "CharacterGuard":
         """The guard for `tokenizer`'s vocabulary (ids 0..vocab_size-1; default its id limit)."""
         if not isinstance(forcing, ForcingTokens):
-            raise TypeError(f"forcing: expected ForcingTokens, got {type(forcing).__name__}")
+            raise checks.argument_error("forcing", "ForcingTokens", type(forcing).__name__, TypeError)
         if vocab_size is None:
             from s1kernels.data.tokenizer import _id_limit
             vocab_size = _id_limit(tokenizer)
         if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 1:
-            raise ValueError(f"vocab_size: expected a positive int, got {vocab_size!r}")
+            raise checks.argument_error("vocab_size", "a positive int", repr(vocab_size))
         return cls(_table_for(tokenizer, vocab_size), (*forcing.end_think_ids, *forcing.eos_ids))
 
     @classmethod
