@@ -155,8 +155,6 @@ def test_math500_file_reads_as_math_and_scores_its_solutions():
 
 def test_eval_reads_and_scores_each_benchmark_kind(tmp_path, monkeypatch):
     from s1kernels import eval as s1eval
-    from s1kernels.data import build_default_tokenizer
-    from s1kernels.generate import GenerationResult
 
     gpqa = tmp_path / "gpqa.csv"
     _write_gpqa_csv(gpqa, 3)
@@ -173,12 +171,15 @@ def test_eval_reads_and_scores_each_benchmark_kind(tmp_path, monkeypatch):
     texts = [f"Answer: ({letters[0]})", f"\\boxed{{{letters[1]}}}", f"Answer: {other[letters[2]]}",
              "Final Answer: 33", "Answer: 7.5"]
 
+    # eval scores the answer span it reads from the emitted ids: test_eval's decodable fake results
+    from test_eval import _FAKE_FORCING, _TableTokenizer, _fake_result
+
+    tok = _TableTokenizer()
+
     def fake_generate(model, tokenizer, questions, budget, sampling=None, **kw):
-        return [GenerationResult(prompt="", text=t, token_ids=[10, 0, 11], logprobs=[0.0] * 3, thinking_text="",
-                                 thinking_tokens=1, answer_text=t, answer=None, waits_used=0, forced_exit=False,
-                                 finished_reason="eos", prompt_tokens=1) for t in texts]
+        return [_fake_result(tok, t, 1) for t in texts]
 
     monkeypatch.setattr(s1eval.runs, "generate", fake_generate)
-    report = s1eval.evaluate(None, build_default_tokenizer(), rows, [4], progress=False, keep_rows=True)
+    report = s1eval.evaluate(None, tok, rows, [4], progress=False, keep_rows=True, forcing=_FAKE_FORCING)
     assert [r["correct"] for r in report["budgets"][0]["rows"]] == [True, True, False, True, False]
     assert [r["prediction"] for r in report["budgets"][0]["rows"]][3:] == ["33", None]

@@ -57,6 +57,10 @@ NOT_RUN = {
     ("docs/train.md", "torchrun --nproc-per-node 8 -m s1kernels.train --model M/"): (
         "parse", "trains for minutes, on downloaded model folders, on 8 GPUs"),
     ("docs/train.md", "Qwen2.5-32B-Instruct/"): ("parse", "needs 8 GPUs and a 32B model"),
+    ("docs/integrations/vllm.md", "32B --logits-processors"): ("parse", "a vLLM server: a GPU and a 32B download"),
+    ("docs/integrations/vllm.md", "localhost:8000"): ("parse", "asks the vLLM server above"),
+    ("docs/integrations/vllm.md", "LLM(model="): ("parse", "a vLLM engine: a GPU and a 32B download"),
+    ("docs/integrations/vllm.md", "--tensor-parallel-size 8"): ("parse", "8 GPUs and a 32B model"),
 }
 
 # Shell functions that record a command for tests/docs_parse.py instead of running it (one
@@ -66,15 +70,21 @@ RECORD = 'printf "%s\\x1f" "$@" >> "$DOCS_PARSE_LOG"; printf "\\x1e" >> "$DOCS_P
 SHELL_PARSE = f"""
 python() {{ {RECORD}; }}
 torchrun() {{ while [ "$#" -gt 0 ] && [ "$1" != "-m" ]; do shift; done; {RECORD}; }}
+vllm() {{ :; }}
+curl() {{ :; }}
 """
 SHELL_ALWAYS = f"pip() {{ set -- pip \"$@\"; {RECORD}; }}\n"
 
 # a Python block that is not run: its imports must still resolve
+# (a block for an optional engine, vLLM, is only compiled where that engine is not installed)
 PY_IMPORTS_ONLY = """
-import ast, sys
+import ast, importlib.util, sys
 tree = ast.parse(open(sys.argv[1]).read())
 tree.body = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
-exec(compile(tree, sys.argv[1], "exec"))
+roots = {a.name.split(".")[0] for n in tree.body for a in getattr(n, "names", [])} | {
+    (n.module or "").split(".")[0] for n in tree.body if isinstance(n, ast.ImportFrom)}
+if "vllm" not in roots or importlib.util.find_spec("vllm") is not None:
+    exec(compile(tree, sys.argv[1], "exec"))
 """
 
 
