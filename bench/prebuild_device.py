@@ -21,7 +21,7 @@ writes into `.device/`:
   manifest.json                        the source digests, the Triton wheel's hashes and key
                                        variables, the fixed cache path, variant counts, sizes
 
-The Python 3.12 side lives in its own venv (--venv312, default /work/venv-py312: pybind11,
+The Python 3.12 side lives in its own venv (--venv312, default build/venv312 in the checkout: pybind11,
 the cp312 triton==3.6.0 wheel, numpy<2.4, no torch), made from --python312 (pyenv's 3.12)
 when missing. The cache is compiled into --cache-dir, an absolute path fixed in Triton's group
 files; gpu_proof.py --triton-cache unpacks it at the same path. `--verify` (and gpu_proof)
@@ -305,7 +305,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=DEVICE_DIR, help="output folder (default .device/, git-ignored)")
     ap.add_argument("--cache-dir", default=CACHE_DIR, help=f"absolute Triton cache path, here and on the GPU "
                                                            f"(default {CACHE_DIR})")
-    ap.add_argument("--venv312", default="/work/venv-py312", help="the Python 3.12 venv (made when missing)")
+    ap.add_argument("--venv312", default=os.path.join(ROOT, "build", "venv312"), help="the Python 3.12 venv (made when missing; default build/venv312)")
     ap.add_argument("--python312", default=pyenv_python312(), help="Python 3.12 interpreter for a new venv")
     ap.add_argument("--quick", action="store_true", help="two small variants instead of every one")
     ap.add_argument("--no-extension", action="store_true", help="the Triton cache only")
