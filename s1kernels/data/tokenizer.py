@@ -15,6 +15,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 
 from s1kernels import checks
 from s1kernels.checks import read_json
+from s1kernels.data.byte_level import BYTE_TO_CHAR
 
 IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"
@@ -57,24 +58,8 @@ def _default_vocab() -> list[str]:
     return [_to_byte_level(p) for p in pieces]
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    # The GPT-2 byte <-> printable-character table used by the ByteLevel pre-tokenizer.
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return {b: chr(c) for b, c in zip(bs, cs)}
-
-
-_BYTE_TO_CHAR = _bytes_to_unicode()
-
-
 def _to_byte_level(text: str) -> str:
-    return "".join(_BYTE_TO_CHAR[b] for b in text.encode("utf-8"))
+    return "".join(BYTE_TO_CHAR[b] for b in text.encode("utf-8"))
 
 
 def build_default_tokenizer() -> "S1Tokenizer":

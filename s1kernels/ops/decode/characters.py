@@ -35,26 +35,11 @@ import torch
 
 from s1kernels.ops.decode.contract import INJECT_NONE, THINKING, BudgetTensors, DecodeState, ForcingTokens
 from s1kernels import checks
+from s1kernels.data.byte_level import CHAR_TO_BYTE
 
 __all__ = ["CharacterGuard", "token_bytes", "missing_after"]
 
 _MAX_NEED = 3  # a UTF-8 character has at most 3 continuation bytes
-
-
-def _gpt2_byte_decoder() -> dict[str, int]:
-    # the GPT-2 printable-character <-> byte table of byte-level BPE vocabularies
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return {chr(c): b for b, c in zip(bs, cs)}
-
-
-_BYTE_DECODER = _gpt2_byte_decoder()
 
 
 def _token_strings(tokenizer, n: int) -> list[str | None]:
@@ -110,8 +95,8 @@ def token_bytes(piece: str | None, byte_level: bool) -> bytes:
             return bytes([int(piece[3:5], 16)])
         except ValueError:
             pass
-    if byte_level and all(c in _BYTE_DECODER for c in piece):
-        return bytes(_BYTE_DECODER[c] for c in piece)
+    if byte_level and all(c in CHAR_TO_BYTE for c in piece):
+        return bytes(CHAR_TO_BYTE[c] for c in piece)
     return piece.encode("utf-8")
 
 
