@@ -12,11 +12,6 @@ namespace py = pybind11;
 
 namespace {
 
-template <class T>
-T* ptr(uintptr_t p) {
-  return reinterpret_cast<T*>(p);
-}
-
 // The number of fields of a group of the table (decode_fields.h).
 #define S1K_COUNT_FIELD(name, type) +1
 constexpr size_t kStateFields = 0 S1K_DECODE_STATE_FIELDS(S1K_COUNT_FIELD);
@@ -24,8 +19,8 @@ constexpr size_t kBudgetFields = 0 S1K_DECODE_BUDGET_FIELDS(S1K_COUNT_FIELD);
 constexpr size_t kSamplingFields = 0 S1K_DECODE_SAMPLING_FIELDS(S1K_COUNT_FIELD);
 #undef S1K_COUNT_FIELD
 
-// Fills DecodeArgs from the three pointer lists Python passes in the table's order (the
-// macros visit the fields in that order); false when a list has the wrong length.
+// Fills DecodeArgs from the three pointer lists Python passes in the table's order; false
+// when a list has the wrong length.
 bool make_args(s1k::DecodeArgs& a, uintptr_t logits, int dtype, int64_t batch, int64_t V, int64_t row_stride,
                int64_t vocab_size, const std::vector<uintptr_t>& state, const std::vector<uintptr_t>& budget,
                const std::vector<uintptr_t>& sampling, uintptr_t table, const std::vector<int>& lengths, int pad_id,
@@ -34,30 +29,8 @@ bool make_args(s1k::DecodeArgs& a, uintptr_t logits, int dtype, int64_t batch, i
       lengths.size() != 5)
     return false;
   if (vocab_size > V) return false;
-  a.logits = ptr<const void>(logits);
-  a.dtype = dtype;
-  a.batch = batch;
-  a.row_stride = row_stride;
-  a.vocab_size = vocab_size;
-  size_t i = 0;
-#define S1K_FILL(list, name, type) a.name = ptr<type>(list[i++]);
-#define S1K_FILL_STATE(name, type) S1K_FILL(state, name, type)
-#define S1K_FILL_BUDGET(name, type) S1K_FILL(budget, name, const type)
-#define S1K_FILL_SAMPLING(name, type) S1K_FILL(sampling, name, const type)
-  S1K_DECODE_STATE_FIELDS(S1K_FILL_STATE)
-  i = 0;
-  S1K_DECODE_BUDGET_FIELDS(S1K_FILL_BUDGET)
-  i = 0;
-  S1K_DECODE_SAMPLING_FIELDS(S1K_FILL_SAMPLING)
-#undef S1K_FILL_SAMPLING
-#undef S1K_FILL_BUDGET
-#undef S1K_FILL_STATE
-#undef S1K_FILL
-  a.table = ptr<const int32_t>(table);
-  for (int k = 0; k < 5; ++k) a.lengths[k] = lengths[k];
-  a.pad_id = pad_id;
-  a.tokens = ptr<int64_t>(tokens);
-  a.logprobs = ptr<float>(logprobs);
+  a = s1k::decode_args_from_addresses(logits, dtype, batch, row_stride, vocab_size, state.data(), budget.data(),
+                                      sampling.data(), table, lengths.data(), pad_id, tokens, logprobs);
   return true;
 }
 

@@ -57,6 +57,41 @@ S1K_HD RowBudget load_row_budget(const DecodeArgs& a, int64_t r) {
   return RowBudget{a.min_thinking_tokens[r], a.max_thinking_tokens[r], a.num_waits[r], a.max_answer_tokens[r], a.mode[r]};
 }
 
+// DecodeArgs from raw addresses, as the bindings (python/decode.cpp) and the SIMT harness
+// (tests/native/simt/decode_simt.cpp) receive them: the three pointer lists in the field
+// table's order (the macros visit the fields in that order), the five forcing lengths.
+inline DecodeArgs decode_args_from_addresses(uintptr_t logits, int32_t dtype, int64_t batch, int64_t row_stride,
+                                             int64_t vocab_size, const uintptr_t* state, const uintptr_t* budget,
+                                             const uintptr_t* sampling, uintptr_t table, const int32_t* lengths,
+                                             int32_t pad_id, uintptr_t tokens, uintptr_t logprobs) {
+  DecodeArgs a{};
+  a.logits = reinterpret_cast<const void*>(logits);
+  a.dtype = dtype;
+  a.batch = batch;
+  a.row_stride = row_stride;
+  a.vocab_size = vocab_size;
+  size_t i = 0;
+#define S1K_FILL(list, name, type) a.name = reinterpret_cast<type*>(list[i++]);
+#define S1K_FILL_STATE(name, type) S1K_FILL(state, name, type)
+#define S1K_FILL_CONST(name, type) S1K_FILL(budget, name, const type)
+  S1K_DECODE_STATE_FIELDS(S1K_FILL_STATE)
+  i = 0;
+  S1K_DECODE_BUDGET_FIELDS(S1K_FILL_CONST)
+#undef S1K_FILL_CONST
+#define S1K_FILL_CONST(name, type) S1K_FILL(sampling, name, const type)
+  i = 0;
+  S1K_DECODE_SAMPLING_FIELDS(S1K_FILL_CONST)
+#undef S1K_FILL_CONST
+#undef S1K_FILL_STATE
+#undef S1K_FILL
+  a.table = reinterpret_cast<const int32_t*>(table);
+  for (int k = 0; k < 5; ++k) a.lengths[k] = lengths[k];
+  a.pad_id = pad_id;
+  a.tokens = reinterpret_cast<int64_t*>(tokens);
+  a.logprobs = reinterpret_cast<float*>(logprobs);
+  return a;
+}
+
 // Checks what can be checked without reading device memory; kInvalidArgument on failure.
 inline int validate_decode_args(const DecodeArgs& a) {
   if (!a.logits || !a.table || !a.tokens || !a.logprobs) return kInvalidArgument;

@@ -11,15 +11,6 @@
 #endif
 #include S1K_SIMT_KERNEL
 
-namespace {
-
-template <class T>
-T* ptr(uintptr_t p) {
-  return reinterpret_cast<T*>(p);
-}
-
-}  // namespace
-
 #define S1K_SIMT_EXPORT extern "C" __attribute__((visibility("default")))
 
 // The three pointer lists are in the order of the field table (s1kernels/ops/decode/fields.py,
@@ -30,31 +21,8 @@ S1K_SIMT_EXPORT int simt_decode_step(uintptr_t logits, int dtype, int64_t batch,
                                      const uintptr_t* sampling, uintptr_t table, const int32_t* lengths,
                                      int32_t pad_id, uintptr_t tokens, uintptr_t logprobs, unsigned force_cluster,
                                      uint64_t schedule_seed, unsigned* cluster_used) {
-  s1k::DecodeArgs a{};
-  a.logits = ptr<const void>(logits);
-  a.dtype = dtype;
-  a.batch = batch;
-  a.row_stride = row_stride;
-  a.vocab_size = vocab_size;
-  size_t i = 0;
-#define S1K_FILL(list, name, type) a.name = ptr<type>(list[i++]);
-#define S1K_FILL_STATE(name, type) S1K_FILL(state, name, type)
-#define S1K_FILL_BUDGET(name, type) S1K_FILL(budget, name, const type)
-#define S1K_FILL_SAMPLING(name, type) S1K_FILL(sampling, name, const type)
-  S1K_DECODE_STATE_FIELDS(S1K_FILL_STATE)
-  i = 0;
-  S1K_DECODE_BUDGET_FIELDS(S1K_FILL_BUDGET)
-  i = 0;
-  S1K_DECODE_SAMPLING_FIELDS(S1K_FILL_SAMPLING)
-#undef S1K_FILL_SAMPLING
-#undef S1K_FILL_BUDGET
-#undef S1K_FILL_STATE
-#undef S1K_FILL
-  a.table = ptr<const int32_t>(table);
-  for (int k = 0; k < 5; ++k) a.lengths[k] = lengths[k];
-  a.pad_id = pad_id;
-  a.tokens = ptr<int64_t>(tokens);
-  a.logprobs = ptr<float>(logprobs);
+  const s1k::DecodeArgs a = s1k::decode_args_from_addresses(logits, dtype, batch, row_stride, vocab_size, state, budget,
+                                                            sampling, table, lengths, pad_id, tokens, logprobs);
   simt::config.force_cluster = force_cluster;
   simt::config.schedule_seed = schedule_seed;
   simt::last_cluster = 0;
