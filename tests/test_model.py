@@ -67,21 +67,34 @@ def test_logits_match_transformers(tmp_path, cfg):
 
 
 @pytest.mark.parametrize("backend", ["sdpa_mask", "sdpa_loop"])
-def test_varlen_attention_never_crosses_samples(backend):
+@pytest.mark.parametrize("lengths", [[3, 0, 11, 1, 6], [7, 7, 7, 2, 0, 5, 5, 9, 1, 1]],
+                         ids=["mixed", "equal-length runs"])
+def test_varlen_attention_never_crosses_samples(backend, lengths):
+    """Outputs and gradients per sample, against SDPA on that sample alone (the loop backend
+    batches runs of equal lengths into one call: they must not see each other)."""
     torch.manual_seed(0)
-    lengths = [3, 0, 11, 1, 6]
     T = sum(lengths)
-    q, k, v = torch.randn(T, 4, 8), torch.randn(T, 2, 8), torch.randn(T, 2, 8)
+    q, k, v = (torch.randn(T, h, 8, requires_grad=True) for h in (4, 2, 2))
     cu = torch.tensor([0] + list(torch.tensor(lengths).cumsum(0)), dtype=torch.int32)
     out = attn_mod.varlen_causal_attention(q, k, v, cu, backend=backend)
+    grad_out = torch.randn_like(out)
+    out.backward(grad_out)
     a = 0
     for n in lengths:
         if n:
-            qs, ks, vs = (t[a:a + n].transpose(0, 1) for t in (q, k, v))
-            ks, vs = ks.repeat_interleave(2, 0), vs.repeat_interleave(2, 0)
-            ref = torch.nn.functional.scaled_dot_product_attention(qs, ks, vs, is_causal=True).transpose(0, 1)
+            qs, ks, vs = (t.detach()[a:a + n].transpose(0, 1).requires_grad_() for t in (q, k, v))
+            ref = torch.nn.functional.scaled_dot_product_attention(
+                qs, ks.repeat_interleave(2, 0), vs.repeat_interleave(2, 0), is_causal=True).transpose(0, 1)
             torch.testing.assert_close(out[a:a + n], ref, atol=1e-5, rtol=1e-5)
+            ref.backward(grad_out[a:a + n])
+            for got, want in ((q, qs), (k, ks), (v, vs)):
+                torch.testing.assert_close(got.grad[a:a + n], want.grad.transpose(0, 1), atol=1e-5, rtol=1e-5)
         a += n
+
+
+def test_equal_length_runs():
+    assert attn_mod._equal_length_runs([0, 4, 8, 8, 12, 13, 20, 27]) == [(3, 4), (1, 1), (2, 7)]
+    assert attn_mod._equal_length_runs([0, 0]) == []
 
 
 def test_packed_forward_equals_per_sample(monkeypatch):

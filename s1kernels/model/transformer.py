@@ -16,10 +16,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from . import cpu_attention
+from . import cpu_attention, layer_ops
 from .attention import cached_attention, varlen_causal_attention
 from .config import ModelConfig
 from s1kernels import checks
+
+
+def _fused_training(x: torch.Tensor, *params: torch.Tensor) -> bool:
+    """Whether a layer takes layer_ops' autograd functions: a CPU training forward, where its
+    fewer temporaries save page faults (see layer_ops)."""
+    return x.device.type == "cpu" and torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad
+                                                                                           for p in params))
 
 
 def rope_inv_freq(config: ModelConfig) -> torch.Tensor:
@@ -62,6 +69,8 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _fused_training(x, self.weight):
+            return layer_ops.rms_norm(x, self.weight, self.eps)
         dtype = x.dtype
         x = x.float()
         x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
@@ -90,6 +99,8 @@ class Attention(nn.Module):
         k = k.reshape(*shape, self.n_kv_heads, self.head_dim)
         v = v.reshape(*shape, self.n_kv_heads, self.head_dim)
         cos, sin = cos.unsqueeze(-2), sin.unsqueeze(-2)
+        if _fused_training(x, self.q_proj.weight):
+            return layer_ops.rope(q, cos, sin), layer_ops.rope(k, cos, sin), v
         return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
 
     def forward(self, x, cos, sin, cu_seqlens, max_seqlen=None):
@@ -130,6 +141,8 @@ class MLP(nn.Module):
 
     def forward(self, x, pack=None):
         if pack is None:
+            if _fused_training(x, self.gate_proj.weight):
+                return self.down_proj(layer_ops.swiglu(self.gate_proj(x), self.up_proj(x)))
             return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
         gate, up = pack.gate_up(x).chunk(2, dim=-1)
         return pack.down(F.silu(gate) * up)

@@ -34,6 +34,19 @@ def _capped_logits(h, w, b, softcap):
     return z
 
 
+def _exp_stats_(z):
+    """(lse, argmax, sum) per row of a logits chunk, overwriting z with exp(z - max).
+
+    The chunk is the largest tensor here and each pass over it is memory-bound: one max pass
+    gives the shift and the prediction, then exp in place and one sum, which is how
+    torch.logsumexp computes lse (an infinite max shifts by 0) in three passes instead of
+    logsumexp's four plus argmax's one. Callers read anything else from z first."""
+    m, pred = z.max(dim=-1)
+    m = m.masked_fill(m.isinf(), 0.0)
+    total = z.sub_(m[:, None]).exp_().sum(-1)
+    return m + total.log(), pred, total
+
+
 def forward(hidden, weight, labels, bias, ignore_index, z_loss, softcap, vocab_size, chunk):
     """Per-token (loss, lse, argmax) over the trained tokens only, `chunk` tokens at a time."""
     n = hidden.shape[0]
@@ -48,15 +61,14 @@ def forward(hidden, weight, labels, bias, ignore_index, z_loss, softcap, vocab_s
     for s in range(0, rows.shape[0], chunk):
         r = rows[s:s + chunk]
         z = _capped_logits(hidden[r].to(ct), w, b, softcap)
-        lse = torch.logsumexp(z, dim=-1)
         y = labels[r].long()
         # Out-of-range labels (possible with validate=False) contribute no target logit,
         # as in the Triton kernels: never an out-of-bounds read.
         inside = (y >= 0) & (y < vocab_size)
         tgt = torch.where(inside, z.gather(1, y.clamp(0, vocab_size - 1)[:, None])[:, 0], 0.0)
+        lse, pred[r], _ = _exp_stats_(z)
         token_loss[r] = (lse - tgt + z_loss * lse * lse).to(token_loss.dtype)
         lse_out[r] = lse.to(lse_out.dtype)
-        pred[r] = z.argmax(-1)
     return token_loss, lse_out, pred
 
 
@@ -125,23 +137,24 @@ def forward_with_grad(hidden, weight, labels, bias, token_weight, ignore_index, 
         r = rows[s:s + chunk]
         h = hidden[r].to(ct)
         z = _capped_logits(h, w, b, None)
-        lse = torch.logsumexp(z, dim=-1)
         y = labels[r].long()
         inside = (y >= 0) & (y < vocab_size)
         yc = y.clamp(0, vocab_size - 1)
         tgt = torch.where(inside, z.gather(1, yc[:, None])[:, 0], 0.0)
+        lse, pred[r], total = _exp_stats_(z)
         token_loss[r] = (lse - tgt + z_loss * lse * lse).to(token_loss.dtype)
         lse_out[r] = lse.to(lse_out.dtype)
-        pred[r] = z.argmax(-1)
-        # the backward's dlogits with g = token_weight, in place over the chunk (see backward)
+        # the backward's dlogits with g = token_weight (see backward), in place: z holds
+        # exp(z - shift), and softmax is that over its row sum
         g = tw[r]
-        d = z.sub_(lse[:, None]).exp_().mul_(((1.0 + 2.0 * z_loss * lse) * g)[:, None])
+        d = z.mul_(((1.0 + 2.0 * z_loss * lse) * g / total)[:, None])
         d[torch.arange(r.shape[0], device=dev), yc] -= inside.to(ct) * g
         if need_hidden:
             grad_hidden[r] = d @ w
         if need_weight:
             grad_weight[:vocab_size].addmm_(d.T, h)
-            grad_bias[:vocab_size] += d.sum(0)
+            if b is not None:
+                grad_bias[:vocab_size] += d.sum(0)
     gh = grad_hidden.to(hidden.dtype) if need_hidden else hidden.new_empty(0)
     gw = grad_weight.to(weight.dtype) if need_weight else hidden.new_empty(0)
     gb = grad_bias.to(hidden.dtype) if bias is not None and need_weight else hidden.new_empty(0)
