@@ -96,23 +96,29 @@ def _edited(codes, delete, wrap) -> str:
     return kept.astype(np.uint32).tobytes().decode("utf-32-le", "surrogatepass")
 
 
-def extract_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{...}`` / ``\\fbox{...}`` (or ``\\boxed 5``) in ``text``."""
-    boxes = list(_BOX.finditer(text))
+def _usable_boxes(text: str, matches):
+    """(content start, content end, end) of each box command in `matches` that has an argument,
+    in their order: a braced one up to its matching brace, or "\\boxed 5" up to the next space
+    or '$'. An unbalanced box and "\\boxedfoo" (not the command) are skipped."""
     pairs = None
-    for m in reversed(boxes):  # the last usable box wins; an unbalanced one is skipped
+    for m in matches:
         j = m.end()
         if j < len(text) and text[j] == "{":
             if pairs is None:
                 pairs = _BracePairs(text)
             close = pairs.get(j)
             if close is not None:
-                return text[j + 1 : close]
-        elif j > m.start() + len(m.group(0).rstrip(" ")):  # "\\boxed 5": to the next space or '$'
+                yield j + 1, close, close + 1
+        elif j > m.start() + len(m.group(0).rstrip(" ")):
             arg = _BOX_ARG.match(text, j)
             if arg is not None:
-                return arg.group(0)
-        # else e.g. "\\boxedfoo": not the command
+                yield j, arg.end(), arg.end()
+
+
+def extract_boxed(text: str) -> str | None:
+    """Content of the last ``\\boxed{...}`` / ``\\fbox{...}`` (or ``\\boxed 5``) in ``text``."""
+    for start, stop, _ in _usable_boxes(text, reversed(list(_BOX.finditer(text)))):
+        return text[start:stop]
     return None
 
 
@@ -159,19 +165,8 @@ _TEXT_COMMAND = re.compile(r"\\(?:text|textbf|textit|mbox|mathrm|mathbf)\{")
 
 def _first_boxed_close(text: str) -> int | None:
     """Index just past the first closed ``\\boxed{...}`` / ``\\fbox{...}`` (or ``\\boxed 5``)."""
-    pairs = None
-    for m in _BOX.finditer(text):  # the first usable box; an unbalanced one is skipped
-        j = m.end()
-        if j < len(text) and text[j] == "{":
-            if pairs is None:
-                pairs = _BracePairs(text)
-            close = pairs.get(j)
-            if close is not None:
-                return close + 1
-        elif j > m.start() + len(m.group(0).rstrip(" ")):  # "\\boxed 5"
-            arg = _BOX_ARG.match(text, j)
-            if arg is not None:
-                return arg.end()
+    for _, _, end in _usable_boxes(text, _BOX.finditer(text)):
+        return end
     return None
 
 

@@ -73,6 +73,24 @@ def _run_counted(monkeypatch, fn, at=None):
     return k.count, killed
 
 
+def _killed_copies(monkeypatch, base, tmp_path, act):
+    """act(folder) on a fresh copy of folder `base`, killed at each of its writes in turn:
+    yields (write number, the copy it left)."""
+    def fresh():
+        work = tmp_path / "w"
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.copytree(base, work)
+        return str(work)
+
+    out = fresh()
+    total, _ = _run_counted(monkeypatch, lambda: act(out))
+    for at in range(1, total + 1):
+        out = fresh()
+        _, killed = _run_counted(monkeypatch, lambda: act(out), at)
+        assert killed
+        yield at, out
+
+
 # ---- a tiny model whose state is easy to compare ------------------------------------------
 
 def _tiny_config():
@@ -216,18 +234,8 @@ def test_kill_anywhere_in_publish(tmp_path, monkeypatch, shards):
     publish.publish_final(clean, new_model, tok, None, new_shard)
     expected = set(os.listdir(clean)) | {"train_log.jsonl"}
 
-    def fresh():
-        work = tmp_path / "w"
-        shutil.rmtree(work, ignore_errors=True)
-        shutil.copytree(base, work)
-        return str(work)
-
-    out = fresh()
-    total, _ = _run_counted(monkeypatch, lambda: publish.publish_final(out, new_model, tok, None, new_shard))
-    for at in range(1, total + 1):
-        out = fresh()
-        _, killed = _run_counted(monkeypatch, lambda: publish.publish_final(out, new_model, tok, None, new_shard), at)
-        assert killed
+    for at, out in _killed_copies(monkeypatch, base, tmp_path,
+                                  lambda out: publish.publish_final(out, new_model, tok, None, new_shard)):
         _check_model_folder(out, old, new, at)
         # the next start rolls a committed publish forward; the run then publishes again
         publish.finish_publish(out)
@@ -281,18 +289,7 @@ def test_kill_anywhere_in_resume_start(tmp_path, monkeypatch, saved_world):
         replace_atomic(os.path.join(out, "train_log.jsonl"), "".join(json.dumps(r) + "\n" for r in log).encode())
         return step
 
-    def fresh():
-        work = tmp_path / "w"
-        shutil.rmtree(work, ignore_errors=True)
-        shutil.copytree(base, work)
-        return str(work)
-
-    out = fresh()
-    total, _ = _run_counted(monkeypatch, lambda: start(out))
-    for at in range(1, total + 1):
-        out = fresh()
-        _, killed = _run_counted(monkeypatch, lambda: start(out), at)
-        assert killed
+    for at, out in _killed_copies(monkeypatch, base, tmp_path, start):
         assert runs.owner(out)["run_id"] == rid
         log = [json.loads(x) for x in open(os.path.join(out, "train_log.jsonl"))]
         assert [r["step"] for r in log] in ([1, 2, 3, 4, 5], [1, 2, 3]), at

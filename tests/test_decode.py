@@ -187,16 +187,23 @@ def test_forced_exit_at_max_thinking(backend):
     assert bool((s.phase == D.DONE).all())
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("mode", ["wait", "suppress"])
-def test_never_ends_before_minimum_and_span_bounded(backend, mode):
+def early_stop_budget(mode: str, B: int):
+    """Random minimum and maximum thinking budgets and Wait counts for B rows (seed 3): the
+    generator (it goes on to draw the scenario's logits), mins, maxs, waits and the Budget."""
     g = torch.Generator().manual_seed(3)
-    B, V = 16, 24
     mins = torch.randint(0, 10, (B,), generator=g).tolist()
     maxs = [m + int(v) for m, v in zip(mins, torch.randint(0, 12, (B,), generator=g))]
     waits = torch.randint(0, 3, (B,), generator=g).tolist()
     budget = Budget(min_thinking_tokens=mins, max_thinking_tokens=maxs, num_waits=waits, max_answer_tokens=4,
                     mode=mode)
+    return g, mins, maxs, waits, budget
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("mode", ["wait", "suppress"])
+def test_never_ends_before_minimum_and_span_bounded(backend, mode):
+    B, V = 16, 24
+    g, mins, maxs, waits, budget = early_stop_budget(mode, B)
     logits = [random_logits(g, B, V, torch.float32, scale=1.0) for _ in range(40)]
     for x in logits:
         x[:, 3] += 2.0  # the model wants to stop thinking early

@@ -18,7 +18,7 @@ from s1kernels import backend as _backend
 from s1kernels.ops import decode as D
 from s1kernels.ops.decode import Budget, DecodeState, ForcingTokens, Sampling, decode_step
 from simt_harness import build, compiler
-from test_decode import FORCING, FORCING_SHORT, random_config
+from test_decode import FORCING, FORCING_SHORT, early_stop_budget, random_config
 
 pytestmark = [pytest.mark.simt,
               pytest.mark.skipif(_backend.native() is None, reason="s1kernels._C is not built (the C++ twin)"),
@@ -276,13 +276,8 @@ def test_scenario_forced_exit_at_max_thinking(sim, cluster):
 @pytest.mark.parametrize("mode", ["wait", "suppress"])
 @pytest.mark.parametrize("cluster", (1, 2))
 def test_scenario_never_ends_before_minimum(sim, mode, cluster):
-    g = torch.Generator().manual_seed(3)
     B, V = 16, 24
-    mins = torch.randint(0, 10, (B,), generator=g).tolist()
-    maxs = [m + int(v) for m, v in zip(mins, torch.randint(0, 12, (B,), generator=g))]
-    waits = torch.randint(0, 3, (B,), generator=g).tolist()
-    budget = Budget(min_thinking_tokens=mins, max_thinking_tokens=maxs, num_waits=waits, max_answer_tokens=4,
-                    mode=mode)
+    g, _, _, _, budget = early_stop_budget(mode, B)
     logits = [torch.randn(B, V, generator=g) for _ in range(40)]
     for x in logits:
         x[:, 3] += 3.5  # the model wants to stop thinking early

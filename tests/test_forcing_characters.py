@@ -174,13 +174,19 @@ def check_clean(t, f, budget, ids):
     return text
 
 
-def test_without_the_rule_the_text_breaks(tok):
-    """The scripts do cut a character when the rule is off (so the test below tests something)."""
-    name, t = tok
+def _scripted(tok):
+    """(tokenizer, its forcing tokens, its character guard, id limit, the multi-byte character,
+    the scripted cases) for a `tok` fixture value."""
+    _, t = tok
     f = ForcingTokens.from_tokenizer(t)
     guard = CharacterGuard.from_tokenizer(t, f)
-    V = t.id_limit
     c, cases = scripted_cases(t, f, guard)
+    return t, f, guard, t.id_limit, c, cases
+
+
+def test_without_the_rule_the_text_breaks(tok):
+    """The scripts do cut a character when the rule is off (so the test below tests something)."""
+    t, f, _, V, _, cases = _scripted(tok)
     for case, budget, plan in cases:
         ids = run_rule(f, None, budget, plan, V)
         text = t.decode(list(thinking_span(ids, f.end_think_ids, f.eos_ids).ids))
@@ -189,11 +195,7 @@ def test_without_the_rule_the_text_breaks(tok):
 
 @pytest.mark.parametrize("engine", sorted(ENGINES))
 def test_forcing_never_cuts_a_character(tok, engine):
-    name, t = tok
-    f = ForcingTokens.from_tokenizer(t)
-    guard = CharacterGuard.from_tokenizer(t, f)
-    V = t.id_limit
-    c, cases = scripted_cases(t, f, guard)
+    t, f, guard, V, c, cases = _scripted(tok)
     for case, budget, plan in cases:
         want = run_rule(f, guard, budget, plan, V)
         got = want if engine == "rule" else ENGINES[engine](t, f, budget, plan, V)

@@ -92,32 +92,7 @@ class _MetadataUnpickler(pickle._Unpickler):
         if type(target) not in _CONTAINERS:
             self._refuse(opcode, target)
 
-    def load_append(self):
-        self._items_target("APPEND", self.stack[-2])
-        pickle._Unpickler.load_append(self)
-
-    def load_appends(self):
-        self._items_target("APPENDS", self.metastack[-1][-1])
-        pickle._Unpickler.load_appends(self)
-
-    def load_setitem(self):
-        self._items_target("SETITEM", self.stack[-3])
-        pickle._Unpickler.load_setitem(self)
-
-    def load_setitems(self):
-        self._items_target("SETITEMS", self.metastack[-1][-1])
-        pickle._Unpickler.load_setitems(self)
-
-    def load_additems(self):
-        self._items_target("ADDITEMS", self.metastack[-1][-1])
-        pickle._Unpickler.load_additems(self)
-
     dispatch[pickle.BUILD[0]] = load_build
-    dispatch[pickle.APPEND[0]] = load_append
-    dispatch[pickle.APPENDS[0]] = load_appends
-    dispatch[pickle.SETITEM[0]] = load_setitem
-    dispatch[pickle.SETITEMS[0]] = load_setitems
-    dispatch[pickle.ADDITEMS[0]] = load_additems
 
     def find_class(self, module: str, name: str):
         if (module, name) in _ALLOWED_GLOBALS:
@@ -129,6 +104,25 @@ class _MetadataUnpickler(pickle._Unpickler):
                 return obj
         raise ValueError(f"checkpoint: {self.path!r} refers to {module}.{name}, which a DCP metadata file "
                          f"never holds; refusing to load it (only plain checkpoint metadata is read)")
+
+
+def _guard_items(opcode: str, target_of) -> None:
+    """Routes an item-adding opcode through `_items_target`; `target_of(unpickler)` is the
+    object it would change (under the items, or under the mark for the batched opcodes)."""
+    base = pickle._Unpickler.dispatch[getattr(pickle, opcode)[0]]
+
+    def load(self):
+        self._items_target(opcode, target_of(self))
+        base(self)
+
+    _MetadataUnpickler.dispatch[getattr(pickle, opcode)[0]] = load
+
+
+for _opcode, _target_of in (("APPEND", lambda u: u.stack[-2]), ("SETITEM", lambda u: u.stack[-3]),
+                            ("APPENDS", lambda u: u.metastack[-1][-1]), ("SETITEMS", lambda u: u.metastack[-1][-1]),
+                            ("ADDITEMS", lambda u: u.metastack[-1][-1])):
+    _guard_items(_opcode, _target_of)
+del _opcode, _target_of
 
 
 def _describe(obj) -> str:
