@@ -14,8 +14,10 @@ import platform
 # ISA flags of /proc/cpuinfo that change which kernels oneDNN, MKL and ATen run.
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16",
              "amx_tile", "avx_vnni")
-# The variables that make an AVX-512 machine run the AVX2 code paths (the imitation).
-ISA_ENV = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
+# The variables that make an AVX-512 machine run the AVX2 code paths (the imitation): ATen's
+# kernels, oneDNN's, MKL's GEMM (torch's BLAS), OpenBLAS's (FAISS's BLAS) and FAISS's own.
+ISA_ENV = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS",
+           "OPENBLAS_CORETYPE", "FAISS_SIMD_LEVEL")
 
 
 def status_kb(field: str) -> int:
