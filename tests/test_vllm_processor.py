@@ -248,6 +248,29 @@ def test_missing_vllm_is_one_line():
     assert 'pip install "s1kernels[vllm]"' in out.stdout, out.stdout + out.stderr
 
 
+def test_a_new_engine_is_never_taken_for_a_live_one(smol):
+    """One instance per engine is live, told apart by the engine config's id. A config freed
+    while its instance lives could lend that id to another engine's config, whose instance
+    would then stay inert (seen once in CI: a whole batch left unforced). The live instance
+    keeps its config, so the id stays its own."""
+    import gc
+    import weakref
+
+    folder, t, _ = smol
+
+    class Config:  # SimpleNamespace takes no weak references
+        model_config = types.SimpleNamespace(tokenizer=folder, get_vocab_size=lambda: t.id_limit)
+
+    cfg = Config()
+    first = BudgetForcingLogitsProcessor(cfg, torch.device("cpu"), False)
+    held = weakref.ref(cfg)
+    del cfg
+    gc.collect()
+    assert held() is not None and not first.inert
+    assert BudgetForcingLogitsProcessor(held(), torch.device("cpu"), False).inert  # the same engine
+    assert not make_processor(folder, t.id_limit).inert  # another engine
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_compact_step_equals_whole_step(smol, seed, monkeypatch):
     """Greedy rows take the compact step; it must leave exactly the logits and the state the

@@ -195,6 +195,9 @@ class BudgetForcingLogitsProcessor(_vllm_lp.LogitsProcessor):
     def __init__(self, vllm_config, device: torch.device, is_pin_memory: bool):
         self.device = torch.device(device)
         self.model_config = vllm_config.model_config
+        # holding the config keeps its id from being reused by another engine's config while
+        # this instance is in _live (a freed config's id would make that engine's instance inert)
+        self._vllm_config = vllm_config
         # a second instance in the same engine stays inert: one state machine per request
         self.inert = id(vllm_config) in self._live
         if not self.inert:
