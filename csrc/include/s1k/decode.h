@@ -73,15 +73,15 @@ inline DecodeArgs decode_args_from_addresses(uintptr_t logits, int32_t dtype, in
   size_t i = 0;
 #define S1K_FILL(list, name, type) a.name = reinterpret_cast<type*>(list[i++]);
 #define S1K_FILL_STATE(name, type) S1K_FILL(state, name, type)
-#define S1K_FILL_CONST(name, type) S1K_FILL(budget, name, const type)
+#define S1K_FILL_BUDGET(name, type) S1K_FILL(budget, name, const type)
+#define S1K_FILL_SAMPLING(name, type) S1K_FILL(sampling, name, const type)
   S1K_DECODE_STATE_FIELDS(S1K_FILL_STATE)
   i = 0;
-  S1K_DECODE_BUDGET_FIELDS(S1K_FILL_CONST)
-#undef S1K_FILL_CONST
-#define S1K_FILL_CONST(name, type) S1K_FILL(sampling, name, const type)
+  S1K_DECODE_BUDGET_FIELDS(S1K_FILL_BUDGET)
   i = 0;
-  S1K_DECODE_SAMPLING_FIELDS(S1K_FILL_CONST)
-#undef S1K_FILL_CONST
+  S1K_DECODE_SAMPLING_FIELDS(S1K_FILL_SAMPLING)
+#undef S1K_FILL_SAMPLING
+#undef S1K_FILL_BUDGET
 #undef S1K_FILL_STATE
 #undef S1K_FILL
   a.table = reinterpret_cast<const int32_t*>(table);

@@ -105,7 +105,8 @@ def backward(grad, hidden, weight, labels, bias, lse, ignore_index, z_loss, soft
             grad_hidden[r] = d @ w
         if need_weight:
             grad_weight[:vocab_size].addmm_(d.T, h)  # in place: no [V, H] temporary
-            grad_bias[:vocab_size] += d.sum(0)
+            if b is not None:
+                grad_bias[:vocab_size] += d.sum(0)
     gh = grad_hidden.to(hidden.dtype) if need_hidden else hidden.new_empty(0)
     gw = grad_weight.to(weight.dtype) if need_weight else hidden.new_empty(0)
     gb = grad_bias.to(hidden.dtype) if bias is not None and need_weight else hidden.new_empty(0)
